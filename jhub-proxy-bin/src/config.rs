@@ -1,0 +1,318 @@
+//! Command-line flags and environment variables.
+//!
+//! Every option is a flag and an environment variable. The Go jupyterhub-istio-proxy's
+//! variables keep their names and meanings, so a Deployment written for it keeps working.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, ValueEnum};
+
+use crate::{Error, Result};
+
+/// Where routes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// Istio VirtualServices through the Kubernetes API.
+    Kubernetes,
+    /// This process's memory: for trying the proxy out; nothing reaches Istio.
+    Memory,
+}
+
+/// The proxy's configuration.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "jupyterhub-istio-proxy",
+    version,
+    about = "configurable-http-proxy's REST API for JupyterHub, served by writing Istio routing objects"
+)]
+pub struct Config {
+    /// The token JupyterHub sends as `Authorization: token <token>`. Required.
+    #[arg(
+        long,
+        env = "CONFIGPROXY_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub auth_token: Secret,
+
+    /// Where routes are kept.
+    #[arg(long, env = "PROXY_STORE", value_enum, default_value_t = StoreKind::Kubernetes)]
+    pub store: StoreKind,
+
+    /// Address the API listens on.
+    #[arg(
+        long,
+        env = "PROXY_LISTEN",
+        default_value = "0.0.0.0:8000",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Read the first segment of every route spec as a host (JupyterHub's `subdomain_host`).
+    #[arg(long, env = "HOST_ROUTING", value_parser = BoolishValueParser::new(), default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub host_routing: bool,
+
+    /// Kubernetes namespace the routing objects are written to.
+    #[arg(long, env = "K8S_NAMESPACE", value_name = "NAMESPACE")]
+    pub k8s_namespace: Option<String>,
+
+    /// Istio gateway the routes are bound to: `name` or `namespace/name`.
+    #[arg(long, env = "ISTIO_GATEWAY", value_name = "GATEWAY")]
+    pub istio_gateway: Option<String>,
+
+    /// Host name JupyterHub is served at, or `*`; the VirtualServices' `hosts`.
+    #[arg(long, env = "SUB_DOMAIN_HOST", value_name = "HOST")]
+    pub sub_domain_host: Option<String>,
+
+    /// Prefix of the names of the routing objects this proxy writes.
+    #[arg(
+        long,
+        env = "VIRTUAL_SERVICE_PREFIX",
+        default_value = "jupyter",
+        value_name = "PREFIX"
+    )]
+    pub virtual_service_prefix: String,
+
+    /// After writing a route, wait until the gateway serves it before answering.
+    #[arg(long, env = "WAIT_FOR_WARMUP", value_parser = BoolishValueParser::new(), default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub wait_for_warmup: bool,
+
+    /// The cluster's DNS domain, for service host names.
+    #[arg(
+        long,
+        env = "CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        value_name = "DOMAIN"
+    )]
+    pub cluster_domain: String,
+
+    /// Seconds a request of the routes API may take before it is answered 504.
+    #[arg(long, env = "PROXY_REQUEST_TIMEOUT", default_value = "30", value_name = "SECONDS",
+          value_parser = parse_seconds)]
+    pub request_timeout: Duration,
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err("expected a whole number of seconds, at least 1".to_owned()),
+    }
+}
+
+impl Config {
+    /// Reads the configuration from these arguments (the first is the program name) and the
+    /// environment, and checks it.
+    ///
+    /// `--help` and `--version` come back as [`Error::Clap`], to be printed by the caller.
+    pub fn from_args<I, T>(args: I) -> Result<Config>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let config = Config::try_parse_from(args).map_err(|error| match error.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Error::Clap(error),
+            _ => Error::Config(one_line(&error)),
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.auth_token.expose().trim().is_empty() {
+            return Err(Error::Config(
+                "--auth-token (env CONFIGPROXY_AUTH_TOKEN) is empty; JupyterHub's proxy token is required".to_owned(),
+            ));
+        }
+        if self.auth_token.expose().chars().any(char::is_whitespace) {
+            return Err(Error::Config(
+                "--auth-token (env CONFIGPROXY_AUTH_TOKEN) contains white space, which the Authorization header cannot carry".to_owned(),
+            ));
+        }
+        if self.store == StoreKind::Kubernetes {
+            return Err(Error::Config(
+                "--store (env PROXY_STORE) is 'kubernetes', which this build does not have yet; use --store memory".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// clap's error as one line that names the flag and its environment variable.
+fn one_line(error: &clap::Error) -> String {
+    let command = Config::command();
+    let describe = |flag: &str| {
+        let long = flag
+            .split_whitespace()
+            .next()
+            .unwrap_or(flag)
+            .trim_start_matches('-');
+        let env = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(long))
+            .and_then(|arg| arg.get_env())
+            .map(|env| format!(" (env {})", env.to_string_lossy()))
+            .unwrap_or_default();
+        format!("--{long}{env}")
+    };
+    let context = |kind| error.get(kind);
+    match (error.kind(), context(ContextKind::InvalidArg)) {
+        (ErrorKind::MissingRequiredArgument, Some(ContextValue::Strings(flags))) => {
+            let flags: Vec<String> = flags.iter().map(|f| describe(f)).collect();
+            format!("{} is required", flags.join(", "))
+        }
+        (_, Some(ContextValue::String(flag))) if flag.starts_with("--") => {
+            let value = match context(ContextKind::InvalidValue) {
+                Some(ContextValue::String(value)) => format!(" '{value}'"),
+                _ => String::new(),
+            };
+            let reason = first_line(error);
+            let reason = reason
+                .rsplit_once("': ")
+                .map_or(reason.as_str(), |(_, why)| why);
+            format!("invalid value{value} for {}: {reason}", describe(flag))
+        }
+        _ => first_line(error),
+    }
+}
+
+fn first_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let line = rendered.lines().next().unwrap_or_default();
+    line.trim_start_matches("error: ").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config> {
+        Config::from_args(std::iter::once("jupyterhub-istio-proxy").chain(args.iter().copied()))
+    }
+
+    fn message(args: &[&str]) -> String {
+        match parse(args) {
+            Err(Error::Config(message)) => message,
+            other => panic!("expected a configuration error for {args:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_go_proxy() {
+        let config = parse(&["--auth-token", "t", "--store", "memory"]).unwrap();
+        assert_eq!(config.virtual_service_prefix, "jupyter");
+        assert_eq!(config.cluster_domain, "cluster.local");
+        assert_eq!(config.listen, "0.0.0.0:8000".parse().unwrap());
+        assert!(!config.wait_for_warmup);
+        assert!(!config.host_routing);
+    }
+
+    #[test]
+    fn boolean_flags_take_go_style_values() {
+        assert!(
+            parse(&["--auth-token", "t", "--store", "memory", "--host-routing"])
+                .unwrap()
+                .host_routing
+        );
+        for (value, expected) in [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("false", false),
+            ("0", false),
+        ] {
+            let config = parse(&[
+                "--auth-token",
+                "t",
+                "--store",
+                "memory",
+                &format!("--wait-for-warmup={value}"),
+            ])
+            .unwrap();
+            assert_eq!(config.wait_for_warmup, expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line_naming_flag_and_variable() {
+        // The environment is not cleared here; these flags have no variable set in tests.
+        let missing = message(&["--store", "memory", "--auth-token"]);
+        assert!(missing.contains("--auth-token"), "{missing}");
+        let listen = message(&[
+            "--auth-token",
+            "t",
+            "--store",
+            "memory",
+            "--listen",
+            "nowhere",
+        ]);
+        assert!(
+            listen.contains("--listen (env PROXY_LISTEN)") && listen.contains("'nowhere'"),
+            "{listen}"
+        );
+        let store = message(&["--auth-token", "t", "--store", "etcd"]);
+        assert!(store.contains("--store (env PROXY_STORE)"), "{store}");
+        let timeout = message(&[
+            "--auth-token",
+            "t",
+            "--store",
+            "memory",
+            "--request-timeout",
+            "0",
+        ]);
+        assert!(
+            timeout.contains("--request-timeout (env PROXY_REQUEST_TIMEOUT)"),
+            "{timeout}"
+        );
+        for text in [missing, listen, store, timeout] {
+            assert!(!text.contains('\n'), "{text}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_store_is_refused_until_it_exists() {
+        assert!(message(&["--auth-token", "t"]).contains("--store (env PROXY_STORE)"));
+    }
+
+    #[test]
+    fn empty_or_spaced_tokens_are_refused() {
+        assert!(
+            message(&["--auth-token", " ", "--store", "memory"]).contains("CONFIGPROXY_AUTH_TOKEN")
+        );
+        assert!(message(&["--auth-token", "a b", "--store", "memory"]).contains("white space"));
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let config = parse(&["--auth-token", "s3cr3t-token", "--store", "memory"]).unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3t-token"));
+    }
+}

@@ -1,0 +1,54 @@
+//! The parts of the `jupyterhub-istio-proxy` binary, so that tests can assemble them:
+//!
+//! - [`config`]: flags and environment variables;
+//! - [`app`]: the routes API behind its tower layers ([`auth`], [`health`], tracing, timeout);
+//! - [`server`]: hyper serving, and draining on SIGTERM.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use jhub_proxy_bin::{app, server};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let options = app::AppOptions {
+//!     token: "secret".into(),
+//!     api: proxy_api::ApiConfig::default(),
+//!     request_timeout: std::time::Duration::from_secs(30),
+//!     ready: Arc::new(|| true),
+//! };
+//! let service = app::service(Arc::new(istio_routes::MemoryStore::new()), options);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! server::serve(listener, service, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod health;
+pub mod server;
+
+/// Why the proxy could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is wrong; the message is one line naming the flag and its variable.
+    #[error("{0}")]
+    Config(String),
+
+    /// `--help` or `--version`: not a failure, but clap's text to print.
+    #[error(transparent)]
+    Clap(clap::Error),
+
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr} (--listen, env PROXY_LISTEN)")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The result of starting and running the proxy.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
