@@ -1,0 +1,83 @@
+//! Serving the app in-process on a loopback port, for HTTP tests.
+
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jhub_proxy_bin::{app, server};
+use proxy_api::{ApiConfig, Backend, RoutingMode};
+use testkit::client::ApiClient;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub(crate) const TOKEN: &str = "test-token-4f1d";
+
+/// A proxy served in-process; dropping it stops it.
+pub(crate) struct TestProxy {
+    pub(crate) addr: SocketAddr,
+    pub(crate) api: ApiClient,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub(crate) served: JoinHandle<()>,
+}
+
+impl TestProxy {
+    /// Stops accepting and drains, as on SIGTERM.
+    pub(crate) fn shut_down(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+pub(crate) async fn serve<B: Backend>(
+    backend: Arc<B>,
+    mode: RoutingMode,
+    request_timeout: Duration,
+) -> TestProxy {
+    let options = app::AppOptions {
+        token: TOKEN.to_owned(),
+        api: ApiConfig {
+            routing_mode: mode,
+            ..ApiConfig::default()
+        },
+        request_timeout,
+        ready: Arc::new(|| true),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let service = app::service(backend, options);
+    let served = tokio::spawn(server::serve(
+        listener,
+        service,
+        async move {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    TestProxy {
+        addr,
+        api: ApiClient::new(addr, Some(TOKEN)),
+        shutdown: Some(tx),
+        served,
+    }
+}
+
+/// A proxy over a fresh memory store.
+pub(crate) async fn memory(mode: RoutingMode) -> TestProxy {
+    serve(
+        Arc::new(istio_routes::MemoryStore::new()),
+        mode,
+        Duration::from_secs(30),
+    )
+    .await
+}

@@ -1,0 +1,30 @@
+//! What the tests of jupyterhub-istio-proxy share.
+//!
+//! - [`client`]: an HTTP client for the routes API, and raw requests for what a well-behaved
+//!   client would never send.
+//! - [`process`]: the proxy binary as a child process, with its log.
+//! - [`python`]: a virtualenv with JupyterHub from PyPI, whose own proxy client drives ours.
+//!
+//! ```no_run
+//! use testkit::{client::ApiClient, process::ProxyProcess};
+//!
+//! # async fn run() {
+//! let proxy = ProxyProcess::start("target/debug/jupyterhub-istio-proxy", &["--store", "memory"], "secret").await;
+//! let api = ApiClient::new(proxy.addr(), Some("secret"));
+//! let response = api.get("/api/routes").await;
+//! assert_eq!(response.status, 200);
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod process;
+pub mod python;
+
+/// The root of this workspace, for finding its scripts and its target folder.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives inside the workspace")
+        .to_path_buf()
+}
