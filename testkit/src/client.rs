@@ -44,6 +44,14 @@ impl ApiResponse {
         }
     }
 
+    /// The keys of a JSON object body, in order: the route specs of a listing.
+    pub fn keys(&self) -> Vec<String> {
+        match self.json() {
+            serde_json::Value::Object(map) => map.keys().cloned().collect(),
+            other => panic!("not a JSON object: {other}"),
+        }
+    }
+
     /// The `Content-Type` header, or "" when there is none.
     pub fn content_type(&self) -> &str {
         self.headers
