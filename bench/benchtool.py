@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Small helpers for bench/run.sh (Python 3 standard library only).
+
+Every network call here goes to 127.0.0.1 only, and every loop is bounded
+in count and in time.
+
+Subcommands:
+  freeports N                    print N free TCP ports on 127.0.0.1
+  wait-ready PORT PATH SECS      poll GET PATH on 127.0.0.1:PORT (with the token
+                                 from BENCH_TOKEN) until 200, at most SECS seconds
+  ping PORT                      print the status and body of GET /ping (no token)
+  load PORT N [CONNS]            POST N new routes over CONNS keep-alive connections;
+                                 every answer must be 201
+  count PORT                     print how many routes GET /api/routes lists
+  has PORT SPEC                  exit 0 if GET /api/routes/SPEC answers 200
+  rss PID                        print VmRSS in MiB of PID plus its descendants
+  wrk-parse FILE                 print key=value lines parsed from a wrk output file
+  report RAW_TSV META_ENV OUT_MD render the markdown summary (medians, ratios, PASS/FAIL)
+"""
+
+import http.client
+import json
+import os
+import re
+import socket
+import statistics
+import sys
+import threading
+import time
+
+HOST = "127.0.0.1"  # the only address this tool ever talks to
+
+
+def token():
+    t = os.environ.get("BENCH_TOKEN", "")
+    if not t:
+        sys.exit("benchtool: BENCH_TOKEN is not set")
+    return t
+
+
+def auth_headers():
+    return {"Authorization": "token " + token()}
+
+
+def die(msg):
+    print("benchtool: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+# --------------------------------------------------------------------------- ports
+
+def cmd_freeports(n):
+    socks = []
+    try:
+        for _ in range(int(n)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        print(" ".join(str(s.getsockname()[1]) for s in socks))
+    finally:
+        for s in socks:
+            s.close()
+
+
+# --------------------------------------------------------------------------- readiness
+
+def get(port, path, headers=None, timeout=5.0):
+    conn = http.client.HTTPConnection(HOST, int(port), timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def cmd_wait_ready(port, path, secs):
+    deadline = time.monotonic() + float(secs)
+    last = "no attempt"
+    for _ in range(10000):  # bounded in count as well as time
+        if time.monotonic() > deadline:
+            break
+        try:
+            status, _ = get(port, path, auth_headers(), timeout=2.0)
+            if status == 200:
+                return
+            last = "HTTP %d" % status
+        except OSError as e:
+            last = repr(e)
+        time.sleep(0.1)
+    die("127.0.0.1:%s%s not ready after %ss (last: %s)" % (port, path, secs, last))
+
+
+def cmd_ping(port):
+    try:
+        status, body = get(port, "/ping", timeout=5.0)
+        print("%d %s" % (status, body.decode("utf-8", "replace").strip()))
+    except OSError as e:
+        print("ERR %r" % (e,))
+
+
+# --------------------------------------------------------------------------- loading
+
+def route_body():
+    return json.dumps({"target": "http://127.0.0.1:9000", "jupyterhub": True}).encode()
+
+
+def cmd_load(port, n, conns="4"):
+    n, conns = int(n), max(1, int(conns))
+    body = route_body()
+    hdrs = dict(auth_headers())
+    hdrs["Content-Type"] = "application/json"
+    errors = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 300.0
+
+    def worker(w):
+        conn = None
+        for i in range(w, n, conns):
+            if time.monotonic() > deadline:
+                with lock:
+                    errors.append("loader timed out")
+                return
+            path = "/api/routes/user/load-%05d" % i
+            for attempt in range(3):  # only reconnects a dropped keep-alive; never re-counts
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection(HOST, int(port), timeout=30.0)
+                    conn.request("POST", path, body=body, headers=hdrs)
+                    r = conn.getresponse()
+                    r.read()
+                    if r.status != 201:
+                        with lock:
+                            errors.append("POST %s -> HTTP %d" % (path, r.status))
+                        return
+                    if (r.getheader("Connection") or "").lower() == "close":
+                        conn.close()
+                        conn = None
+                    break
+                except (OSError, http.client.HTTPException) as e:
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    if attempt == 2:
+                        with lock:
+                            errors.append("POST %s failed: %r" % (path, e))
+                        return
+        if conn is not None:
+            conn.close()
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.monotonic() - t0
+    if errors:
+        die("load failed: " + "; ".join(errors[:5]))
+    print("%.2f" % dt)
+
+
+def list_routes(port):
+    status, body = get(port, "/api/routes", auth_headers(), timeout=60.0)
+    if status != 200:
+        die("GET /api/routes -> HTTP %d" % status)
+    obj = json.loads(body)
+    if not isinstance(obj, dict):
+        die("GET /api/routes did not answer a JSON object")
+    return obj
+
+
+def cmd_count(port):
+    print(len(list_routes(port)))
+
+
+def cmd_has(port, spec):
+    status, _ = get(port, "/api/routes" + spec, auth_headers())
+    sys.exit(0 if status == 200 else 1)
+
+
+# --------------------------------------------------------------------------- memory
+
+def cmd_rss(pid):
+    pid = int(pid)
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(d))
+        except (OSError, ValueError):
+            pass
+    total_kib, todo, seen = 0, [pid], set()
+    while todo and len(seen) < 10000:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total_kib += int(line.split()[1])
+        except OSError:
+            if p == pid:
+                die("process %d is gone" % pid)
+        todo.extend(children.get(p, []))
+    print("%.1f" % (total_kib / 1024.0))
+
+
+# --------------------------------------------------------------------------- wrk output
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def to_ms(s):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", s)
+    if not m:
+        die("cannot parse wrk latency %r" % s)
+    return float(m.group(1)) * UNIT_MS[m.group(2)]
+
+
+def parse_wrk(text):
+    out = {}
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+    if not m:
+        die("no Requests/sec in wrk output")
+    out["rps"] = float(m.group(1))
+    m = re.search(r"(\d+) requests in", text)
+    out["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    out["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    out["sockerr"] = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+    if m:
+        out["p50_ms"] = to_ms(m.group(1))
+    m = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+    if m:
+        out["p99_ms"] = to_ms(m.group(1))
+    m = re.search(r"^BENCH non201=(\d+) responses=(\d+)", text, re.M)
+    if m:
+        out["non201"] = int(m.group(1))
+        out["lua_responses"] = int(m.group(2))
+    return out
+
+
+def cmd_wrk_parse(path):
+    with open(path) as f:
+        for k, v in parse_wrk(f.read()).items():
+            print("%s=%s" % (k, v))
+
+
+# --------------------------------------------------------------------------- report
+
+METRICS = [
+    # key, label, unit, direction, target ratio (None = informational), decimals
+    ("post_rps", "new-route `POST /api/routes/<spec>` (8 conns, 2 threads)", "req/s", "ge", 2.0, 0),
+    ("list_p50_ms", "`GET /api/routes` median latency, 10,000 routes (1 conn)", "ms", "le", 0.2, 2),
+    ("get_rps", "`GET /api/routes/<spec>`, 10,000 routes (8 conns, 2 threads)", "req/s", "ge", 2.0, 0),
+    ("rss_mib", "resident memory (VmRSS), 10,000 routes", "MiB", "le", 0.2, 1),
+]
+
+
+def read_meta(path):
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "=" in line:
+                k, v = line.split("=", 1)
+                meta[k] = v
+    return meta
+
+
+def fmt(v, d):
+    if v is None:
+        return "n/a"
+    return ("{:,.%df}" % d).format(v)
+
+
+def cmd_report(raw, meta_path, out):
+    meta = read_meta(meta_path)
+    rows = []
+    with open(raw) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            if line.strip():
+                rows.append(dict(zip(header, line.rstrip("\n").split("\t"))))
+    vals = {}  # (server, metric) -> [values in round order]
+    for r in rows:
+        vals.setdefault((r["server"], r["metric"]), []).append(float(r["value"]))
+
+    L = []
+    L.append("# jupyterhub-istio-proxy vs configurable-http-proxy: API benchmark")
+    L.append("")
+    L.append("- date: %s" % meta.get("date", "?"))
+    L.append("- command: `%s`" % meta.get("command", "?"))
+    L.append("- machine: `nproc` = %s, %s" % (meta.get("nproc", "?"), meta.get("cpu", "?")))
+    L.append("- ours: `%s`, git commit %s" % (meta.get("ours_bin", "?"), meta.get("git", "?")))
+    L.append("- CHP: configurable-http-proxy %s on node %s (default log level, as JupyterHub starts it)"
+             % (meta.get("chp_version", "?"), meta.get("node_version", "?")))
+    L.append("- wrk: %s; %s s per measurement; %s round(s), servers alternating; medians over rounds"
+             % (meta.get("wrk_version", "?"), meta.get("duration", "?"), meta.get("rounds", "?")))
+    L.append("- every measurement starts the server fresh on 127.0.0.1; only CHP's API port is measured")
+    L.append("")
+    L.append("> **Noise warning:** this machine has %s cores and is shared/noisy; wrk and the server "
+             "under test compete for the same cores, so absolute figures are rough and ratios move "
+             "between runs. Compare ratios from the same run only." % meta.get("nproc", "?"))
+    L.append("")
+    L.append("| metric | unit | ours (median) | CHP (median) | ours ÷ CHP | target | result |")
+    L.append("|---|---|---:|---:|---:|---|---|")
+    verdicts = []
+    for key, label, unit, direction, target, d in METRICS:
+        o = vals.get(("ours", key))
+        c = vals.get(("chp", key))
+        om = statistics.median(o) if o else None
+        cm = statistics.median(c) if c else None
+        ratio = om / cm if (om is not None and cm) else None
+        if target is None:
+            tgt, res = "—", "info"
+        else:
+            tgt = ("≥ %g" if direction == "ge" else "≤ %g") % target
+            if ratio is None:
+                res = "FAIL (no data)"
+            elif (direction == "ge" and ratio >= target) or (direction == "le" and ratio <= target):
+                res = "PASS"
+            else:
+                res = "FAIL"
+            verdicts.append(res)
+        L.append("| %s | %s | %s | %s | %s | %s | **%s** |" % (
+            label, unit, fmt(om, d), fmt(cm, d), fmt(ratio, 3), tgt, res))
+    L.append("")
+    L.append("## Per round")
+    L.append("")
+    rounds = sorted({int(r["round"]) for r in rows})
+    L.append("| metric | server | " + " | ".join("round %d" % i for i in rounds) + " |")
+    L.append("|---|---|" + "---:|" * len(rounds))
+    for key, label, unit, _dir, _t, d in METRICS:
+        for server in ("ours", "chp"):
+            by_round = {int(r["round"]): float(r["value"]) for r in rows
+                        if r["server"] == server and r["metric"] == key}
+            L.append("| %s (%s) | %s | %s |" % (key, unit, server,
+                                                " | ".join(fmt(by_round.get(i), d) for i in rounds)))
+    extra = [r for r in rows if r["metric"] in ("post_requests", "post_stored", "load_secs", "list_p99_ms")]
+    if extra:
+        L.append("")
+        L.append("Checks: every new-route POST answered 201 (counted by a wrk Lua `response` hook and "
+                 "wrk's non-2xx count); the list and single-route runs had no non-2xx answers; "
+                 "the 10,000-route store was verified by counting `GET /api/routes`.")
+        for key, what in (("post_requests", "POSTs completed by wrk"),
+                          ("post_stored", "routes stored after the POST run"),
+                          ("load_secs", "seconds to load 10,000 routes (4 keep-alive conns, Python)"),
+                          ("list_p99_ms", "`GET /api/routes` p99 latency, ms")):
+            for server in ("ours", "chp"):
+                v = [float(r["value"]) for r in rows if r["server"] == server and r["metric"] == key]
+                if v:
+                    L.append("- %s, %s: %s" % (what, server, ", ".join(fmt(x, 2 if "ms" in key or "secs" in key else 0) for x in v)))
+    notes = meta.get("notes", "").strip()
+    if notes:
+        L.append("")
+        L.append("Notes:")
+        for n in notes.split("|"):
+            if n.strip():
+                L.append("- " + n.strip())
+    L.append("")
+    overall = "PASS" if verdicts and all(v == "PASS" for v in verdicts) else "FAIL"
+    L.append("Overall: **%s** (%d of %d targets met)" % (
+        overall, sum(v == "PASS" for v in verdicts), len(verdicts)))
+    text = "\n".join(L) + "\n"
+    with open(out, "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+    sys.exit(0 if overall == "PASS" else 3)
+
+
+def main(argv):
+    if not argv:
+        die(__doc__)
+    cmd, args = argv[0], argv[1:]
+    table = {
+        "freeports": cmd_freeports, "wait-ready": cmd_wait_ready, "ping": cmd_ping,
+        "load": cmd_load, "count": cmd_count, "has": cmd_has, "rss": cmd_rss,
+        "wrk-parse": cmd_wrk_parse, "report": cmd_report,
+    }
+    if cmd not in table:
+        die("unknown subcommand %r\n%s" % (cmd, __doc__))
+    table[cmd](*args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
