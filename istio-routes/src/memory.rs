@@ -3,7 +3,7 @@
 //! Nothing reaches Istio from here, and routes are lost on restart: with several replicas each
 //! has its own table. Use the Kubernetes store in a cluster.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
@@ -12,10 +12,10 @@ use proxy_api::{Backend, Result, Route, RouteSpec};
 /// A routing table in memory, safe under concurrent requests.
 ///
 /// Routes are stored behind `Arc`, so a listing copies pointers, not routes; at 10,000 routes
-/// the lock is held for microseconds.
+/// the lock is held for microseconds. The map is ordered, so listings come out sorted.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    routes: RwLock<HashMap<RouteSpec, Arc<Route>>>,
+    routes: RwLock<BTreeMap<RouteSpec, Arc<Route>>>,
 }
 
 impl MemoryStore {

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tower::Service;
 
 use crate::spec::percent_decode_strict;
-use crate::wire::{self, RouteTable, WireRoute};
+use crate::wire;
 use crate::{Backend, BoxError, Error, Result, RouteSpec, RoutingMode};
 
 /// The path every endpoint of the API lives under.
@@ -102,10 +102,8 @@ impl<B: Backend> RoutesApi<B> {
             Method::GET => {
                 let spec = self.spec(rest)?;
                 let route = self.backend.get(&spec).await?.ok_or(Error::NotFound)?;
-                Ok(crate::error::json_response(
-                    StatusCode::OK,
-                    &WireRoute(&route),
-                ))
+                let json = route.wire_json().as_bytes().to_vec();
+                Ok(crate::error::json_bytes_response(StatusCode::OK, json))
             }
             Method::POST => {
                 let spec = self.spec(rest)?;
@@ -141,8 +139,10 @@ impl<B: Backend> RoutesApi<B> {
         }
         // Sorted keys make the listing stable between calls and replicas.
         routes.sort_unstable_by(|a, b| a.spec().cmp(b.spec()));
-        let bytes = serde_json::to_vec(&RouteTable(&routes)).expect("routes serialise");
-        Ok(crate::error::json_bytes_response(StatusCode::OK, bytes))
+        Ok(crate::error::json_bytes_response(
+            StatusCode::OK,
+            wire::route_table_json(&routes),
+        ))
     }
 
     async fn read_body<ReqBody>(&self, request: Request<ReqBody>) -> Result<Bytes>

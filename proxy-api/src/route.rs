@@ -1,5 +1,7 @@
 //! A route: a spec, a target, and the data JupyterHub attached to it.
 
+use std::sync::OnceLock;
+
 use serde_json::{Map, Value};
 
 use crate::{Error, Result, RouteSpec, Target};
@@ -9,11 +11,20 @@ use crate::{Error, Result, RouteSpec, Target};
 /// `data` is every key of the POST body except `target`, kept exactly (`jupyterhub`, `user`,
 /// `server_name`, `service`, or anything else), because JupyterHub recognises its own routes by
 /// them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Route {
     spec: RouteSpec,
     target: Target,
     data: Map<String, Value>,
+    /// The wire form, made on first use: routes are immutable and shared, so a listing of
+    /// 10,000 routes copies strings instead of serialising every route again.
+    wire: OnceLock<Box<str>>,
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.spec == other.spec && self.target == other.target && self.data == other.data
+    }
 }
 
 impl Route {
@@ -24,7 +35,12 @@ impl Route {
                 reason: "'target' is not route data".to_owned(),
             });
         }
-        Ok(Route { spec, target, data })
+        Ok(Route {
+            spec,
+            target,
+            data,
+            wire: OnceLock::new(),
+        })
     }
 
     /// The route's spec, its key.
@@ -40,6 +56,15 @@ impl Route {
     /// The data JupyterHub attached.
     pub fn data(&self) -> &Map<String, Value> {
         &self.data
+    }
+
+    /// The route in configurable-http-proxy's wire format, `{"target": ..., <data>...}`.
+    pub fn wire_json(&self) -> &str {
+        self.wire.get_or_init(|| {
+            let json =
+                serde_json::to_string(&crate::wire::WireRoute(self)).expect("routes serialise");
+            json.into_boxed_str()
+        })
     }
 
     /// Takes the route apart.

@@ -74,19 +74,33 @@ impl Serialize for WireRoute<'_> {
     }
 }
 
-/// A listing of routes in the wire format, keyed by their decoded specs.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteTable<'a, R>(pub &'a [R]);
-
-impl<R: AsRef<Route>> Serialize for RouteTable<'_, R> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for route in self.0 {
-            let route = route.as_ref();
-            map.serialize_entry(route.spec().as_str(), &WireRoute(route))?;
+/// A listing of routes in the wire format: an object from decoded spec to route, in the order
+/// given.
+///
+/// ```
+/// use proxy_api::{wire, RouteSpec};
+/// let hub = wire::route_from_body(RouteSpec::root(), br#"{"target": "http://hub:8081"}"#).unwrap();
+/// assert_eq!(wire::route_table_json(&[hub]), br#"{"/":{"target":"http://hub:8081"}}"#);
+/// ```
+pub fn route_table_json<R: AsRef<Route>>(routes: &[R]) -> Vec<u8> {
+    let size: usize = routes
+        .iter()
+        .map(|r| r.as_ref().spec().as_str().len() + r.as_ref().wire_json().len() + 4)
+        .sum();
+    let mut json = Vec::with_capacity(size + 2);
+    json.push(b'{');
+    for (i, route) in routes.iter().enumerate() {
+        let route = route.as_ref();
+        if i > 0 {
+            json.push(b',');
         }
-        map.end()
+        serde_json::to_writer(&mut json, route.spec().as_str())
+            .expect("writing to a Vec cannot fail");
+        json.push(b':');
+        json.extend_from_slice(route.wire_json().as_bytes());
     }
+    json.push(b'}');
+    json
 }
 
 impl AsRef<Route> for Route {
@@ -170,6 +184,10 @@ mod tests {
         assert_eq!(route.target().as_str(), "http://10.0.0.7:8888/x");
         assert!(!route.data().contains_key("target"));
         assert_eq!(serde_json::to_value(WireRoute(&route)).unwrap(), body);
+        assert_eq!(
+            serde_json::from_str::<Value>(route.wire_json()).unwrap(),
+            body
+        );
     }
 
     #[test]
@@ -204,7 +222,7 @@ mod tests {
             .unwrap(),
             route_from_body(spec("/has space"), br#"{"target": "http://a:1"}"#).unwrap(),
         ];
-        let table = serde_json::to_value(RouteTable(&routes)).unwrap();
+        let table: Value = serde_json::from_slice(&route_table_json(&routes)).unwrap();
         assert_eq!(
             table,
             json!({
@@ -213,7 +231,7 @@ mod tests {
             })
         );
         let empty: Vec<Route> = Vec::new();
-        assert_eq!(serde_json::to_string(&RouteTable(&empty)).unwrap(), "{}");
+        assert_eq!(route_table_json(&empty), b"{}");
     }
 
     #[test]
