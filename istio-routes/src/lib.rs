@@ -1,21 +1,47 @@
-//! JupyterHub's routes, kept where Istio can act on them.
+//! JupyterHub's routes as Istio routing objects.
 //!
-//! Today this crate holds the in-memory store; the translation of routes into Istio
-//! VirtualServices and the Kubernetes store come next, behind the same [`proxy_api::Backend`].
+//! - [`Translation`]: a route becomes a VirtualService (and a ServiceEntry for a pod-IP
+//!   target), labelled for this proxy instance, with the route kept in its annotations;
+//!   [`Translation::read`] turns objects, ours or the Go proxy's, back into routes.
+//! - [`order`]: why one VirtualService per route routes as configurable-http-proxy does, and
+//!   what keeps it so.
+//! - [`RouteStore`]: what the backend needs from the Kubernetes API, with [`MockRouteStore`]
+//!   for tests; [`MemoryStore`] keeps the objects in memory.
+//! - [`IstioBackend`]: the routes API's [`proxy_api::Backend`] over a store.
 //!
 //! ```
-//! use istio_routes::MemoryStore;
-//! use proxy_api::{Backend, Route, RouteSpec, Target};
+//! use std::sync::Arc;
+//! use istio_routes::{IstioBackend, MemoryStore, RouteStore, Translation};
+//! use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let store = MemoryStore::new();
-//! let route = Route::new(RouteSpec::root(), Target::parse("http://hub:8081").unwrap(), Default::default()).unwrap();
-//! store.add(route).await.unwrap();
-//! assert_eq!(store.list().await.unwrap().len(), 1);
+//! let store = Arc::new(MemoryStore::new());
+//! let backend = IstioBackend::new(Arc::clone(&store), Translation::default());
+//! let spec = RouteSpec::new("/user/alice", RoutingMode::Path).unwrap();
+//! let route = Route::new(spec, Target::parse("http://10.0.0.7:8888").unwrap(), Default::default()).unwrap();
+//! backend.add(route).await.unwrap();
+//!
+//! let objects = store.virtual_services();
+//! let match_ = &objects[0].spec.http[0].matches[0];
+//! assert_eq!(serde_json::to_value(match_).unwrap(), serde_json::json!({"uri": {"exact": "/user/alice"}}));
+//! assert_eq!(store.service_entries().len(), 1); // the pod IP, made routable
+//! assert_eq!(backend.list().await.unwrap().len(), 1);
 //! # });
 //! ```
 #![deny(missing_docs)]
 
+mod backend;
+mod error;
 mod memory;
+pub mod order;
+mod read;
+pub mod resources;
+mod store;
+mod translate;
 
-pub use memory::MemoryStore;
+pub use backend::IstioBackend;
+pub use error::{Error, Result};
+pub use memory::{Clock, ManualClock, MemoryStore};
+pub use read::{Origin, StoredRoute};
+pub use store::{MockRouteStore, RouteStore};
+pub use translate::*;

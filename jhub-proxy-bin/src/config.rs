@@ -11,6 +11,10 @@ use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, ValueEnum};
 
+use istio_routes::Translation;
+use istio_routes::resources::IstioVersion;
+use proxy_api::RoutingMode;
+
 use crate::{Error, Result};
 
 /// Where routes are kept.
@@ -92,6 +96,26 @@ pub struct Config {
     )]
     pub cluster_domain: String,
 
+    /// Istio's networking API version: `v1`, or `v1beta1` for Istio older than 1.22.
+    #[arg(
+        long,
+        env = "ISTIO_API_VERSION",
+        default_value = "v1",
+        value_name = "VERSION"
+    )]
+    pub istio_api_version: IstioVersion,
+
+    /// Label pod-IP endpoints for Istio mutual TLS; turn off when user pods run without sidecars.
+    #[arg(long, env = "IP_TARGET_MTLS", value_parser = BoolishValueParser::new(), default_value_t = true,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub ip_target_mtls: bool,
+
+    /// Accept loopback targets (127.0.0.1, localhost), which a gateway reaches only when it runs
+    /// on the same machine as the servers: for development and tests on one machine.
+    #[arg(long, env = "ALLOW_LOOPBACK_TARGETS", value_parser = BoolishValueParser::new(), default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub allow_loopback_targets: bool,
+
     /// Seconds a request of the routes API may take before it is answered 504.
     #[arg(long, env = "PROXY_REQUEST_TIMEOUT", default_value = "30", value_name = "SECONDS",
           value_parser = parse_seconds)]
@@ -157,12 +181,61 @@ impl Config {
                 "--auth-token (env CONFIGPROXY_AUTH_TOKEN) contains white space, which the Authorization header cannot carry".to_owned(),
             ));
         }
+        check_prefix(&self.virtual_service_prefix)?;
         if self.store == StoreKind::Kubernetes {
             return Err(Error::Config(
                 "--store (env PROXY_STORE) is 'kubernetes', which this build does not have yet; use --store memory".to_owned(),
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Whether route specs start with a host.
+    pub fn routing_mode(&self) -> RoutingMode {
+        if self.host_routing {
+            RoutingMode::Host
+        } else {
+            RoutingMode::Path
+        }
+    }
+
+    /// How routes become Istio objects, from the options.
+    pub fn translation(&self, namespace: &str) -> Translation {
+        Translation {
+            namespace: namespace.to_owned(),
+            version: self.istio_api_version,
+            gateways: self.istio_gateway.iter().cloned().collect(),
+            hosts: vec![
+                self.sub_domain_host
+                    .clone()
+                    .unwrap_or_else(|| "*".to_owned()),
+            ],
+            prefix: self.virtual_service_prefix.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            routing_mode: self.routing_mode(),
+            ip_target_mtls: self.ip_target_mtls,
+            allow_loopback_targets: self.allow_loopback_targets,
+        }
+    }
+}
+
+/// The prefix starts object names and is a label value: a DNS label, short enough to leave
+/// room for what follows it in names.
+fn check_prefix(prefix: &str) -> Result<()> {
+    let valid = (1..=40).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+        && !prefix.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "--virtual-service-prefix (env VIRTUAL_SERVICE_PREFIX) {prefix:?} must be 1 to 40 lower-case letters, digits and '-', starting with a letter"
+        )))
     }
 }
 
@@ -300,6 +373,62 @@ mod tests {
     #[test]
     fn kubernetes_store_is_refused_until_it_exists() {
         assert!(message(&["--auth-token", "t"]).contains("--store (env PROXY_STORE)"));
+    }
+
+    #[test]
+    fn the_prefix_must_fit_names_and_labels() {
+        for bad in ["", "Jupyter", "9lives", "hub-", "a_b", &"x".repeat(41)] {
+            let text = message(&[
+                "--auth-token",
+                "t",
+                "--store",
+                "memory",
+                "--virtual-service-prefix",
+                bad,
+            ]);
+            assert!(text.contains("VIRTUAL_SERVICE_PREFIX"), "{bad}: {text}");
+        }
+        assert!(
+            parse(&[
+                "--auth-token",
+                "t",
+                "--store",
+                "memory",
+                "--virtual-service-prefix",
+                "hub-2"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn translation_follows_the_options() {
+        let config = parse(&[
+            "--auth-token",
+            "t",
+            "--store",
+            "memory",
+            "--istio-gateway",
+            "istio-system/gw",
+            "--sub-domain-host",
+            "hub.example.org",
+            "--istio-api-version",
+            "v1beta1",
+            "--ip-target-mtls=false",
+        ])
+        .unwrap();
+        let translation = config.translation("hub");
+        assert_eq!(translation.gateways, ["istio-system/gw"]);
+        assert_eq!(translation.hosts, ["hub.example.org"]);
+        assert_eq!(translation.version, IstioVersion::V1beta1);
+        assert!(!translation.ip_target_mtls);
+        assert_eq!(
+            parse(&["--auth-token", "t", "--store", "memory"])
+                .unwrap()
+                .translation("hub")
+                .hosts,
+            ["*"]
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //!     request_timeout: std::time::Duration::from_secs(30),
 //!     ready: Arc::new(|| true),
 //! };
-//! let service = app::service(Arc::new(istio_routes::MemoryStore::new()), options);
+//! let store = Arc::new(istio_routes::MemoryStore::new());
+//! let backend = istio_routes::IstioBackend::new(store, istio_routes::Translation::default());
+//! let service = app::service(Arc::new(backend), options);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
 //! server::serve(listener, service, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
 //! # Ok(()) }

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use istio_routes::IstioBackend;
 use jhub_proxy_bin::config::{Config, StoreKind};
 use jhub_proxy_bin::{Error, app, server};
-use proxy_api::{ApiConfig, RoutingMode};
+use proxy_api::ApiConfig;
 
 fn main() -> ExitCode {
     let config = match Config::from_args(std::env::args_os()) {
@@ -28,18 +29,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Error> {
+    let namespace = config
+        .k8s_namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
     let backend = match config.store {
-        StoreKind::Memory => Arc::new(istio_routes::MemoryStore::new()),
+        StoreKind::Memory => {
+            let store = Arc::new(istio_routes::MemoryStore::new());
+            Arc::new(IstioBackend::new(store, config.translation(&namespace)))
+        }
         StoreKind::Kubernetes => unreachable!("refused by Config::from_args"),
     };
     let options = app::AppOptions {
         token: config.auth_token.expose().to_owned(),
         api: ApiConfig {
-            routing_mode: if config.host_routing {
-                RoutingMode::Host
-            } else {
-                RoutingMode::Path
-            },
+            routing_mode: config.routing_mode(),
             ..ApiConfig::default()
         },
         request_timeout: config.request_timeout,

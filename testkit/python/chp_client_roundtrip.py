@@ -45,18 +45,20 @@ HOST = "hub.example.org"
 
 # (spec as passed to add_route, spec as JupyterHub normalises it, target, data)
 # Specs are in the escaped form JupyterHub itself builds (user names are
-# quoted with safe='@~'); the proxy API sees and stores them decoded.
+# quoted with safe='@~'); the proxy API sees and stores them decoded. Targets
+# are what a hub on Kubernetes sends: the hub's service, pod IPs (KubeSpawner's
+# default), services in other namespaces, a target path.
 PATH_ROUTES = [
-    ("/", "/", "http://127.0.0.1:8081", {"hub": True}),
-    ("/has%20space/foo/", "/has%20space/foo/", "http://127.0.0.1:8888", {"extra": True}),
+    ("/", "/", "http://hub:8081", {"hub": True}),
+    ("/has%20space/foo/", "/has%20space/foo/", "http://10.0.1.7:8888", {"extra": True}),
     ("/missing-trailing/slash", "/missing-trailing/slash/",
      "http://10.1.2.3:8888/base/path", {"extra": True}),
     ("/has/@/", "/has/@/", "https://svc.ns:443", {"extra": True}),
     ("/user/" + quote("秀樹") + "/", "/user/" + quote("秀樹") + "/",
-     "http://127.0.0.1:8888", {"user": "秀樹", "server_name": ""}),
+     "http://10.0.1.7:8888", {"user": "秀樹", "server_name": ""}),
     ("/user/~x/", "/user/~x/", "http://10.1.2.3:8888/base/path",
      {"user": "~x", "server_name": ""}),
-    ("/user/alice/", "/user/alice/", "http://127.0.0.1:8888",
+    ("/user/alice/", "/user/alice/", "http://10.0.1.7:8888",
      {"user": "alice", "server_name": ""}),
     ("/user/alice/foo/", "/user/alice/foo/", "http://10.1.2.3:8888/base/path",
      {"user": "alice", "server_name": "foo"}),
@@ -69,8 +71,8 @@ def host_routes():
 
     The root ``/`` stays host-less; a bare ``host.name/`` route is added too.
     """
-    routes = [("/", "/", "http://127.0.0.1:8081", {"hub": True}),
-              (HOST + "/", HOST + "/", "http://127.0.0.1:8081", {"hub": True})]
+    routes = [("/", "/", "http://hub:8081", {"hub": True}),
+              (HOST + "/", HOST + "/", "http://hub:8081", {"hub": True})]
     for spec, normal, target, data in PATH_ROUTES:
         if spec == "/":
             continue

@@ -72,12 +72,13 @@ pub(crate) async fn serve<B: Backend>(
     }
 }
 
-/// A proxy over a fresh memory store.
+/// A proxy over a fresh memory store, with the Istio translation as `--store memory` runs it.
 pub(crate) async fn memory(mode: RoutingMode) -> TestProxy {
-    serve(
-        Arc::new(istio_routes::MemoryStore::new()),
-        mode,
-        Duration::from_secs(30),
-    )
-    .await
+    let translation = istio_routes::Translation {
+        routing_mode: mode,
+        ..istio_routes::Translation::default()
+    };
+    let backend =
+        istio_routes::IstioBackend::new(Arc::new(istio_routes::MemoryStore::new()), translation);
+    serve(Arc::new(backend), mode, Duration::from_secs(30)).await
 }

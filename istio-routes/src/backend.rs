@@ -1,0 +1,625 @@
+//! The routes API's backend over a [`RouteStore`]: routes in, Istio objects out, in an order
+//! that routes as configurable-http-proxy would.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use proxy_api::{Backend, Route, RouteSpec};
+
+use crate::order::{Placement, ancestors, is_catch_all};
+use crate::read::{Origin, StoredRoute};
+use crate::resources::VirtualService;
+use crate::store::RouteStore;
+use crate::translate::{Translation, route_id};
+use crate::{Error, Result};
+
+/// How often a write retries when another writer changed an object under it.
+const WRITE_ATTEMPTS: u32 = 3;
+
+/// The routes API's [`Backend`] over a [`RouteStore`].
+pub struct IstioBackend<S> {
+    store: Arc<S>,
+    translation: Translation,
+    /// Routes read from objects, by object name, with the resource version they were read at:
+    /// a listing decodes only what changed since the last one.
+    decoded: Mutex<DecodedRoutes>,
+}
+
+/// Object name to the resource version it was read at and the route it held.
+type DecodedRoutes = HashMap<String, (Option<String>, Option<StoredRoute>)>;
+
+impl<S> std::fmt::Debug for IstioBackend<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IstioBackend")
+            .field("translation", &self.translation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route's object with the route read from it.
+type Found = (Arc<VirtualService>, StoredRoute);
+
+fn name_of(object: &VirtualService) -> &str {
+    object.metadata.name.as_deref().unwrap_or_default()
+}
+
+impl<S: RouteStore> IstioBackend<S> {
+    /// The backend over `store`, writing objects as `translation` says.
+    pub fn new(store: Arc<S>, translation: Translation) -> Self {
+        IstioBackend {
+            store,
+            translation,
+            decoded: Mutex::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// How routes become objects.
+    pub fn translation(&self) -> &Translation {
+        &self.translation
+    }
+
+    fn ready(&self) -> Result<()> {
+        if self.store.is_ready() {
+            Ok(())
+        } else {
+            Err(Error::NotReady)
+        }
+    }
+
+    /// The route an object holds, decoding it only when it changed since last time.
+    fn decode(
+        &self,
+        cache: &mut HashMap<String, (Option<String>, Option<StoredRoute>)>,
+        object: &VirtualService,
+    ) -> Option<StoredRoute> {
+        let name = name_of(object);
+        let version = &object.metadata.resource_version;
+        if let Some((seen, stored)) = cache.get(name)
+            && seen == version
+        {
+            return stored.clone();
+        }
+        let stored = match self.translation.read(object) {
+            Some(Ok(stored)) => Some(stored),
+            Some(Err(problem)) => {
+                tracing::warn!(%problem, "skipping a VirtualService that holds no readable route");
+                None
+            }
+            None => None,
+        };
+        cache.insert(name.to_owned(), (version.clone(), stored.clone()));
+        stored
+    }
+
+    /// The objects of one route, the current one first: ours of the highest generation, then
+    /// older generations, then the Go proxy's.
+    fn objects_of(&self, spec: &RouteSpec) -> Vec<Found> {
+        let objects = self.store.virtual_services_of(&route_id(spec));
+        let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut found: Vec<Found> = objects
+            .into_iter()
+            .filter_map(|object| {
+                let stored = self.decode(&mut cache, &object)?;
+                (stored.route.spec() == spec).then_some((object, stored))
+            })
+            .collect();
+        found.sort_by_key(|found| std::cmp::Reverse(found.1.origin));
+        found
+    }
+
+    /// Creates a route's object again under its next generation, so that it sorts after
+    /// `floor`, then deletes the old one. Answers the new object.
+    async fn recreate_after(
+        &self,
+        old: &Found,
+        floor: &Placement,
+    ) -> Result<Arc<VirtualService>, proxy_api::Error> {
+        let (old_object, stored) = old;
+        let mut generation = match stored.origin {
+            Origin::Ours { generation } => generation + 1,
+            Origin::Legacy => 0,
+        };
+        let mut created = None;
+        for _ in 0..WRITE_ATTEMPTS {
+            let rendered = self.translation.render(&stored.route, generation)?;
+            let name = rendered
+                .virtual_service
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_default();
+            let object = match self
+                .store
+                .create_virtual_service(rendered.virtual_service)
+                .await
+            {
+                Ok(object) => object,
+                // Another writer is reordering the same route; its object serves as well.
+                Err(Error::AlreadyExists { .. }) => match self
+                    .objects_of(stored.route.spec())
+                    .into_iter()
+                    .find(|(o, _)| name_of(o) == name)
+                {
+                    Some((object, _)) => object,
+                    None => return Err(Error::AlreadyExists { name }.into()),
+                },
+                Err(error) => return Err(error.into()),
+            };
+            if Placement::of(&object) > *floor {
+                created = Some(object);
+                break;
+            }
+            // Only a clock running behind on another API server replica gets here.
+            tracing::warn!(
+                object = name,
+                "a re-created VirtualService still sorts before its descendant; again"
+            );
+            generation += 1;
+        }
+        let created = created.ok_or_else(|| Error::Conflict {
+            name: name_of(old_object).to_owned(),
+        })?;
+        self.retire(old, generation).await?;
+        Ok(created)
+    }
+
+    /// Deletes a route's object that `generation` replaced, unless it changed since it was
+    /// read: a writer that had not seen the new generation wrote to it, so its content is
+    /// carried over first and no write is lost.
+    async fn retire(&self, old: &Found, generation: u32) -> Result<(), proxy_api::Error> {
+        let spec = old.1.route.spec();
+        let name = name_of(&old.0).to_owned();
+        let mut version = old.0.metadata.resource_version.clone();
+        for _ in 0..WRITE_ATTEMPTS {
+            match self
+                .store
+                .delete_virtual_service(&name, version.take())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(Error::Conflict { .. }) => {
+                    let Some((changed, stored)) = self
+                        .objects_of(spec)
+                        .into_iter()
+                        .find(|(o, _)| name_of(o) == name)
+                    else {
+                        return Ok(());
+                    };
+                    let rendered = self.translation.render(&stored.route, generation)?;
+                    self.store
+                        .apply_virtual_service(rendered.virtual_service)
+                        .await?;
+                    version = changed.metadata.resource_version.clone();
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::Conflict { name }.into())
+    }
+
+    /// Keeps every ancestor of `spec` sorting after it: an ancestor that sorts before is
+    /// created again. Ancestors are visited deepest first, each one's floor the placement of
+    /// the one below it.
+    async fn keep_ancestors_after(
+        &self,
+        spec: &RouteSpec,
+        written: &Arc<VirtualService>,
+    ) -> Result<(), proxy_api::Error> {
+        if is_catch_all(spec) {
+            return Ok(());
+        }
+        let mut floor = Placement::of(written);
+        for ancestor in ancestors(spec) {
+            let objects = self.objects_of(&ancestor);
+            let Some(current) = objects.first() else {
+                continue;
+            };
+            let placement = Placement::of(&current.0);
+            if placement > floor {
+                floor = placement;
+                continue;
+            }
+            tracing::info!(route = %ancestor, below = %spec, "re-creating a route's VirtualService so that Istio tries it after a deeper route");
+            let recreated = self.recreate_after(current, &floor).await?;
+            floor = Placement::of(&recreated);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: RouteStore> Backend for IstioBackend<S> {
+    async fn list(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
+        self.ready()?;
+        let objects = self.store.virtual_services();
+        let mut stored: Vec<StoredRoute> = {
+            let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+            let stored = objects
+                .iter()
+                .filter_map(|object| self.decode(&mut cache, object))
+                .collect();
+            // Forget objects that are gone, now and then rather than on every listing.
+            if cache.len() > 2 * objects.len() + 64 {
+                let live: std::collections::HashSet<&str> = objects
+                    .iter()
+                    .filter_map(|o| o.metadata.name.as_deref())
+                    .collect();
+                cache.retain(|name, _| live.contains(name.as_str()));
+            }
+            stored
+        };
+        // One route per spec: the current object's (see `objects_of`).
+        stored.sort_by(|a, b| {
+            a.route
+                .spec()
+                .cmp(b.route.spec())
+                .then(b.origin.cmp(&a.origin))
+        });
+        stored.dedup_by(|later, first| later.route.spec() == first.route.spec());
+        Ok(stored.into_iter().map(|s| s.route).collect())
+    }
+
+    async fn get(&self, spec: &RouteSpec) -> proxy_api::Result<Option<Arc<Route>>> {
+        self.ready()?;
+        Ok(self
+            .objects_of(spec)
+            .into_iter()
+            .next()
+            .map(|(_, stored)| stored.route))
+    }
+
+    async fn add(&self, route: Route) -> proxy_api::Result<()> {
+        self.ready()?;
+        let spec = route.spec().clone();
+        let existing = self.objects_of(&spec);
+        // Updating the current object in place keeps its creation time, and so its place.
+        let generation = match existing.first() {
+            Some((
+                _,
+                StoredRoute {
+                    origin: Origin::Ours { generation },
+                    ..
+                },
+            )) => *generation,
+            _ => 0,
+        };
+        let rendered = self.translation.render(&route, generation)?;
+        let had_entry = existing
+            .iter()
+            .any(|(_, stored)| stored.route.target().ip().is_some());
+        // The destination first, so the route never points at a host the mesh does not know.
+        let has_entry = rendered.service_entry.is_some();
+        if let Some(entry) = rendered.service_entry {
+            self.store.apply_service_entry(entry).await?;
+        }
+        let written = self
+            .store
+            .apply_virtual_service(rendered.virtual_service)
+            .await?;
+        for (object, _) in &existing {
+            if name_of(object) != name_of(&written) {
+                self.store
+                    .delete_virtual_service(name_of(object), None)
+                    .await?;
+            }
+        }
+        if had_entry && !has_entry {
+            self.store
+                .delete_service_entry(&self.translation.service_entry_name(&spec))
+                .await?;
+        }
+        self.keep_ancestors_after(&spec, &written).await
+    }
+
+    async fn delete(&self, spec: &RouteSpec) -> proxy_api::Result<bool> {
+        self.ready()?;
+        let existing = self.objects_of(spec);
+        for (object, _) in &existing {
+            self.store
+                .delete_virtual_service(name_of(object), None)
+                .await?;
+        }
+        if existing
+            .iter()
+            .any(|(_, stored)| stored.route.target().ip().is_some())
+        {
+            self.store
+                .delete_service_entry(&self.translation.service_entry_name(spec))
+                .await?;
+        }
+        Ok(!existing.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use base64::Engine;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use proxy_api::{RoutingMode, wire};
+    use serde_json::json;
+
+    use super::*;
+    use crate::memory::{ManualClock, MemoryStore};
+    use crate::resources::{IstioVersion, VirtualServiceSpec};
+    use crate::store::MockRouteStore;
+    use crate::translate::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROUTE_LABEL};
+
+    fn route(spec: &str, target: &str) -> Route {
+        let spec = RouteSpec::new(spec, RoutingMode::Path).unwrap();
+        wire::route_from_body(
+            spec,
+            format!(r#"{{"target": "{target}", "jupyterhub": true}}"#).as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn spec(s: &str) -> RouteSpec {
+        RouteSpec::new(s, RoutingMode::Path).unwrap()
+    }
+
+    fn backend() -> (IstioBackend<MemoryStore>, ManualClock) {
+        let clock = ManualClock::at(1_700_000_000);
+        let store = Arc::new(MemoryStore::with_clock(clock.clock()));
+        (IstioBackend::new(store, Translation::default()), clock)
+    }
+
+    /// The names of the store's VirtualServices in Istio's order.
+    fn istio_order(backend: &IstioBackend<MemoryStore>) -> Vec<String> {
+        let mut objects = backend.store().virtual_services();
+        objects.sort_by_key(|o| Placement::of(o));
+        objects
+            .iter()
+            .map(|o| {
+                backend
+                    .translation
+                    .read(o)
+                    .unwrap()
+                    .unwrap()
+                    .route
+                    .spec()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_deeper_route_added_later_is_tried_first() {
+        let (backend, clock) = backend();
+        backend
+            .add(route("/jhub", "http://hub:8081"))
+            .await
+            .unwrap();
+        clock.advance(10);
+        backend
+            .add(route("/jhub/user/alice", "http://10.0.0.1:8888"))
+            .await
+            .unwrap();
+        assert_eq!(istio_order(&backend), ["/jhub/user/alice", "/jhub"]);
+        // The hub route was created again, as its next generation.
+        let hub = backend.objects_of(&spec("/jhub"));
+        assert_eq!(hub.len(), 1);
+        assert_eq!(hub[0].1.origin, Origin::Ours { generation: 1 });
+
+        clock.advance(10);
+        backend
+            .add(route("/jhub/user/alice/lab", "http://10.0.0.2:8888"))
+            .await
+            .unwrap();
+        assert_eq!(
+            istio_order(&backend),
+            ["/jhub/user/alice/lab", "/jhub/user/alice", "/jhub"]
+        );
+    }
+
+    #[tokio::test]
+    async fn within_one_second_the_name_puts_the_deeper_route_first() {
+        let (backend, _clock) = backend();
+        backend
+            .add(route("/user/alice", "http://10.0.0.1:8888"))
+            .await
+            .unwrap();
+        backend
+            .add(route("/user/alice/foo", "http://10.0.0.2:8888"))
+            .await
+            .unwrap();
+        // Same second: no re-creation needed, the depth digits of the names decide.
+        assert_eq!(istio_order(&backend), ["/user/alice/foo", "/user/alice"]);
+        assert_eq!(
+            backend.objects_of(&spec("/user/alice"))[0].1.origin,
+            Origin::Ours { generation: 0 }
+        );
+    }
+
+    #[tokio::test]
+    async fn updating_a_route_keeps_its_place_and_replaces_it_whole() {
+        let (backend, clock) = backend();
+        backend
+            .add(route("/user/alice/foo", "http://10.0.0.2:8888"))
+            .await
+            .unwrap();
+        clock.advance(1);
+        backend
+            .add(route("/user/alice", "http://10.0.0.1:8888"))
+            .await
+            .unwrap();
+        clock.advance(1);
+        backend
+            .add(route("/user/alice/foo", "http://10.0.0.3:8888"))
+            .await
+            .unwrap();
+        assert_eq!(istio_order(&backend), ["/user/alice/foo", "/user/alice"]);
+        let foo = backend
+            .get(&spec("/user/alice/foo"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(foo.target().as_str(), "http://10.0.0.3:8888");
+        assert_eq!(backend.store().virtual_services().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn pod_ip_routes_own_a_service_entry_for_as_long_as_they_need_it() {
+        let (backend, _clock) = backend();
+        backend
+            .add(route("/user/a", "http://10.0.0.1:8888"))
+            .await
+            .unwrap();
+        assert_eq!(backend.store().service_entries().len(), 1);
+        backend
+            .add(route("/user/a", "http://jupyter-a:8888"))
+            .await
+            .unwrap();
+        assert!(backend.store().service_entries().is_empty());
+        backend
+            .add(route("/user/a", "http://10.0.0.1:8888"))
+            .await
+            .unwrap();
+        assert!(backend.delete(&spec("/user/a")).await.unwrap());
+        assert!(backend.store().service_entries().is_empty());
+        assert!(backend.store().virtual_services().is_empty());
+        assert!(!backend.delete(&spec("/user/a")).await.unwrap());
+    }
+
+    /// A VirtualService as the Go proxy wrote it, once adopted (labelled) by this instance.
+    fn legacy(spec: &str, target: &str, created: i64) -> VirtualService {
+        let translation = Translation::default();
+        let json = json!({"route_spec": spec, "target": target, "jupyterhub": true, "data": {"user": "alice"}});
+        let annotation = base64::engine::general_purpose::STANDARD.encode(json.to_string());
+        let parsed = RouteSpec::new(spec, RoutingMode::Path).unwrap();
+        let metadata = ObjectMeta {
+            name: Some(format!("jupyter-{}", "ab".repeat(32))),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+                (INSTANCE_LABEL.to_owned(), "jupyter".to_owned()),
+                (ROUTE_LABEL.to_owned(), route_id(&parsed)),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                translation.legacy_annotation(),
+                annotation,
+            )])),
+            creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
+            )),
+            resource_version: Some("1".into()),
+            ..ObjectMeta::default()
+        };
+        VirtualService::new(IstioVersion::V1, metadata, VirtualServiceSpec::default())
+    }
+
+    #[tokio::test]
+    async fn the_go_proxys_routes_are_listed_and_replaced_on_the_next_write() {
+        let (backend, _clock) = backend();
+        backend.store().insert_raw(legacy(
+            "/user/alice/",
+            "http://jupyter-alice:8888",
+            1_600_000_000,
+        ));
+        let listed = backend.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].spec().as_str(), "/user/alice");
+        assert_eq!(listed[0].data()["user"], "alice");
+
+        backend
+            .add(route("/user/alice", "http://10.0.0.9:8888"))
+            .await
+            .unwrap();
+        let objects = backend.objects_of(&spec("/user/alice"));
+        assert_eq!(objects.len(), 1, "the Go proxy's object is gone");
+        assert_eq!(objects[0].1.origin, Origin::Ours { generation: 0 });
+    }
+
+    #[tokio::test]
+    async fn an_ancestor_the_go_proxy_wrote_is_replaced_to_keep_the_order() {
+        let (backend, _clock) = backend();
+        backend
+            .store()
+            .insert_raw(legacy("/jhub/", "http://hub:8081", 1_600_000_000));
+        backend
+            .add(route("/jhub/user/alice", "http://10.0.0.1:8888"))
+            .await
+            .unwrap();
+        assert_eq!(istio_order(&backend), ["/jhub/user/alice", "/jhub"]);
+        assert_eq!(
+            backend.objects_of(&spec("/jhub"))[0].1.origin,
+            Origin::Ours { generation: 0 }
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_objects_are_skipped_not_fatal() {
+        let (backend, _clock) = backend();
+        let mut broken = legacy("/user/bob", "http://b:1", 1);
+        broken.metadata.annotations = Some(BTreeMap::from([(
+            Translation::default().legacy_annotation(),
+            "%%%".to_owned(),
+        )]));
+        backend.store().insert_raw(broken);
+        backend
+            .add(route("/user/alice", "http://a:1"))
+            .await
+            .unwrap();
+        assert_eq!(backend.list().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn store_failures_reach_jupyterhub_as_the_right_status() {
+        let mut store = MockRouteStore::new();
+        store.expect_is_ready().return_const(true);
+        store.expect_virtual_services_of().returning(|_| Vec::new());
+        store
+            .expect_apply_virtual_service()
+            .returning(|_| Err(Error::Unavailable("connection refused".into())));
+        let backend = IstioBackend::new(Arc::new(store), Translation::default());
+        let error = backend
+            .add(route("/user/a", "http://a:1"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), http_status(503));
+
+        let mut store = MockRouteStore::new();
+        store.expect_is_ready().return_const(true);
+        store.expect_virtual_services_of().returning(|_| Vec::new());
+        store.expect_apply_virtual_service().returning(|_| {
+            Err(Error::Forbidden {
+                verb: "patch",
+                resource: "virtualservices.networking.istio.io",
+                namespace: "hub".into(),
+                source: "denied".into(),
+            })
+        });
+        let backend = IstioBackend::new(Arc::new(store), Translation::default());
+        let error = backend
+            .add(route("/user/a", "http://a:1"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), http_status(403));
+        assert!(
+            error
+                .to_string()
+                .contains("needs 'patch' on virtualservices.networking.istio.io"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_served_before_the_cache_is_ready() {
+        let mut store = MockRouteStore::new();
+        store.expect_is_ready().return_const(false);
+        let backend = IstioBackend::new(Arc::new(store), Translation::default());
+        let error = backend.list().await.unwrap_err();
+        assert_eq!(error.status(), http_status(503));
+        assert!(backend.add(route("/user/a", "http://a:1")).await.is_err());
+    }
+
+    fn http_status(code: u16) -> http::StatusCode {
+        http::StatusCode::from_u16(code).unwrap()
+    }
+}

@@ -1,0 +1,49 @@
+//! What the backend needs from wherever the objects are kept.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::Result;
+use crate::resources::{ServiceEntry, VirtualService};
+
+/// A place that keeps VirtualServices and ServiceEntries the way the Kubernetes API does:
+/// creation times with 1-second resolution, resource versions, and a cache of this proxy
+/// instance's VirtualServices to read from without a request per read.
+///
+/// Reads come from the cache; writes go to the API and are in the cache when they return
+/// (read-your-writes), so a listing right after a write shows it.
+#[mockall::automock]
+#[async_trait]
+pub trait RouteStore: Send + Sync + 'static {
+    /// Whether the cache holds a complete list (the first list after start has finished).
+    fn is_ready(&self) -> bool;
+
+    /// Every VirtualService of this proxy instance, from the cache.
+    fn virtual_services(&self) -> Vec<Arc<VirtualService>>;
+
+    /// The VirtualServices of one route (label `jupyterhub-istio-proxy/route=<id>`), from the cache.
+    fn virtual_services_of(&self, route_id: &str) -> Vec<Arc<VirtualService>>;
+
+    /// Creates or updates a VirtualService (server-side apply); an update keeps its creation
+    /// time. Answers the object as stored.
+    async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>>;
+
+    /// Creates a VirtualService; [`Error::AlreadyExists`](crate::Error::AlreadyExists) when the
+    /// name is taken. Answers the object as stored.
+    async fn create_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>>;
+
+    /// Deletes a VirtualService; with `resource_version`, only if it is still that version
+    /// ([`Error::Conflict`](crate::Error::Conflict) otherwise). Answers whether it existed.
+    async fn delete_virtual_service(
+        &self,
+        name: &str,
+        resource_version: Option<String>,
+    ) -> Result<bool>;
+
+    /// Creates or updates a ServiceEntry (server-side apply).
+    async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()>;
+
+    /// Deletes a ServiceEntry; answers whether it existed.
+    async fn delete_service_entry(&self, name: &str) -> Result<bool>;
+}

@@ -1,0 +1,786 @@
+//! Routes to Istio objects, and back.
+//!
+//! Each route becomes one VirtualService (and, for a pod-IP target, one ServiceEntry). Its
+//! annotations keep the route's spec, target and data exactly, so a listing rebuilds the routes
+//! JupyterHub added. How the objects are named decides how Istio orders them; see
+//! [`crate::order`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use proxy_api::{Route, RouteSpec, RoutingMode, Scheme, Target};
+use sha2::{Digest, Sha256};
+
+use crate::order::depth;
+use crate::resources::{
+    Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRewrite, HttpRoute,
+    HttpRouteDestination, IstioVersion, PortSelector, RegexRewrite, ServiceEntry, ServiceEntrySpec,
+    ServicePort, StringMatch, VirtualService, VirtualServiceSpec, WorkloadEntry,
+};
+
+/// `app.kubernetes.io/managed-by`: who wrote the object.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Our value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "jupyterhub-istio-proxy";
+/// The proxy instance (its `VIRTUAL_SERVICE_PREFIX`), so two hubs in one namespace never
+/// touch each other's objects.
+pub const INSTANCE_LABEL: &str = "jupyterhub-istio-proxy/instance";
+/// The route an object belongs to: [`route_id`] of its spec.
+pub const ROUTE_LABEL: &str = "jupyterhub-istio-proxy/route";
+/// The route spec, decoded, as JupyterHub lists it.
+pub const SPEC_ANNOTATION: &str = "jupyterhub-istio-proxy/route-spec";
+/// The route in configurable-http-proxy's wire format: `{"target": ..., <data>...}`.
+pub const ROUTE_ANNOTATION: &str = "jupyterhub-istio-proxy/route";
+/// The response header whose value changes whenever a route changes; warm-up waits for it.
+pub const PROXY_ID_HEADER: &str = "jupyter-proxy-id";
+/// Kubernetes allows 256 KiB of annotations per object; leave room for others' annotations.
+pub const MAX_ROUTE_ANNOTATION_BYTES: usize = 200 * 1024;
+/// The deepest route, in path segments; the depth is part of object names.
+pub const MAX_DEPTH: usize = 99;
+
+/// How routes become objects: the proxy's configuration of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translation {
+    /// Namespace of the objects (`K8S_NAMESPACE`).
+    pub namespace: String,
+    /// Istio API version.
+    pub version: IstioVersion,
+    /// Gateways the routes bind to (`ISTIO_GATEWAY`); empty means the mesh's sidecars.
+    pub gateways: Vec<String>,
+    /// The VirtualServices' hosts (`SUB_DOMAIN_HOST`; `*` when unset).
+    pub hosts: Vec<String>,
+    /// Prefix of object names and value of [`INSTANCE_LABEL`] (`VIRTUAL_SERVICE_PREFIX`).
+    pub prefix: String,
+    /// The cluster's DNS domain (`CLUSTER_DOMAIN`).
+    pub cluster_domain: String,
+    /// Whether specs start with a host.
+    pub routing_mode: RoutingMode,
+    /// Label pod-IP endpoints for mutual TLS (their pods run Istio sidecars).
+    pub ip_target_mtls: bool,
+    /// Accept loopback targets (127.0.0.1, `localhost`), which only a gateway on the same
+    /// machine as the servers can reach: for running everything on one machine.
+    pub allow_loopback_targets: bool,
+}
+
+impl Default for Translation {
+    fn default() -> Self {
+        Translation {
+            namespace: "default".to_owned(),
+            version: IstioVersion::V1,
+            gateways: Vec::new(),
+            hosts: vec!["*".to_owned()],
+            prefix: "jupyter".to_owned(),
+            cluster_domain: "cluster.local".to_owned(),
+            routing_mode: RoutingMode::Path,
+            ip_target_mtls: true,
+            allow_loopback_targets: false,
+        }
+    }
+}
+
+/// The objects of one route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The VirtualService.
+    pub virtual_service: VirtualService,
+    /// The ServiceEntry that makes a pod-IP target routable.
+    pub service_entry: Option<ServiceEntry>,
+}
+
+/// A short, stable id of a spec: 16 hex digits of its SHA-256.
+pub fn route_id(spec: &RouteSpec) -> String {
+    let digest = Sha256::digest(spec.as_str().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Translation {
+    /// The labels every object of this proxy instance carries.
+    pub fn instance_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+            (INSTANCE_LABEL.to_owned(), self.prefix.clone()),
+        ])
+    }
+
+    /// The label selector for this instance's objects.
+    pub fn label_selector(&self) -> String {
+        format!(
+            "{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={}",
+            self.prefix
+        )
+    }
+
+    /// The VirtualService name of a route's `generation`. Deeper routes get smaller depth
+    /// digits, so when two creation times tie, the deeper route sorts first (see `order`).
+    pub fn virtual_service_name(&self, spec: &RouteSpec, generation: u32) -> String {
+        format!(
+            "{}-{:02}-{}-{generation}",
+            self.prefix,
+            MAX_DEPTH - depth(spec),
+            route_id(spec)
+        )
+    }
+
+    /// The ServiceEntry name of a route.
+    pub fn service_entry_name(&self, spec: &RouteSpec) -> String {
+        format!("{}-{}", self.prefix, route_id(spec))
+    }
+
+    /// The synthetic host a pod-IP target is reached by.
+    pub fn service_entry_host(&self, spec: &RouteSpec) -> String {
+        format!(
+            "{}.{}.jupyterhub-istio-proxy.internal",
+            self.service_entry_name(spec),
+            self.namespace
+        )
+    }
+
+    /// The objects for `route`, as generation `generation` of its VirtualService.
+    ///
+    /// Fails with [`proxy_api::Error::InvalidTarget`] when the target cannot be routed by Istio,
+    /// and [`proxy_api::Error::InvalidSpec`]/[`proxy_api::Error::InvalidBody`] when the route
+    /// cannot be stored as an object.
+    pub fn render(&self, route: &Route, generation: u32) -> proxy_api::Result<Rendered> {
+        let spec = route.spec();
+        if depth(spec) > MAX_DEPTH {
+            return Err(proxy_api::Error::InvalidSpec {
+                spec: spec.to_string(),
+                reason: "routes deeper than 99 path segments are not supported",
+            });
+        }
+        let wire = route.wire_json();
+        if wire.len() > MAX_ROUTE_ANNOTATION_BYTES {
+            return Err(proxy_api::Error::InvalidBody {
+                reason: format!(
+                    "the route's target and data take {} bytes; at most {MAX_ROUTE_ANNOTATION_BYTES} fit in a Kubernetes object",
+                    wire.len()
+                ),
+            });
+        }
+        let (destination, service_entry) = self.destination(route)?;
+        let virtual_service = VirtualService::new(
+            self.version,
+            self.metadata(
+                spec,
+                self.virtual_service_name(spec, generation),
+                Some(wire),
+            ),
+            VirtualServiceSpec {
+                hosts: self.hosts.clone(),
+                gateways: self.gateways.clone(),
+                http: self.http_routes(route, destination),
+            },
+        );
+        Ok(Rendered {
+            virtual_service,
+            service_entry,
+        })
+    }
+
+    fn metadata(&self, spec: &RouteSpec, name: String, wire: Option<&str>) -> ObjectMeta {
+        let mut labels = self.instance_labels();
+        labels.insert(ROUTE_LABEL.to_owned(), route_id(spec));
+        let mut annotations = BTreeMap::from([(SPEC_ANNOTATION.to_owned(), spec.to_string())]);
+        if let Some(wire) = wire {
+            annotations.insert(ROUTE_ANNOTATION.to_owned(), wire.to_owned());
+        }
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// The mesh destination of a target, and the ServiceEntry it needs, if any.
+    fn destination(&self, route: &Route) -> proxy_api::Result<(Destination, Option<ServiceEntry>)> {
+        let target = route.target();
+        let unroutable = |reason: String| proxy_api::Error::InvalidTarget {
+            target: target.to_string(),
+            reason,
+        };
+        let port = Some(PortSelector {
+            number: u32::from(target.port()),
+        });
+        if let Some(ip) = target.ip() {
+            if (ip.is_loopback() && !self.allow_loopback_targets)
+                || ip.is_unspecified()
+                || ip.is_multicast()
+            {
+                return Err(unroutable(format!(
+                    "{ip} is not an address Istio's gateway can reach the server at"
+                )));
+            }
+            let host = self.service_entry_host(route.spec());
+            let entry = self.service_entry(route.spec(), target, ip, &host);
+            return Ok((Destination { host, port }, Some(entry)));
+        }
+        let host = target.host().to_ascii_lowercase();
+        let valid_dns = host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+        if !valid_dns {
+            return Err(unroutable(format!(
+                "{host:?} is not a DNS name of a Kubernetes service ('_' and empty labels cannot be)"
+            )));
+        }
+        if host == "localhost" && !self.allow_loopback_targets {
+            return Err(unroutable(
+                "localhost is not an address Istio's gateway can reach the server at".into(),
+            ));
+        }
+        let cluster_suffix = format!(".svc.{}", self.cluster_domain);
+        let host = match host.split('.').count() {
+            // `svc`: a service in our namespace.
+            1 => format!("{host}.{}{cluster_suffix}", self.namespace),
+            // `svc.ns`: a service in another namespace.
+            2 => format!("{host}{cluster_suffix}"),
+            // `svc.ns.svc`: cluster-local, without the domain.
+            3 if host.ends_with(".svc") => format!("{host}.{}", self.cluster_domain),
+            // A full name: a service FQDN, or a host some ServiceEntry registers.
+            _ => host,
+        };
+        Ok((Destination { host, port }, None))
+    }
+
+    fn service_entry(
+        &self,
+        spec: &RouteSpec,
+        target: &Target,
+        ip: IpAddr,
+        host: &str,
+    ) -> ServiceEntry {
+        let (name, protocol) = match target.scheme() {
+            Scheme::Http => ("http", "HTTP"),
+            Scheme::Https => ("https", "HTTPS"),
+        };
+        let mut labels = BTreeMap::new();
+        if self.ip_target_mtls {
+            labels.insert("security.istio.io/tlsMode".to_owned(), "istio".to_owned());
+        }
+        ServiceEntry::new(
+            self.version,
+            self.metadata(spec, self.service_entry_name(spec), None),
+            ServiceEntrySpec {
+                hosts: vec![host.to_owned()],
+                location: Some("MESH_INTERNAL".to_owned()),
+                resolution: Some("STATIC".to_owned()),
+                ports: vec![ServicePort {
+                    number: u32::from(target.port()),
+                    protocol: protocol.to_owned(),
+                    name: name.to_owned(),
+                }],
+                endpoints: vec![WorkloadEntry {
+                    address: ip.to_string(),
+                    labels,
+                }],
+            },
+        )
+    }
+
+    /// The HTTP routes of a route: requests for its path, whole segments only, go to `destination`.
+    fn http_routes(&self, route: &Route, destination: Destination) -> Vec<HttpRoute> {
+        let spec = route.spec();
+        let authority = spec
+            .host()
+            .map(|host| StringMatch::Regex(format!("(?i){}(:[0-9]+)?", regex_escape(host))));
+        let headers = Some(Headers {
+            response: Some(HeaderOperations {
+                set: BTreeMap::from([(PROXY_ID_HEADER.to_owned(), revision(route))]),
+            }),
+        });
+        let base = route.target().path();
+        let name = Some(route_id(spec));
+        let entry = |uri: StringMatch, rewrite: Option<HttpRewrite>| HttpRoute {
+            name: name.clone(),
+            matches: vec![HttpMatchRequest {
+                uri: Some(uri),
+                authority: authority.clone(),
+            }],
+            route: vec![HttpRouteDestination {
+                destination: destination.clone(),
+            }],
+            rewrite,
+            headers: headers.clone(),
+        };
+        let path = spec.path();
+        let encoded = encode_path(path);
+        if path == "/" {
+            // The root of the path space: the catch-all (or, under host routing, the host's).
+            let rewrite = (!base.is_empty()).then(|| HttpRewrite {
+                uri: Some(format!("{base}/")),
+                uri_regex_rewrite: None,
+            });
+            return vec![entry(StringMatch::Prefix("/".to_owned()), rewrite)];
+        }
+        if needs_regex(&encoded) {
+            // `@` and `%40`, and either case of hex digits, are one path to configurable-http-proxy.
+            let pattern = format!("{}(/.*)?", path_regex(&encoded));
+            let rewrite = (!base.is_empty()).then(|| HttpRewrite {
+                uri: None,
+                uri_regex_rewrite: Some(RegexRewrite {
+                    pattern: "^(.*)$".to_owned(),
+                    rewrite: format!("{base}\\1"),
+                }),
+            });
+            return vec![entry(StringMatch::Regex(pattern), rewrite)];
+        }
+        let exact = StringMatch::Exact(encoded.clone());
+        let prefix = StringMatch::Prefix(format!("{encoded}/"));
+        if base.is_empty() {
+            let mut both = entry(exact, None);
+            both.matches.push(HttpMatchRequest {
+                uri: Some(prefix),
+                authority: authority.clone(),
+            });
+            return vec![both];
+        }
+        // A rewrite replaces what a prefix matched, but the whole path of an exact match, so
+        // each needs its own route.
+        let rewrite = |uri: String| {
+            Some(HttpRewrite {
+                uri: Some(uri),
+                uri_regex_rewrite: None,
+            })
+        };
+        vec![
+            entry(exact, rewrite(format!("{base}{encoded}"))),
+            entry(prefix, rewrite(format!("{base}{encoded}/"))),
+        ]
+    }
+}
+
+/// The value of [`PROXY_ID_HEADER`]: changes whenever the route's spec or target changes,
+/// and is the same on every replica.
+pub fn revision(route: &Route) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(route.spec().as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(route.target().as_str().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A decoded path as browsers and JupyterHub send it: percent-encoded except unreserved
+/// characters, `/`, `@` and `~` (JupyterHub's `quote(path, safe='@/~')`), hex in upper case.
+pub fn encode_path(path: &str) -> String {
+    let mut encoded = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/' | b'@') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+fn needs_regex(encoded: &str) -> bool {
+    encoded.contains('%') || encoded.contains('@')
+}
+
+/// An RE2 pattern for an encoded path that also accepts `%40` for `@` and lower-case hex.
+fn path_regex(encoded: &str) -> String {
+    let mut pattern = String::new();
+    let mut chars = encoded.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => {
+                pattern.push('%');
+                for hex in chars.by_ref().take(2) {
+                    if hex.is_ascii_alphabetic() {
+                        pattern.push_str(&format!(
+                            "[{}{}]",
+                            hex.to_ascii_uppercase(),
+                            hex.to_ascii_lowercase()
+                        ));
+                    } else {
+                        pattern.push(hex);
+                    }
+                }
+            }
+            '@' => pattern.push_str("(@|%40)"),
+            c => pattern.push_str(&regex_escape(&c.to_string())),
+        }
+    }
+    pattern
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use proxy_api::wire::route_from_body;
+
+    use super::*;
+
+    fn route(spec: &str, target: &str) -> Route {
+        route_in(RoutingMode::Path, spec, target)
+    }
+
+    fn route_in(mode: RoutingMode, spec: &str, target: &str) -> Route {
+        let spec = RouteSpec::new(spec, mode).unwrap();
+        route_from_body(
+            spec,
+            format!(r#"{{"target": "{target}", "jupyterhub": true}}"#).as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn translation() -> Translation {
+        Translation {
+            namespace: "hub".into(),
+            gateways: vec!["istio-system/jupyterhub-gateway".into()],
+            hosts: vec!["hub.example.org".into()],
+            ..Translation::default()
+        }
+    }
+
+    fn destination_host(target: &str) -> String {
+        let rendered = translation().render(&route("/user/a", target), 0).unwrap();
+        rendered.virtual_service.spec.http[0].route[0]
+            .destination
+            .host
+            .clone()
+    }
+
+    fn unroutable(target: &str) -> String {
+        match translation().render(&route("/user/a", target), 0) {
+            Err(proxy_api::Error::InvalidTarget { reason, .. }) => reason,
+            other => panic!("expected {target} to be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_names_become_cluster_fqdns() {
+        assert_eq!(
+            destination_host("http://jupyter-alice:8888"),
+            "jupyter-alice.hub.svc.cluster.local"
+        );
+        assert_eq!(
+            destination_host("http://hub.other:8081"),
+            "hub.other.svc.cluster.local"
+        );
+        assert_eq!(
+            destination_host("http://hub.other.svc:8081"),
+            "hub.other.svc.cluster.local"
+        );
+        assert_eq!(
+            destination_host("http://hub.other.svc.cluster.local:8081"),
+            "hub.other.svc.cluster.local"
+        );
+        assert_eq!(
+            destination_host("http://Jupyter-Alice:8888"),
+            "jupyter-alice.hub.svc.cluster.local"
+        );
+        assert_eq!(
+            destination_host("http://notebooks.example.org"),
+            "notebooks.example.org"
+        );
+    }
+
+    #[test]
+    fn ports_come_from_the_url_or_its_scheme() {
+        let port = |target: &str| {
+            let rendered = translation().render(&route("/user/a", target), 0).unwrap();
+            rendered.virtual_service.spec.http[0].route[0]
+                .destination
+                .port
+                .clone()
+                .unwrap()
+                .number
+        };
+        assert_eq!(port("http://a:8888"), 8888);
+        assert_eq!(port("http://a"), 80);
+        assert_eq!(port("https://a"), 443);
+    }
+
+    #[test]
+    fn ip_targets_get_a_service_entry_named_after_the_route() {
+        let rendered = translation()
+            .render(&route("/user/a", "http://10.1.2.3:8888"), 0)
+            .unwrap();
+        let entry = rendered.service_entry.expect("a ServiceEntry");
+        let spec = RouteSpec::new("/user/a", RoutingMode::Path).unwrap();
+        assert_eq!(
+            entry.metadata.name.as_deref(),
+            Some(translation().service_entry_name(&spec).as_str())
+        );
+        assert_eq!(entry.spec.location.as_deref(), Some("MESH_INTERNAL"));
+        assert_eq!(entry.spec.resolution.as_deref(), Some("STATIC"));
+        assert_eq!(entry.spec.endpoints[0].address, "10.1.2.3");
+        assert_eq!(
+            entry.spec.endpoints[0].labels["security.istio.io/tlsMode"],
+            "istio"
+        );
+        assert_eq!(entry.spec.ports[0].number, 8888);
+        let host = &rendered.virtual_service.spec.http[0].route[0]
+            .destination
+            .host;
+        assert_eq!(&entry.spec.hosts[0], host);
+
+        let plain = Translation {
+            ip_target_mtls: false,
+            ..translation()
+        };
+        let entry = plain
+            .render(&route("/user/a", "http://[fd00::7]:8888"), 0)
+            .unwrap()
+            .service_entry
+            .unwrap();
+        assert_eq!(entry.spec.endpoints[0].address, "fd00::7");
+        assert!(entry.spec.endpoints[0].labels.is_empty());
+        assert!(
+            translation()
+                .render(&route("/user/a", "http://a:1"), 0)
+                .unwrap()
+                .service_entry
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn unroutable_targets_say_why() {
+        assert!(
+            unroutable("http://127.0.0.1:8888").contains("cannot reach")
+                || unroutable("http://127.0.0.1:8888").contains("gateway")
+        );
+        assert!(unroutable("http://localhost:8888").contains("gateway"));
+        assert!(unroutable("http://0.0.0.0:8888").contains("gateway"));
+        assert!(unroutable("http://[::1]:8888").contains("gateway"));
+        assert!(unroutable("http://under_score:8888").contains("DNS name"));
+        let local = Translation {
+            allow_loopback_targets: true,
+            ..translation()
+        };
+        let rendered = local
+            .render(&route("/user/a", "http://127.0.0.1:8888"), 0)
+            .unwrap();
+        assert_eq!(
+            rendered.service_entry.unwrap().spec.endpoints[0].address,
+            "127.0.0.1"
+        );
+        assert!(
+            local
+                .render(&route("/user/a", "http://0.0.0.0:8888"), 0)
+                .is_err()
+        );
+        assert!(unroutable("http://a..b:8888").contains("DNS name"));
+    }
+
+    #[test]
+    fn matches_respect_segments() {
+        let rendered = translation()
+            .render(&route("/user/alice", "http://a:1"), 0)
+            .unwrap();
+        let http = &rendered.virtual_service.spec.http;
+        assert_eq!(http.len(), 1);
+        let uris: Vec<_> = http[0]
+            .matches
+            .iter()
+            .map(|m| m.uri.clone().unwrap())
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                StringMatch::Exact("/user/alice".into()),
+                StringMatch::Prefix("/user/alice/".into())
+            ]
+        );
+        assert!(http[0].rewrite.is_none());
+    }
+
+    #[test]
+    fn the_root_route_is_the_catch_all() {
+        let rendered = translation()
+            .render(&route("/", "http://hub:8081"), 0)
+            .unwrap();
+        let http = &rendered.virtual_service.spec.http;
+        assert_eq!(
+            http[0].matches[0].uri,
+            Some(StringMatch::Prefix("/".into()))
+        );
+        assert!(http[0].matches[0].authority.is_none());
+    }
+
+    #[test]
+    fn target_paths_rewrite_the_matched_prefix() {
+        let rendered = translation()
+            .render(&route("/user/alice", "http://a:1/base/"), 0)
+            .unwrap();
+        let http = &rendered.virtual_service.spec.http;
+        assert_eq!(http.len(), 2);
+        assert_eq!(
+            http[0].matches[0].uri,
+            Some(StringMatch::Exact("/user/alice".into()))
+        );
+        assert_eq!(
+            http[0].rewrite.as_ref().unwrap().uri.as_deref(),
+            Some("/base/user/alice")
+        );
+        assert_eq!(
+            http[1].matches[0].uri,
+            Some(StringMatch::Prefix("/user/alice/".into()))
+        );
+        assert_eq!(
+            http[1].rewrite.as_ref().unwrap().uri.as_deref(),
+            Some("/base/user/alice/")
+        );
+
+        let root = translation()
+            .render(&route("/", "http://hub:8081/hub"), 0)
+            .unwrap();
+        assert_eq!(
+            root.virtual_service.spec.http[0]
+                .rewrite
+                .as_ref()
+                .unwrap()
+                .uri
+                .as_deref(),
+            Some("/hub/")
+        );
+    }
+
+    #[test]
+    fn encoded_paths_match_as_sent_with_at_and_hex_case_variants() {
+        assert_eq!(encode_path("/has space/foo"), "/has%20space/foo");
+        assert_eq!(encode_path("/user/秀樹"), "/user/%E7%A7%80%E6%A8%B9");
+        assert_eq!(encode_path("/user/~x/a@b"), "/user/~x/a@b");
+        let rendered = translation()
+            .render(&route("/user/a@b c", "http://a:1/base"), 0)
+            .unwrap();
+        let http = &rendered.virtual_service.spec.http;
+        assert_eq!(http.len(), 1);
+        assert_eq!(
+            http[0].matches[0].uri,
+            Some(StringMatch::Regex("/user/a(@|%40)b%20c(/.*)?".into()))
+        );
+        let unicode = translation()
+            .render(&route("/user/ü", "http://a:1"), 0)
+            .unwrap();
+        assert_eq!(
+            unicode.virtual_service.spec.http[0].matches[0].uri,
+            Some(StringMatch::Regex("/user/%[Cc]3%[Bb][Cc](/.*)?".into()))
+        );
+        let rewrite = http[0]
+            .rewrite
+            .as_ref()
+            .unwrap()
+            .uri_regex_rewrite
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (rewrite.pattern.as_str(), rewrite.rewrite.as_str()),
+            ("^(.*)$", "/base\\1")
+        );
+    }
+
+    #[test]
+    fn host_routes_match_the_authority() {
+        let mode = RoutingMode::Host;
+        let rendered = Translation {
+            routing_mode: mode,
+            ..translation()
+        }
+        .render(
+            &route_in(mode, "/alice.hub.example.org/user/alice", "http://a:1"),
+            0,
+        )
+        .unwrap();
+        let first = &rendered.virtual_service.spec.http[0].matches[0];
+        assert_eq!(
+            first.authority,
+            Some(StringMatch::Regex(
+                "(?i)alice\\.hub\\.example\\.org(:[0-9]+)?".into()
+            ))
+        );
+        assert_eq!(first.uri, Some(StringMatch::Exact("/user/alice".into())));
+        assert_eq!(rendered.virtual_service.spec.hosts, ["hub.example.org"]);
+    }
+
+    #[test]
+    fn objects_carry_labels_and_the_route_exactly() {
+        let route = route("/has space", "http://a:1");
+        let rendered = translation().render(&route, 3).unwrap();
+        let meta = &rendered.virtual_service.metadata;
+        let spec = route.spec();
+        assert_eq!(
+            meta.name.as_deref(),
+            Some(format!("jupyter-98-{}-3", route_id(spec)).as_str())
+        );
+        assert_eq!(meta.namespace.as_deref(), Some("hub"));
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(labels[INSTANCE_LABEL], "jupyter");
+        assert_eq!(labels[ROUTE_LABEL], route_id(spec));
+        let annotations = meta.annotations.as_ref().unwrap();
+        assert_eq!(annotations[SPEC_ANNOTATION], "/has space");
+        assert_eq!(annotations[ROUTE_ANNOTATION], route.wire_json());
+        assert_eq!(
+            rendered.virtual_service.api_version,
+            "networking.istio.io/v1"
+        );
+        assert_eq!(
+            rendered.virtual_service.spec.gateways,
+            ["istio-system/jupyterhub-gateway"]
+        );
+    }
+
+    #[test]
+    fn the_proxy_id_changes_with_the_target_only() {
+        let id = |route: &Route| {
+            let rendered = translation().render(route, 0).unwrap();
+            rendered.virtual_service.spec.http[0]
+                .headers
+                .clone()
+                .unwrap()
+                .response
+                .unwrap()
+                .set[PROXY_ID_HEADER]
+                .clone()
+        };
+        assert_eq!(
+            id(&route("/user/a", "http://a:1")),
+            id(&route("/user/a", "http://a:1"))
+        );
+        assert_ne!(
+            id(&route("/user/a", "http://a:1")),
+            id(&route("/user/a", "http://a:2"))
+        );
+    }
+
+    #[test]
+    fn oversized_data_is_refused_before_the_api_server_sees_it() {
+        let spec = RouteSpec::new("/user/a", RoutingMode::Path).unwrap();
+        let body = format!(
+            r#"{{"target": "http://a:1", "blob": "{}"}}"#,
+            "x".repeat(MAX_ROUTE_ANNOTATION_BYTES)
+        );
+        let route = route_from_body(spec, body.as_bytes()).unwrap();
+        assert!(matches!(
+            translation().render(&route, 0),
+            Err(proxy_api::Error::InvalidBody { .. })
+        ));
+    }
+}
