@@ -1,5 +1,7 @@
 //! What the tests of jupyterhub-istio-proxy share.
 //!
+//! - [`istio_model`]: how an Istio gateway routes a request through VirtualServices, and
+//!   [`chp`]: how configurable-http-proxy would route it; property tests compare the two.
 //! - [`client`]: an HTTP client for the routes API, and raw requests for what a well-behaved
 //!   client would never send.
 //! - [`process`]: the proxy binary as a child process, with its log.
@@ -17,7 +19,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod chp;
 pub mod client;
+pub mod istio_model;
 pub mod process;
 pub mod python;
 

@@ -1,0 +1,302 @@
+//! For any routes and any order of adds, deletes and re-adds (several in one second, spread over
+//! several replicas), the route Istio's gateway picks for a request is the one
+//! configurable-http-proxy would pick: the longest prefix in whole segments.
+//!
+//! The gateway is `testkit::istio_model`, fed the objects the store holds after every step; CHP
+//! is `testkit::chp`. Probes are the routes' paths as browsers send them (encoded, `@` raw or
+//! as `%40`, hex in either case), below them, beside them (`/user/alice2`) and above them.
+
+use std::sync::Arc;
+
+use istio_routes::{IstioBackend, ManualClock, MemoryStore, RouteStore, Translation, encode_path};
+use proptest::prelude::*;
+use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
+use testkit::chp::ChpTable;
+use testkit::istio_model::Gateway;
+
+const GATEWAY: &str = "istio-system/jupyterhub-gateway";
+const REPLICAS: usize = 3;
+/// Segments chosen to overlap: hubs under a base URL, users, named servers, encoded names.
+const SEGMENTS: &[&str] = &["jhub", "user", "alice", "a", "foo", "a b", "ü", "x@y", "~t"];
+const HOSTS: &[&str] = &["a.hub.org", "b.hub.org"];
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Add (or re-add) a route through one replica, to one of a few targets.
+    Add {
+        replica: usize,
+        spec: String,
+        target: usize,
+    },
+    /// Delete a route through one replica.
+    Delete { replica: usize, spec: String },
+    /// Let the clock run: 0 keeps the next steps in the same second.
+    Wait(i64),
+}
+
+fn path_spec() -> impl Strategy<Value = String> + Clone {
+    prop::collection::vec(prop::sample::select(SEGMENTS), 0..=4)
+        .prop_map(|segments| format!("/{}", segments.join("/")))
+}
+
+fn host_spec() -> impl Strategy<Value = String> + Clone {
+    prop_oneof![
+        1 => Just("/".to_owned()),
+        6 => (prop::sample::select(HOSTS), prop::collection::vec(prop::sample::select(SEGMENTS), 0..=3))
+            .prop_map(|(host, segments)| if segments.is_empty() { format!("/{host}") } else { format!("/{host}/{}", segments.join("/")) }),
+    ]
+}
+
+fn steps(spec: impl Strategy<Value = String> + Clone) -> impl Strategy<Value = Vec<Step>> {
+    let step = prop_oneof![
+        6 => (0..REPLICAS, spec.clone(), 0..4usize).prop_map(|(replica, spec, target)| Step::Add { replica, spec, target }),
+        2 => (0..REPLICAS, spec).prop_map(|(replica, spec)| Step::Delete { replica, spec }),
+        3 => (0..3i64).prop_map(Step::Wait),
+    ];
+    prop::collection::vec(step, 1..30)
+}
+
+/// Targets of every kind the translation handles: pod IPs, services, target paths.
+fn target(n: usize) -> &'static str {
+    [
+        "http://10.0.0.7:8888",
+        "http://jupyter-x:8888",
+        "http://hub.other:8081/base",
+        "http://10.0.0.9:8000/srv/x",
+    ][n]
+}
+
+struct World {
+    store: Arc<MemoryStore>,
+    clock: ManualClock,
+    replicas: Vec<IstioBackend<MemoryStore>>,
+    chp: ChpTable,
+    translation: Translation,
+    /// Every spec the steps named, to probe around.
+    seen: std::collections::BTreeSet<RouteSpec>,
+}
+
+impl World {
+    fn new(mode: RoutingMode) -> World {
+        let clock = ManualClock::at(1_700_000_000);
+        let store = Arc::new(MemoryStore::with_clock(clock.clock()));
+        let translation = Translation {
+            namespace: "hub".into(),
+            gateways: vec![GATEWAY.into()],
+            hosts: vec!["*".into()],
+            routing_mode: mode,
+            ..Translation::default()
+        };
+        let replicas = (0..REPLICAS)
+            .map(|_| IstioBackend::new(Arc::clone(&store), translation.clone()))
+            .collect();
+        World {
+            store,
+            clock,
+            replicas,
+            chp: ChpTable::new(mode == RoutingMode::Host),
+            translation,
+            seen: Default::default(),
+        }
+    }
+
+    async fn step(&mut self, step: &Step) {
+        let mode = self.translation.routing_mode;
+        match step {
+            Step::Add {
+                replica,
+                spec,
+                target: n,
+            } => {
+                let spec = RouteSpec::new(spec, mode).unwrap();
+                let route = Route::new(
+                    spec.clone(),
+                    Target::parse(target(*n)).unwrap(),
+                    Default::default(),
+                )
+                .unwrap();
+                self.replicas[*replica].add(route).await.unwrap();
+                self.chp.add(spec.as_str());
+                self.seen.insert(spec);
+            }
+            Step::Delete { replica, spec } => {
+                let spec = RouteSpec::new(spec, mode).unwrap();
+                self.replicas[*replica].delete(&spec).await.unwrap();
+                self.chp.delete(spec.as_str());
+            }
+            Step::Wait(seconds) => self.clock.advance(*seconds),
+        }
+    }
+
+    /// Requests around every spec seen: (Host header, path as sent).
+    fn probes(&self) -> std::collections::BTreeSet<(String, String)> {
+        let mut probes = std::collections::BTreeSet::from([
+            ("c.hub.org".to_owned(), "/".to_owned()),
+            ("a.hub.org".to_owned(), "/other".to_owned()),
+        ]);
+        for spec in &self.seen {
+            let host = spec.host().unwrap_or("hub.org").to_owned();
+            let path = encode_path(spec.path());
+            let base = if path == "/" {
+                String::new()
+            } else {
+                path.clone()
+            };
+            let around = [
+                path.clone(),
+                format!("{base}/"),
+                format!("{base}/lab/tree"),
+                format!("{base}2"),
+                format!("{base}x/y"),
+            ];
+            // Around the root, `{base}2` is no path.
+            for probe in around.into_iter().filter(|p| p.starts_with('/')) {
+                probes.insert((host.clone(), probe.clone()));
+                probes.insert((host.clone(), probe.replace('@', "%40")));
+                probes.insert((host.clone(), lower_hex(&probe)));
+                probes.insert(("c.hub.org".to_owned(), probe));
+            }
+        }
+        probes
+    }
+
+    /// Checks every probe: Istio's choice is CHP's, and the path forwarded is the target's
+    /// path followed by the request's (CHP keeps the prefix).
+    async fn check(&self, history: &[Step]) {
+        let objects = self.store.virtual_services();
+        let gateway = Gateway::build(&objects, GATEWAY, &["*"]);
+        for (host, path) in self.probes() {
+            let expected = self.chp.route(&host, &path);
+            let routed = gateway.route(&host, &path);
+            let got = routed.as_ref().map(|r| {
+                let object = objects
+                    .iter()
+                    .find(|o| o.metadata.name.as_deref() == Some(&r.virtual_service))
+                    .unwrap();
+                self.translation.read(object).unwrap().unwrap().route
+            });
+            let got_spec = got.as_ref().map(|route| route.spec().to_string());
+            assert_eq!(
+                got_spec,
+                expected,
+                "Host: {host}, path {path}\nafter {history:#?}\nobjects in Istio's order: {:#?}",
+                names(&objects)
+            );
+            if let (Some(route), Some(routed)) = (got, routed) {
+                let forwarded = format!("{}{path}", route.target().path());
+                assert_eq!(
+                    routed.path,
+                    forwarded,
+                    "rewrite of {path} by {}",
+                    route.spec()
+                );
+            }
+        }
+        // And the API lists exactly CHP's routes.
+        let listed: Vec<String> = self.replicas[0]
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.spec().to_string())
+            .collect();
+        let expected: Vec<String> = self.chp.specs().map(str::to_owned).collect();
+        assert_eq!(listed, expected);
+    }
+}
+
+fn lower_hex(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn names(objects: &[Arc<istio_routes::resources::VirtualService>]) -> Vec<String> {
+    let mut objects: Vec<_> = objects.iter().collect();
+    objects.sort_by_key(|o| istio_routes::order::Placement::of(o));
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{} @{}",
+                o.metadata.name.as_deref().unwrap_or_default(),
+                o.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .unwrap()
+                    .0
+                    .as_second()
+            )
+        })
+        .collect()
+}
+
+fn run(mode: RoutingMode, steps: &[Step]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut world = World::new(mode);
+        for (i, step) in steps.iter().enumerate() {
+            world.step(step).await;
+            world.check(&steps[..=i]).await;
+        }
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn path_routes_route_as_chp_does(steps in steps(path_spec())) {
+        run(RoutingMode::Path, &steps);
+    }
+
+    #[test]
+    fn host_routes_route_as_chp_does(steps in steps(host_spec())) {
+        run(RoutingMode::Host, &steps);
+    }
+}
+
+/// The Go proxy's bug, as a fixed case: a hub under a base URL added first, users after.
+#[test]
+fn a_hub_under_a_base_url_does_not_shadow_its_users() {
+    run(
+        RoutingMode::Path,
+        &[
+            Step::Add {
+                replica: 0,
+                spec: "/jhub".into(),
+                target: 1,
+            },
+            Step::Wait(1),
+            Step::Add {
+                replica: 1,
+                spec: "/jhub/user/alice".into(),
+                target: 0,
+            },
+            Step::Add {
+                replica: 2,
+                spec: "/jhub/user/alice/foo".into(),
+                target: 3,
+            },
+            Step::Wait(2),
+            Step::Delete {
+                replica: 0,
+                spec: "/jhub/user/alice".into(),
+            },
+            Step::Add {
+                replica: 1,
+                spec: "/jhub/user/alice".into(),
+                target: 2,
+            },
+        ],
+    );
+}
