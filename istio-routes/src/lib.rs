@@ -6,7 +6,8 @@
 //! - [`order`]: why one VirtualService per route routes as configurable-http-proxy does, and
 //!   what keeps it so.
 //! - [`RouteStore`]: what the backend needs from the Kubernetes API, with [`MockRouteStore`]
-//!   for tests; [`MemoryStore`] keeps the objects in memory.
+//!   for tests; [`KubeStore`] keeps the objects in Kubernetes behind a watch cache, and
+//!   [`MemoryStore`] keeps them in memory.
 //! - [`IstioBackend`]: the routes API's [`proxy_api::Backend`] over a store.
 //!
 //! ```
@@ -32,6 +33,7 @@
 
 mod backend;
 mod error;
+mod kube_store;
 mod memory;
 pub mod order;
 mod read;
@@ -41,6 +43,7 @@ mod translate;
 
 pub use backend::IstioBackend;
 pub use error::{Error, Result};
+pub use kube_store::{FIELD_MANAGER, KubeStore, WatchStats};
 pub use memory::{Clock, ManualClock, MemoryStore};
 pub use read::{Origin, StoredRoute};
 pub use store::{MockRouteStore, RouteStore};

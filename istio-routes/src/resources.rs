@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +99,8 @@ impl<S: IstioKind> IstioObject<S> {
 
 impl<S: IstioKind> kube::Resource for IstioObject<S> {
     type DynamicType = IstioVersion;
-    type Scope = NamespaceResourceScope;
+    // Dynamic, because the version is: `Api::namespaced_with` takes it at run time.
+    type Scope = kube::core::DynamicResourceScope;
 
     fn kind(_: &IstioVersion) -> Cow<'_, str> {
         Cow::Borrowed(S::KIND)

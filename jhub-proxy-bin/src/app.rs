@@ -17,6 +17,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::auth::RequireTokenLayer;
+use crate::gate::ReadyGateLayer;
 use crate::health::{HealthLayer, ReadyCheck};
 
 /// The service the server runs for every connection.
@@ -32,8 +33,10 @@ pub struct AppOptions {
     pub api: ApiConfig,
     /// How long one request may take before it is answered 504.
     pub request_timeout: Duration,
-    /// Whether the backend can serve now, for `/readyz`.
+    /// Whether the backend can serve now, for `/readyz` and the gate.
     pub ready: ReadyCheck,
+    /// How long an API request waits for the backend to become ready.
+    pub ready_wait: Duration,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -47,7 +50,8 @@ impl std::fmt::Debug for AppOptions {
 
 /// The routes API over `backend`, in its layers, outermost first: request tracing (method,
 /// path, status and latency; never headers, which carry the token), the request timeout, the
-/// unauthenticated probes, and the token check.
+/// unauthenticated probes, the token check, and the gate that holds requests until the store
+/// is ready.
 pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService {
     let stack = ServiceBuilder::new()
         .layer(
@@ -59,8 +63,9 @@ pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService 
             StatusCode::GATEWAY_TIMEOUT,
             options.request_timeout,
         ))
-        .layer(HealthLayer::new(options.ready))
+        .layer(HealthLayer::new(options.ready.clone()))
         .layer(RequireTokenLayer::new(&options.token))
+        .layer(ReadyGateLayer::new(options.ready, options.ready_wait))
         .service(RoutesApi::new(backend, options.api));
     let boxed_bodies = ServiceExt::<Request<Incoming>>::map_response(stack, |response| {
         response.map(BodyExt::boxed_unsync)

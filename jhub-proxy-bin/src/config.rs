@@ -116,6 +116,11 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub allow_loopback_targets: bool,
 
+    /// Seconds an API request waits, after start, for the route cache's first sync before it is
+    /// answered 503.
+    #[arg(long, env = "PROXY_READY_WAIT", default_value = "10", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub ready_wait: Duration,
+
     /// Seconds a request of the routes API may take before it is answered 504.
     #[arg(long, env = "PROXY_REQUEST_TIMEOUT", default_value = "30", value_name = "SECONDS",
           value_parser = parse_seconds)]
@@ -182,11 +187,6 @@ impl Config {
             ));
         }
         check_prefix(&self.virtual_service_prefix)?;
-        if self.store == StoreKind::Kubernetes {
-            return Err(Error::Config(
-                "--store (env PROXY_STORE) is 'kubernetes', which this build does not have yet; use --store memory".to_owned(),
-            ));
-        }
         Ok(())
     }
 }
@@ -368,11 +368,6 @@ mod tests {
         for text in [missing, listen, store, timeout] {
             assert!(!text.contains('\n'), "{text}");
         }
-    }
-
-    #[test]
-    fn kubernetes_store_is_refused_until_it_exists() {
-        assert!(message(&["--auth-token", "t"]).contains("--store (env PROXY_STORE)"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The parts of the `jupyterhub-istio-proxy` binary, so that tests can assemble them:
 //!
 //! - [`config`]: flags and environment variables;
-//! - [`app`]: the routes API behind its tower layers ([`auth`], [`health`], tracing, timeout);
+//! - [`app`]: the routes API behind its tower layers ([`auth`], [`health`], [`gate`], tracing,
+//!   timeout);
 //! - [`server`]: hyper serving, and draining on SIGTERM.
 //!
 //! ```no_run
@@ -14,6 +15,7 @@
 //!     api: proxy_api::ApiConfig::default(),
 //!     request_timeout: std::time::Duration::from_secs(30),
 //!     ready: Arc::new(|| true),
+//!     ready_wait: std::time::Duration::from_secs(10),
 //! };
 //! let store = Arc::new(istio_routes::MemoryStore::new());
 //! let backend = istio_routes::IstioBackend::new(store, istio_routes::Translation::default());
@@ -27,6 +29,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod gate;
 pub mod health;
 pub mod server;
 
@@ -40,6 +43,10 @@ pub enum Error {
     /// `--help` or `--version`: not a failure, but clap's text to print.
     #[error(transparent)]
     Clap(clap::Error),
+
+    /// The Kubernetes API could not be used: no configuration, CRDs missing, no permission.
+    #[error("cannot use the Kubernetes API")]
+    Kubernetes(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     /// The listen address could not be bound.
     #[error("cannot listen on {addr} (--listen, env PROXY_LISTEN)")]

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use istio_routes::IstioBackend;
+use istio_routes::{IstioBackend, KubeStore, MemoryStore, RouteStore};
 use jhub_proxy_bin::config::{Config, StoreKind};
+use jhub_proxy_bin::health::ReadyCheck;
 use jhub_proxy_bin::{Error, app, server};
 use proxy_api::ApiConfig;
 
@@ -29,27 +30,52 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Error> {
-    let namespace = config
-        .k8s_namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
-    let backend = match config.store {
+    let (service, store_name) = match config.store {
         StoreKind::Memory => {
-            let store = Arc::new(istio_routes::MemoryStore::new());
-            Arc::new(IstioBackend::new(store, config.translation(&namespace)))
+            let namespace = config
+                .k8s_namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned());
+            let store = Arc::new(MemoryStore::new());
+            let backend = Arc::new(IstioBackend::new(store, config.translation(&namespace)));
+            (
+                app::service(backend, app_options(&config, Arc::new(|| true))),
+                "memory",
+            )
         }
-        StoreKind::Kubernetes => unreachable!("refused by Config::from_args"),
+        StoreKind::Kubernetes => {
+            let client = kube::Client::try_default().await.map_err(|e| match e {
+                kube::Error::InferConfig(_) => Error::Config(
+                    "--store (env PROXY_STORE) is 'kubernetes', but there is no in-cluster service account and no kubeconfig \
+                     (set KUBECONFIG); use --store memory to try the proxy without Kubernetes"
+                        .to_owned(),
+                ),
+                other => Error::Kubernetes(Box::new(other)),
+            })?;
+            let namespace = config
+                .k8s_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let translation = config.translation(&namespace);
+            let store = Arc::new(
+                KubeStore::start(client, &translation)
+                    .await
+                    .map_err(|e| Error::Kubernetes(Box::new(e)))?,
+            );
+            tracing::info!(
+                namespace,
+                selector = translation.label_selector(),
+                "watching VirtualServices"
+            );
+            let ready_store = Arc::clone(&store);
+            let ready: ReadyCheck = Arc::new(move || ready_store.is_ready());
+            let backend = Arc::new(IstioBackend::new(store, translation));
+            (
+                app::service(backend, app_options(&config, ready)),
+                "kubernetes",
+            )
+        }
     };
-    let options = app::AppOptions {
-        token: config.auth_token.expose().to_owned(),
-        api: ApiConfig {
-            routing_mode: config.routing_mode(),
-            ..ApiConfig::default()
-        },
-        request_timeout: config.request_timeout,
-        ready: Arc::new(|| true),
-    };
-    let service = app::service(backend, options);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Listen {
@@ -60,7 +86,11 @@ async fn run(config: Config) -> Result<(), Error> {
         addr: config.listen,
         source,
     })?;
-    tracing::info!(store = ?config.store, host_routing = config.host_routing, "listening on http://{addr}");
+    tracing::info!(
+        store = store_name,
+        host_routing = config.host_routing,
+        "listening on http://{addr}"
+    );
     server::serve(
         listener,
         service,
@@ -71,12 +101,29 @@ async fn run(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
+fn app_options(config: &Config, ready: ReadyCheck) -> app::AppOptions {
+    app::AppOptions {
+        token: config.auth_token.expose().to_owned(),
+        api: ApiConfig {
+            routing_mode: config.routing_mode(),
+            ..ApiConfig::default()
+        },
+        request_timeout: config.request_timeout,
+        ready,
+        ready_wait: config.ready_wait,
+    }
+}
+
 /// Prints the error, with its causes, as one line, and fails.
 fn fail(error: &dyn std::error::Error) -> ExitCode {
     let mut line = format!("error: {error}");
     let mut source = error.source();
     while let Some(cause) = source {
-        line.push_str(&format!(": {cause}"));
+        // Some errors (kube's) already show their causes; say each thing once.
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(&format!(": {text}"));
+        }
         source = cause.source();
     }
     eprintln!("{line}");

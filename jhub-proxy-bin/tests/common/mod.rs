@@ -51,6 +51,7 @@ pub(crate) async fn serve<B: Backend>(
         },
         request_timeout,
         ready: Arc::new(|| true),
+        ready_wait: Duration::from_secs(10),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,0 +1,424 @@
+//! The Kubernetes store: VirtualServices and ServiceEntries through the API server, read from
+//! a label-selected watch cache.
+//!
+//! Reads never reach the API server: a kube-runtime reflector keeps this instance's
+//! VirtualServices in memory, and writes show in reads at once (read-your-writes) through a
+//! short-lived overlay until the watch delivers them. Writes are server-side applies with our
+//! field manager, so several replicas writing the same route converge instead of conflicting.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+
+use crate::read::Origin;
+use crate::resources::{
+    IstioKind, IstioObject, IstioVersion, ServiceEntry, ServiceEntrySpec, VirtualService,
+    VirtualServiceSpec,
+};
+use crate::store::RouteStore;
+use crate::translate::{
+    INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROUTE_LABEL, Translation, route_id,
+};
+use crate::{Error, Result};
+
+/// The field manager of our server-side applies.
+pub const FIELD_MANAGER: &str = "jupyterhub-istio-proxy";
+
+/// How long a write stays in the overlay if the watch does not deliver it: a watch that is
+/// down must not hide other writers' changes for long.
+const OVERLAY_TTL: Duration = Duration::from_secs(10);
+
+/// A write not yet seen in the watch cache.
+#[derive(Debug)]
+struct Pending {
+    /// The object as written, or `None` for a delete.
+    object: Option<Arc<VirtualService>>,
+    at: Instant,
+}
+
+/// Counters of the watch, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Errors of the watch (each followed by a retry with backoff).
+    pub errors: AtomicU64,
+    /// Completed lists (the first one, and every relist after a broken watch).
+    pub lists: AtomicU64,
+}
+
+/// VirtualServices and ServiceEntries in a Kubernetes namespace.
+pub struct KubeStore {
+    virtual_services: Api<VirtualService>,
+    service_entries: Api<ServiceEntry>,
+    namespace: String,
+    cache: reflector::Store<VirtualService>,
+    ready: Arc<AtomicBool>,
+    overlay: Mutex<HashMap<String, Pending>>,
+    stats: Arc<WatchStats>,
+}
+
+impl std::fmt::Debug for KubeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeStore")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeStore {
+    /// Checks that the API serves Istio's resources to us, adopts the Go proxy's objects, and
+    /// starts the watch cache (on the current tokio runtime). The store answers
+    /// [`RouteStore::is_ready`] once the first list has arrived.
+    pub async fn start(client: Client, translation: &Translation) -> Result<KubeStore> {
+        let namespace = translation.namespace.clone();
+        let version = translation.version;
+        let virtual_services: Api<VirtualService> =
+            Api::namespaced_with(client.clone(), &namespace, &version);
+        let service_entries: Api<ServiceEntry> = Api::namespaced_with(client, &namespace, &version);
+        check_served(&virtual_services, &namespace, version).await?;
+        check_served(&service_entries, &namespace, version).await?;
+        adopt_legacy(&virtual_services, translation).await?;
+
+        let writer = Writer::new(version);
+        let cache = writer.as_reader();
+        let ready = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(WatchStats::default());
+        let config = watcher::Config::default().labels(&translation.label_selector());
+        let watch_stats = Arc::clone(&stats);
+        let stream = watcher(virtual_services.clone(), config)
+            .default_backoff()
+            // What we never read, we need not keep: at 10,000 routes managed fields are most
+            // of an object's memory.
+            .modify(|object: &mut VirtualService| object.metadata.managed_fields = None)
+            .reflect(writer);
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        watch_stats.lists.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("route cache synced with the Kubernetes API server");
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        watch_stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, "watching VirtualServices failed; retrying");
+                    }
+                }
+            }
+        });
+        let ready_flag = Arc::clone(&ready);
+        let ready_cache = cache.clone();
+        tokio::spawn(async move {
+            if ready_cache.wait_until_ready().await.is_ok() {
+                ready_flag.store(true, Ordering::Release);
+            }
+        });
+        Ok(KubeStore {
+            virtual_services,
+            service_entries,
+            namespace,
+            cache,
+            ready,
+            overlay: Mutex::default(),
+            stats,
+        })
+    }
+
+    /// The watch's counters.
+    pub fn watch_stats(&self) -> &Arc<WatchStats> {
+        &self.stats
+    }
+
+    /// Waits until the first list has arrived.
+    pub async fn wait_until_ready(&self) {
+        let _ = self.cache.wait_until_ready().await;
+    }
+
+    fn remember(&self, name: &str, object: Option<Arc<VirtualService>>) {
+        let mut overlay = self.overlay.lock().unwrap_or_else(PoisonError::into_inner);
+        overlay.insert(
+            name.to_owned(),
+            Pending {
+                object,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// The cached objects, with our writes the watch has not delivered yet.
+    fn current(&self) -> Vec<Arc<VirtualService>> {
+        let mut objects = self.cache.state();
+        let mut overlay = self.overlay.lock().unwrap_or_else(PoisonError::into_inner);
+        if overlay.is_empty() {
+            return objects;
+        }
+        // Drop what the watch has caught up with, or what waited too long.
+        overlay.retain(|name, pending| {
+            let cached = objects
+                .iter()
+                .find(|o| o.metadata.name.as_deref() == Some(name));
+            let caught_up = match (&pending.object, cached) {
+                (Some(written), Some(cached)) => {
+                    written.metadata.resource_version == cached.metadata.resource_version
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            !caught_up && pending.at.elapsed() < OVERLAY_TTL
+        });
+        objects.retain(|o| !overlay.contains_key(o.metadata.name.as_deref().unwrap_or_default()));
+        objects.extend(overlay.values().filter_map(|p| p.object.clone()));
+        objects
+    }
+
+    fn namespace(&self) -> String {
+        self.namespace.clone()
+    }
+}
+
+#[async_trait]
+impl RouteStore for KubeStore {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn virtual_services(&self) -> Vec<Arc<VirtualService>> {
+        self.current()
+    }
+
+    fn virtual_services_of(&self, route: &str) -> Vec<Arc<VirtualService>> {
+        let belongs = |o: &Arc<VirtualService>| {
+            o.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(ROUTE_LABEL))
+                .map(String::as_str)
+                == Some(route)
+        };
+        self.current().into_iter().filter(belongs).collect()
+    }
+
+    async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let written = self
+            .virtual_services
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &self.namespace()))?;
+        let written = Arc::new(written);
+        self.remember(&name, Some(Arc::clone(&written)));
+        Ok(written)
+    }
+
+    async fn create_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        let written = self
+            .virtual_services
+            .create(&params, &object)
+            .await
+            .map_err(|e| classify::<VirtualServiceSpec>(e, "create", &name, &self.namespace()))?;
+        let written = Arc::new(written);
+        self.remember(&name, Some(Arc::clone(&written)));
+        Ok(written)
+    }
+
+    async fn delete_virtual_service(
+        &self,
+        name: &str,
+        resource_version: Option<String>,
+    ) -> Result<bool> {
+        let params = DeleteParams {
+            preconditions: resource_version.map(|rv| Preconditions {
+                resource_version: Some(rv),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let existed = match self.virtual_services.delete(name, &params).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(status)) if status.is_not_found() => false,
+            Err(error) => {
+                return Err(classify::<VirtualServiceSpec>(
+                    error,
+                    "delete",
+                    name,
+                    &self.namespace(),
+                ));
+            }
+        };
+        self.remember(name, None);
+        Ok(existed)
+    }
+
+    async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.service_entries
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map_err(|e| classify::<ServiceEntrySpec>(e, "patch", &name, &self.namespace()))?;
+        Ok(())
+    }
+
+    async fn delete_service_entry(&self, name: &str) -> Result<bool> {
+        match self
+            .service_entries
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(error) => Err(classify::<ServiceEntrySpec>(
+                error,
+                "delete",
+                name,
+                &self.namespace(),
+            )),
+        }
+    }
+}
+
+/// `virtualservices.networking.istio.io`, for messages about permissions.
+fn resource_name<S: IstioKind>() -> &'static str {
+    match S::PLURAL {
+        "virtualservices" => "virtualservices.networking.istio.io",
+        _ => "serviceentries.networking.istio.io",
+    }
+}
+
+/// Our error for what the API server (or the way to it) answered.
+fn classify<S: IstioKind>(
+    error: kube::Error,
+    verb: &'static str,
+    name: &str,
+    namespace: &str,
+) -> Error {
+    let resource = resource_name::<S>();
+    match error {
+        kube::Error::Api(status) => {
+            let code = status.code;
+            if status.is_forbidden() {
+                Error::Forbidden {
+                    verb,
+                    resource,
+                    namespace: namespace.to_owned(),
+                    source: status,
+                }
+            } else if status.is_already_exists() {
+                Error::AlreadyExists {
+                    name: name.to_owned(),
+                }
+            } else if status.is_conflict() {
+                Error::Conflict {
+                    name: name.to_owned(),
+                }
+            } else if status.is_invalid() {
+                Error::Invalid {
+                    name: name.to_owned(),
+                    message: status.message.clone(),
+                }
+            } else if code == 404 {
+                // A 404 that is not about an object: the resource type itself is not served.
+                Error::NotInstalled {
+                    resource,
+                    version: String::new(),
+                }
+            } else if code >= 500 || code == 429 {
+                Error::Unavailable(status)
+            } else {
+                Error::Api {
+                    code,
+                    name: name.to_owned(),
+                    message: status.message.clone(),
+                }
+            }
+        }
+        // The connection failed, timed out, or the client's stack did: the server may be back soon.
+        other => Error::Unavailable(Box::new(other)),
+    }
+}
+
+/// Fails start-up, with what to do, when the API does not serve a kind to us.
+async fn check_served<S>(
+    api: &Api<IstioObject<S>>,
+    namespace: &str,
+    version: IstioVersion,
+) -> Result<()>
+where
+    S: IstioKind + Clone + Default + std::fmt::Debug + serde::de::DeserializeOwned,
+    IstioObject<S>: Resource<DynamicType = IstioVersion>,
+{
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(match classify::<S>(error, "list", "", namespace) {
+            Error::NotInstalled { resource, .. } => Error::NotInstalled {
+                resource,
+                version: version.to_string(),
+            },
+            other => other,
+        }),
+    }
+}
+
+/// Labels the VirtualServices the Go jupyterhub-istio-proxy wrote, which carry no labels, so
+/// that our label-selected cache sees them. They are listed as routes from then on and replaced
+/// by ours when JupyterHub next writes the route.
+async fn adopt_legacy(api: &Api<VirtualService>, translation: &Translation) -> Result<()> {
+    let namespace = translation.namespace.clone();
+    let mut params = ListParams::default().limit(500);
+    let mut adopted = 0;
+    loop {
+        let page = api
+            .list(&params)
+            .await
+            .map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", &namespace))?;
+        for object in &page.items {
+            let labelled = object
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(INSTANCE_LABEL))
+                .is_some();
+            let Some(Ok(stored)) = translation.read(object) else {
+                continue;
+            };
+            if labelled || stored.origin != Origin::Legacy {
+                continue;
+            }
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let patch = serde_json::json!({"metadata": {"labels": {
+                MANAGED_BY_LABEL: MANAGED_BY,
+                INSTANCE_LABEL: translation.prefix,
+                ROUTE_LABEL: route_id(stored.route.spec()),
+            }}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &namespace))?;
+            adopted += 1;
+        }
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    if adopted > 0 {
+        tracing::info!(
+            adopted,
+            "labelled the Go jupyterhub-istio-proxy's VirtualServices as this proxy's routes"
+        );
+    }
+    Ok(())
+}
