@@ -40,6 +40,7 @@ mod read;
 pub mod resources;
 mod store;
 mod translate;
+pub mod yaml;
 
 pub use backend::IstioBackend;
 pub use error::{Error, Result};

@@ -34,14 +34,18 @@ pub enum StoreKind {
     about = "configurable-http-proxy's REST API for JupyterHub, served by writing Istio routing objects"
 )]
 pub struct Config {
-    /// The token JupyterHub sends as `Authorization: token <token>`. Required.
+    /// What to do; without a command, serve the API.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The token JupyterHub sends as `Authorization: token <token>`. Required to serve.
     #[arg(
         long,
         env = "CONFIGPROXY_AUTH_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN"
     )]
-    pub auth_token: Secret,
+    pub auth_token: Option<Secret>,
 
     /// Where routes are kept.
     #[arg(long, env = "PROXY_STORE", value_enum, default_value_t = StoreKind::Kubernetes)]
@@ -127,6 +131,27 @@ pub struct Config {
     pub request_timeout: Duration,
 }
 
+/// Commands besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print the Istio objects for routes as YAML, without a cluster, using the translation
+    /// options (namespace, gateway, hosts, prefix, host routing...) given before `render`.
+    Render(RenderArgs),
+}
+
+/// The routes to render.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RenderArgs {
+    /// A route as `SPEC=TARGET`, e.g. `/user/alice/=http://10.0.0.7:8888`; repeatable.
+    #[arg(long = "route", value_name = "SPEC=TARGET")]
+    pub routes: Vec<String>,
+
+    /// A JSON file of routes as `GET /api/routes` lists them (`-` for standard input), e.g.
+    /// the listing of a running configurable-http-proxy.
+    #[arg(long = "routes-file", value_name = "FILE")]
+    pub routes_file: Option<std::path::PathBuf>,
+}
+
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -176,18 +201,34 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
-        if self.auth_token.expose().trim().is_empty() {
+        check_prefix(&self.virtual_service_prefix)?;
+        if self.command.is_some() {
+            return Ok(());
+        }
+        let Some(token) = &self.auth_token else {
+            return Err(Error::Config(
+                "--auth-token (env CONFIGPROXY_AUTH_TOKEN) is required".to_owned(),
+            ));
+        };
+        if token.expose().trim().is_empty() {
             return Err(Error::Config(
                 "--auth-token (env CONFIGPROXY_AUTH_TOKEN) is empty; JupyterHub's proxy token is required".to_owned(),
             ));
         }
-        if self.auth_token.expose().chars().any(char::is_whitespace) {
+        if token.expose().chars().any(char::is_whitespace) {
             return Err(Error::Config(
                 "--auth-token (env CONFIGPROXY_AUTH_TOKEN) contains white space, which the Authorization header cannot carry".to_owned(),
             ));
         }
-        check_prefix(&self.virtual_service_prefix)?;
         Ok(())
+    }
+
+    /// The token, once [`Config::from_args`] has checked there is one to serve with.
+    pub fn token(&self) -> &str {
+        self.auth_token
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default()
     }
 }
 

@@ -3,7 +3,8 @@
 //! - [`config`]: flags and environment variables;
 //! - [`app`]: the routes API behind its tower layers ([`auth`], [`health`], [`gate`], tracing,
 //!   timeout);
-//! - [`server`]: hyper serving, and draining on SIGTERM.
+//! - [`server`]: hyper serving, and draining on SIGTERM;
+//! - [`render`]: the `render` command, objects for routes without a cluster.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod config;
 pub mod gate;
 pub mod health;
+pub mod render;
 pub mod server;
 
 /// Why the proxy could not start or keep serving.
@@ -47,6 +49,10 @@ pub enum Error {
     /// The Kubernetes API could not be used: no configuration, CRDs missing, no permission.
     #[error("cannot use the Kubernetes API")]
     Kubernetes(#[source] Box<dyn std::error::Error + Send + Sync>),
+
+    /// `render` could not render what it was given.
+    #[error("cannot render: {0}")]
+    Render(String),
 
     /// The listen address could not be bound.
     #[error("cannot listen on {addr} (--listen, env PROXY_LISTEN)")]

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use istio_routes::{IstioBackend, KubeStore, MemoryStore, RouteStore};
-use jhub_proxy_bin::config::{Config, StoreKind};
+use jhub_proxy_bin::config::{Command, Config, StoreKind};
 use jhub_proxy_bin::health::ReadyCheck;
-use jhub_proxy_bin::{Error, app, server};
+use jhub_proxy_bin::{Error, app, render, server};
 use proxy_api::ApiConfig;
 
 fn main() -> ExitCode {
@@ -23,6 +23,15 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    if let Some(Command::Render(args)) = &config.command {
+        return match runtime.block_on(render::render(&config, args)) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        };
+    }
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error),
@@ -103,7 +112,7 @@ async fn run(config: Config) -> Result<(), Error> {
 
 fn app_options(config: &Config, ready: ReadyCheck) -> app::AppOptions {
     app::AppOptions {
-        token: config.auth_token.expose().to_owned(),
+        token: config.token().to_owned(),
         api: ApiConfig {
             routing_mode: config.routing_mode(),
             ..ApiConfig::default()
