@@ -31,9 +31,7 @@ type DecodedRoutes = HashMap<String, (Option<String>, Option<StoredRoute>)>;
 
 impl<S> std::fmt::Debug for IstioBackend<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IstioBackend")
-            .field("translation", &self.translation)
-            .finish_non_exhaustive()
+        f.debug_struct("IstioBackend").field("translation", &self.translation).finish_non_exhaustive()
     }
 }
 
@@ -47,11 +45,7 @@ fn name_of(object: &VirtualService) -> &str {
 impl<S: RouteStore> IstioBackend<S> {
     /// The backend over `store`, writing objects as `translation` says.
     pub fn new(store: Arc<S>, translation: Translation) -> Self {
-        IstioBackend {
-            store,
-            translation,
-            decoded: Mutex::default(),
-        }
+        IstioBackend { store, translation, decoded: Mutex::default() }
     }
 
     /// The store.
@@ -65,11 +59,7 @@ impl<S: RouteStore> IstioBackend<S> {
     }
 
     fn ready(&self) -> Result<()> {
-        if self.store.is_ready() {
-            Ok(())
-        } else {
-            Err(Error::NotReady)
-        }
+        if self.store.is_ready() { Ok(()) } else { Err(Error::NotReady) }
     }
 
     /// The route an object holds, decoding it only when it changed since last time.
@@ -128,27 +118,16 @@ impl<S: RouteStore> IstioBackend<S> {
         let mut created = None;
         for _ in 0..WRITE_ATTEMPTS {
             let rendered = self.translation.render(&stored.route, generation)?;
-            let name = rendered
-                .virtual_service
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_default();
-            let object = match self
-                .store
-                .create_virtual_service(rendered.virtual_service)
-                .await
-            {
+            let name = rendered.virtual_service.metadata.name.clone().unwrap_or_default();
+            let object = match self.store.create_virtual_service(rendered.virtual_service).await {
                 Ok(object) => object,
                 // Another writer is reordering the same route; its object serves as well.
-                Err(Error::AlreadyExists { .. }) => match self
-                    .objects_of(stored.route.spec())
-                    .into_iter()
-                    .find(|(o, _)| name_of(o) == name)
-                {
-                    Some((object, _)) => object,
-                    None => return Err(Error::AlreadyExists { name }.into()),
-                },
+                Err(Error::AlreadyExists { .. }) => {
+                    match self.objects_of(stored.route.spec()).into_iter().find(|(o, _)| name_of(o) == name) {
+                        Some((object, _)) => object,
+                        None => return Err(Error::AlreadyExists { name }.into()),
+                    }
+                }
                 Err(error) => return Err(error.into()),
             };
             if Placement::of(&object) > *floor {
@@ -162,9 +141,7 @@ impl<S: RouteStore> IstioBackend<S> {
             );
             generation += 1;
         }
-        let created = created.ok_or_else(|| Error::Conflict {
-            name: name_of(old_object).to_owned(),
-        })?;
+        let created = created.ok_or_else(|| Error::Conflict { name: name_of(old_object).to_owned() })?;
         self.retire(old, generation).await?;
         Ok(created)
     }
@@ -177,24 +154,16 @@ impl<S: RouteStore> IstioBackend<S> {
         let name = name_of(&old.0).to_owned();
         let mut version = old.0.metadata.resource_version.clone();
         for _ in 0..WRITE_ATTEMPTS {
-            match self
-                .store
-                .delete_virtual_service(&name, version.take())
-                .await
-            {
+            match self.store.delete_virtual_service(&name, version.take()).await {
                 Ok(_) => return Ok(()),
                 Err(Error::Conflict { .. }) => {
-                    let Some((changed, stored)) = self
-                        .objects_of(spec)
-                        .into_iter()
-                        .find(|(o, _)| name_of(o) == name)
+                    let Some((changed, stored)) =
+                        self.objects_of(spec).into_iter().find(|(o, _)| name_of(o) == name)
                     else {
                         return Ok(());
                     };
                     let rendered = self.translation.render(&stored.route, generation)?;
-                    self.store
-                        .apply_virtual_service(rendered.virtual_service)
-                        .await?;
+                    self.store.apply_virtual_service(rendered.virtual_service).await?;
                     version = changed.metadata.resource_version.clone();
                 }
                 Err(error) => return Err(error.into()),
@@ -240,38 +209,24 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
         let objects = self.store.virtual_services();
         let mut stored: Vec<StoredRoute> = {
             let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
-            let stored = objects
-                .iter()
-                .filter_map(|object| self.decode(&mut cache, object))
-                .collect();
+            let stored = objects.iter().filter_map(|object| self.decode(&mut cache, object)).collect();
             // Forget objects that are gone, now and then rather than on every listing.
             if cache.len() > 2 * objects.len() + 64 {
-                let live: std::collections::HashSet<&str> = objects
-                    .iter()
-                    .filter_map(|o| o.metadata.name.as_deref())
-                    .collect();
+                let live: std::collections::HashSet<&str> =
+                    objects.iter().filter_map(|o| o.metadata.name.as_deref()).collect();
                 cache.retain(|name, _| live.contains(name.as_str()));
             }
             stored
         };
         // One route per spec: the current object's (see `objects_of`).
-        stored.sort_by(|a, b| {
-            a.route
-                .spec()
-                .cmp(b.route.spec())
-                .then(b.origin.cmp(&a.origin))
-        });
+        stored.sort_by(|a, b| a.route.spec().cmp(b.route.spec()).then(b.origin.cmp(&a.origin)));
         stored.dedup_by(|later, first| later.route.spec() == first.route.spec());
         Ok(stored.into_iter().map(|s| s.route).collect())
     }
 
     async fn get(&self, spec: &RouteSpec) -> proxy_api::Result<Option<Arc<Route>>> {
         self.ready()?;
-        Ok(self
-            .objects_of(spec)
-            .into_iter()
-            .next()
-            .map(|(_, stored)| stored.route))
+        Ok(self.objects_of(spec).into_iter().next().map(|(_, stored)| stored.route))
     }
 
     async fn add(&self, route: Route) -> proxy_api::Result<()> {
@@ -280,39 +235,24 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
         let existing = self.objects_of(&spec);
         // Updating the current object in place keeps its creation time, and so its place.
         let generation = match existing.first() {
-            Some((
-                _,
-                StoredRoute {
-                    origin: Origin::Ours { generation },
-                    ..
-                },
-            )) => *generation,
+            Some((_, StoredRoute { origin: Origin::Ours { generation }, .. })) => *generation,
             _ => 0,
         };
         let rendered = self.translation.render(&route, generation)?;
-        let had_entry = existing
-            .iter()
-            .any(|(_, stored)| stored.route.target().ip().is_some());
+        let had_entry = existing.iter().any(|(_, stored)| stored.route.target().ip().is_some());
         // The destination first, so the route never points at a host the mesh does not know.
         let has_entry = rendered.service_entry.is_some();
         if let Some(entry) = rendered.service_entry {
             self.store.apply_service_entry(entry).await?;
         }
-        let written = self
-            .store
-            .apply_virtual_service(rendered.virtual_service)
-            .await?;
+        let written = self.store.apply_virtual_service(rendered.virtual_service).await?;
         for (object, _) in &existing {
             if name_of(object) != name_of(&written) {
-                self.store
-                    .delete_virtual_service(name_of(object), None)
-                    .await?;
+                self.store.delete_virtual_service(name_of(object), None).await?;
             }
         }
         if had_entry && !has_entry {
-            self.store
-                .delete_service_entry(&self.translation.service_entry_name(&spec))
-                .await?;
+            self.store.delete_service_entry(&self.translation.service_entry_name(&spec)).await?;
         }
         self.keep_ancestors_after(&spec, &written).await
     }
@@ -321,17 +261,10 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
         self.ready()?;
         let existing = self.objects_of(spec);
         for (object, _) in &existing {
-            self.store
-                .delete_virtual_service(name_of(object), None)
-                .await?;
+            self.store.delete_virtual_service(name_of(object), None).await?;
         }
-        if existing
-            .iter()
-            .any(|(_, stored)| stored.route.target().ip().is_some())
-        {
-            self.store
-                .delete_service_entry(&self.translation.service_entry_name(spec))
-                .await?;
+        if existing.iter().any(|(_, stored)| stored.route.target().ip().is_some()) {
+            self.store.delete_service_entry(&self.translation.service_entry_name(spec)).await?;
         }
         Ok(!existing.is_empty())
     }
@@ -354,11 +287,8 @@ mod tests {
 
     fn route(spec: &str, target: &str) -> Route {
         let spec = RouteSpec::new(spec, RoutingMode::Path).unwrap();
-        wire::route_from_body(
-            spec,
-            format!(r#"{{"target": "{target}", "jupyterhub": true}}"#).as_bytes(),
-        )
-        .unwrap()
+        wire::route_from_body(spec, format!(r#"{{"target": "{target}", "jupyterhub": true}}"#).as_bytes())
+            .unwrap()
     }
 
     fn spec(s: &str) -> RouteSpec {
@@ -377,31 +307,16 @@ mod tests {
         objects.sort_by_key(|o| Placement::of(o));
         objects
             .iter()
-            .map(|o| {
-                backend
-                    .translation
-                    .read(o)
-                    .unwrap()
-                    .unwrap()
-                    .route
-                    .spec()
-                    .to_string()
-            })
+            .map(|o| backend.translation.read(o).unwrap().unwrap().route.spec().to_string())
             .collect()
     }
 
     #[tokio::test]
     async fn a_deeper_route_added_later_is_tried_first() {
         let (backend, clock) = backend();
-        backend
-            .add(route("/jhub", "http://hub:8081"))
-            .await
-            .unwrap();
+        backend.add(route("/jhub", "http://hub:8081")).await.unwrap();
         clock.advance(10);
-        backend
-            .add(route("/jhub/user/alice", "http://10.0.0.1:8888"))
-            .await
-            .unwrap();
+        backend.add(route("/jhub/user/alice", "http://10.0.0.1:8888")).await.unwrap();
         assert_eq!(istio_order(&backend), ["/jhub/user/alice", "/jhub"]);
         // The hub route was created again, as its next generation.
         let hub = backend.objects_of(&spec("/jhub"));
@@ -409,58 +324,30 @@ mod tests {
         assert_eq!(hub[0].1.origin, Origin::Ours { generation: 1 });
 
         clock.advance(10);
-        backend
-            .add(route("/jhub/user/alice/lab", "http://10.0.0.2:8888"))
-            .await
-            .unwrap();
-        assert_eq!(
-            istio_order(&backend),
-            ["/jhub/user/alice/lab", "/jhub/user/alice", "/jhub"]
-        );
+        backend.add(route("/jhub/user/alice/lab", "http://10.0.0.2:8888")).await.unwrap();
+        assert_eq!(istio_order(&backend), ["/jhub/user/alice/lab", "/jhub/user/alice", "/jhub"]);
     }
 
     #[tokio::test]
     async fn within_one_second_the_name_puts_the_deeper_route_first() {
         let (backend, _clock) = backend();
-        backend
-            .add(route("/user/alice", "http://10.0.0.1:8888"))
-            .await
-            .unwrap();
-        backend
-            .add(route("/user/alice/foo", "http://10.0.0.2:8888"))
-            .await
-            .unwrap();
+        backend.add(route("/user/alice", "http://10.0.0.1:8888")).await.unwrap();
+        backend.add(route("/user/alice/foo", "http://10.0.0.2:8888")).await.unwrap();
         // Same second: no re-creation needed, the depth digits of the names decide.
         assert_eq!(istio_order(&backend), ["/user/alice/foo", "/user/alice"]);
-        assert_eq!(
-            backend.objects_of(&spec("/user/alice"))[0].1.origin,
-            Origin::Ours { generation: 0 }
-        );
+        assert_eq!(backend.objects_of(&spec("/user/alice"))[0].1.origin, Origin::Ours { generation: 0 });
     }
 
     #[tokio::test]
     async fn updating_a_route_keeps_its_place_and_replaces_it_whole() {
         let (backend, clock) = backend();
-        backend
-            .add(route("/user/alice/foo", "http://10.0.0.2:8888"))
-            .await
-            .unwrap();
+        backend.add(route("/user/alice/foo", "http://10.0.0.2:8888")).await.unwrap();
         clock.advance(1);
-        backend
-            .add(route("/user/alice", "http://10.0.0.1:8888"))
-            .await
-            .unwrap();
+        backend.add(route("/user/alice", "http://10.0.0.1:8888")).await.unwrap();
         clock.advance(1);
-        backend
-            .add(route("/user/alice/foo", "http://10.0.0.3:8888"))
-            .await
-            .unwrap();
+        backend.add(route("/user/alice/foo", "http://10.0.0.3:8888")).await.unwrap();
         assert_eq!(istio_order(&backend), ["/user/alice/foo", "/user/alice"]);
-        let foo = backend
-            .get(&spec("/user/alice/foo"))
-            .await
-            .unwrap()
-            .unwrap();
+        let foo = backend.get(&spec("/user/alice/foo")).await.unwrap().unwrap();
         assert_eq!(foo.target().as_str(), "http://10.0.0.3:8888");
         assert_eq!(backend.store().virtual_services().len(), 2);
     }
@@ -468,20 +355,11 @@ mod tests {
     #[tokio::test]
     async fn pod_ip_routes_own_a_service_entry_for_as_long_as_they_need_it() {
         let (backend, _clock) = backend();
-        backend
-            .add(route("/user/a", "http://10.0.0.1:8888"))
-            .await
-            .unwrap();
+        backend.add(route("/user/a", "http://10.0.0.1:8888")).await.unwrap();
         assert_eq!(backend.store().service_entries().len(), 1);
-        backend
-            .add(route("/user/a", "http://jupyter-a:8888"))
-            .await
-            .unwrap();
+        backend.add(route("/user/a", "http://jupyter-a:8888")).await.unwrap();
         assert!(backend.store().service_entries().is_empty());
-        backend
-            .add(route("/user/a", "http://10.0.0.1:8888"))
-            .await
-            .unwrap();
+        backend.add(route("/user/a", "http://10.0.0.1:8888")).await.unwrap();
         assert!(backend.delete(&spec("/user/a")).await.unwrap());
         assert!(backend.store().service_entries().is_empty());
         assert!(backend.store().virtual_services().is_empty());
@@ -491,7 +369,8 @@ mod tests {
     /// A VirtualService as the Go proxy wrote it, once adopted (labelled) by this instance.
     fn legacy(spec: &str, target: &str, created: i64) -> VirtualService {
         let translation = Translation::default();
-        let json = json!({"route_spec": spec, "target": target, "jupyterhub": true, "data": {"user": "alice"}});
+        let json =
+            json!({"route_spec": spec, "target": target, "jupyterhub": true, "data": {"user": "alice"}});
         let annotation = base64::engine::general_purpose::STANDARD.encode(json.to_string());
         let parsed = RouteSpec::new(spec, RoutingMode::Path).unwrap();
         let metadata = ObjectMeta {
@@ -501,10 +380,7 @@ mod tests {
                 (INSTANCE_LABEL.to_owned(), "jupyter".to_owned()),
                 (ROUTE_LABEL.to_owned(), route_id(&parsed)),
             ])),
-            annotations: Some(BTreeMap::from([(
-                translation.legacy_annotation(),
-                annotation,
-            )])),
+            annotations: Some(BTreeMap::from([(translation.legacy_annotation(), annotation)])),
             creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
             )),
@@ -517,20 +393,13 @@ mod tests {
     #[tokio::test]
     async fn the_go_proxys_routes_are_listed_and_replaced_on_the_next_write() {
         let (backend, _clock) = backend();
-        backend.store().insert_raw(legacy(
-            "/user/alice/",
-            "http://jupyter-alice:8888",
-            1_600_000_000,
-        ));
+        backend.store().insert_raw(legacy("/user/alice/", "http://jupyter-alice:8888", 1_600_000_000));
         let listed = backend.list().await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].spec().as_str(), "/user/alice");
         assert_eq!(listed[0].data()["user"], "alice");
 
-        backend
-            .add(route("/user/alice", "http://10.0.0.9:8888"))
-            .await
-            .unwrap();
+        backend.add(route("/user/alice", "http://10.0.0.9:8888")).await.unwrap();
         let objects = backend.objects_of(&spec("/user/alice"));
         assert_eq!(objects.len(), 1, "the Go proxy's object is gone");
         assert_eq!(objects[0].1.origin, Origin::Ours { generation: 0 });
@@ -539,33 +408,20 @@ mod tests {
     #[tokio::test]
     async fn an_ancestor_the_go_proxy_wrote_is_replaced_to_keep_the_order() {
         let (backend, _clock) = backend();
-        backend
-            .store()
-            .insert_raw(legacy("/jhub/", "http://hub:8081", 1_600_000_000));
-        backend
-            .add(route("/jhub/user/alice", "http://10.0.0.1:8888"))
-            .await
-            .unwrap();
+        backend.store().insert_raw(legacy("/jhub/", "http://hub:8081", 1_600_000_000));
+        backend.add(route("/jhub/user/alice", "http://10.0.0.1:8888")).await.unwrap();
         assert_eq!(istio_order(&backend), ["/jhub/user/alice", "/jhub"]);
-        assert_eq!(
-            backend.objects_of(&spec("/jhub"))[0].1.origin,
-            Origin::Ours { generation: 0 }
-        );
+        assert_eq!(backend.objects_of(&spec("/jhub"))[0].1.origin, Origin::Ours { generation: 0 });
     }
 
     #[tokio::test]
     async fn unreadable_objects_are_skipped_not_fatal() {
         let (backend, _clock) = backend();
         let mut broken = legacy("/user/bob", "http://b:1", 1);
-        broken.metadata.annotations = Some(BTreeMap::from([(
-            Translation::default().legacy_annotation(),
-            "%%%".to_owned(),
-        )]));
+        broken.metadata.annotations =
+            Some(BTreeMap::from([(Translation::default().legacy_annotation(), "%%%".to_owned())]));
         backend.store().insert_raw(broken);
-        backend
-            .add(route("/user/alice", "http://a:1"))
-            .await
-            .unwrap();
+        backend.add(route("/user/alice", "http://a:1")).await.unwrap();
         assert_eq!(backend.list().await.unwrap().len(), 1);
     }
 
@@ -578,10 +434,7 @@ mod tests {
             .expect_apply_virtual_service()
             .returning(|_| Err(Error::Unavailable("connection refused".into())));
         let backend = IstioBackend::new(Arc::new(store), Translation::default());
-        let error = backend
-            .add(route("/user/a", "http://a:1"))
-            .await
-            .unwrap_err();
+        let error = backend.add(route("/user/a", "http://a:1")).await.unwrap_err();
         assert_eq!(error.status(), http_status(503));
 
         let mut store = MockRouteStore::new();
@@ -596,15 +449,10 @@ mod tests {
             })
         });
         let backend = IstioBackend::new(Arc::new(store), Translation::default());
-        let error = backend
-            .add(route("/user/a", "http://a:1"))
-            .await
-            .unwrap_err();
+        let error = backend.add(route("/user/a", "http://a:1")).await.unwrap_err();
         assert_eq!(error.status(), http_status(403));
         assert!(
-            error
-                .to_string()
-                .contains("needs 'patch' on virtualservices.networking.istio.io"),
+            error.to_string().contains("needs 'patch' on virtualservices.networking.istio.io"),
             "{error}"
         );
     }

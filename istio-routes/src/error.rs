@@ -15,9 +15,7 @@ pub enum Error {
     NotReady,
 
     /// The service account lacks a permission.
-    #[error(
-        "forbidden: the proxy's service account needs '{verb}' on {resource} in namespace {namespace:?}"
-    )]
+    #[error("forbidden: the proxy's service account needs '{verb}' on {resource} in namespace {namespace:?}")]
     Forbidden {
         /// The verb: get, list, watch, create, patch, delete.
         verb: &'static str,
@@ -99,15 +97,9 @@ impl From<Error> for proxy_api::Error {
                 retry_after: Some(Duration::from_secs(1)),
                 source: Some(Box::new(error)),
             },
-            Error::Forbidden { .. } => proxy_api::Error::Forbidden {
-                message,
-                source: Some(Box::new(error)),
-            },
+            Error::Forbidden { .. } => proxy_api::Error::Forbidden { message, source: Some(Box::new(error)) },
             Error::NotInstalled { .. } | Error::Invalid { .. } | Error::Api { .. } => {
-                proxy_api::Error::Internal {
-                    message,
-                    source: Some(Box::new(error)),
-                }
+                proxy_api::Error::Internal { message, source: Some(Box::new(error)) }
             }
         }
     }

@@ -20,13 +20,10 @@ use kube::{Client, Resource};
 
 use crate::read::Origin;
 use crate::resources::{
-    IstioKind, IstioObject, IstioVersion, ServiceEntry, ServiceEntrySpec, VirtualService,
-    VirtualServiceSpec,
+    IstioKind, IstioObject, IstioVersion, ServiceEntry, ServiceEntrySpec, VirtualService, VirtualServiceSpec,
 };
 use crate::store::RouteStore;
-use crate::translate::{
-    INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROUTE_LABEL, Translation, route_id,
-};
+use crate::translate::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROUTE_LABEL, Translation, route_id};
 use crate::{Error, Result};
 
 /// The field manager of our server-side applies.
@@ -66,9 +63,7 @@ pub struct KubeStore {
 
 impl std::fmt::Debug for KubeStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeStore")
-            .field("namespace", &self.namespace)
-            .finish_non_exhaustive()
+        f.debug_struct("KubeStore").field("namespace", &self.namespace).finish_non_exhaustive()
     }
 }
 
@@ -144,13 +139,7 @@ impl KubeStore {
 
     fn remember(&self, name: &str, object: Option<Arc<VirtualService>>) {
         let mut overlay = self.overlay.lock().unwrap_or_else(PoisonError::into_inner);
-        overlay.insert(
-            name.to_owned(),
-            Pending {
-                object,
-                at: Instant::now(),
-            },
-        );
+        overlay.insert(name.to_owned(), Pending { object, at: Instant::now() });
     }
 
     /// The cached objects, with our writes the watch has not delivered yet.
@@ -162,9 +151,7 @@ impl KubeStore {
         }
         // Drop what the watch has caught up with, or what waited too long.
         overlay.retain(|name, pending| {
-            let cached = objects
-                .iter()
-                .find(|o| o.metadata.name.as_deref() == Some(name));
+            let cached = objects.iter().find(|o| o.metadata.name.as_deref() == Some(name));
             let caught_up = match (&pending.object, cached) {
                 (Some(written), Some(cached)) => {
                     written.metadata.resource_version == cached.metadata.resource_version
@@ -196,12 +183,7 @@ impl RouteStore for KubeStore {
 
     fn virtual_services_of(&self, route: &str) -> Vec<Arc<VirtualService>> {
         let belongs = |o: &Arc<VirtualService>| {
-            o.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(ROUTE_LABEL))
-                .map(String::as_str)
-                == Some(route)
+            o.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL)).map(String::as_str) == Some(route)
         };
         self.current().into_iter().filter(belongs).collect()
     }
@@ -221,10 +203,7 @@ impl RouteStore for KubeStore {
 
     async fn create_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
         let name = object.metadata.name.clone().unwrap_or_default();
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PostParams::default()
-        };
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
         let written = self
             .virtual_services
             .create(&params, &object)
@@ -235,28 +214,16 @@ impl RouteStore for KubeStore {
         Ok(written)
     }
 
-    async fn delete_virtual_service(
-        &self,
-        name: &str,
-        resource_version: Option<String>,
-    ) -> Result<bool> {
+    async fn delete_virtual_service(&self, name: &str, resource_version: Option<String>) -> Result<bool> {
         let params = DeleteParams {
-            preconditions: resource_version.map(|rv| Preconditions {
-                resource_version: Some(rv),
-                uid: None,
-            }),
+            preconditions: resource_version.map(|rv| Preconditions { resource_version: Some(rv), uid: None }),
             ..DeleteParams::default()
         };
         let existed = match self.virtual_services.delete(name, &params).await {
             Ok(_) => true,
             Err(kube::Error::Api(status)) if status.is_not_found() => false,
             Err(error) => {
-                return Err(classify::<VirtualServiceSpec>(
-                    error,
-                    "delete",
-                    name,
-                    &self.namespace(),
-                ));
+                return Err(classify::<VirtualServiceSpec>(error, "delete", name, &self.namespace()));
             }
         };
         self.remember(name, None);
@@ -274,19 +241,10 @@ impl RouteStore for KubeStore {
     }
 
     async fn delete_service_entry(&self, name: &str) -> Result<bool> {
-        match self
-            .service_entries
-            .delete(name, &DeleteParams::default())
-            .await
-        {
+        match self.service_entries.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
-            Err(error) => Err(classify::<ServiceEntrySpec>(
-                error,
-                "delete",
-                name,
-                &self.namespace(),
-            )),
+            Err(error) => Err(classify::<ServiceEntrySpec>(error, "delete", name, &self.namespace())),
         }
     }
 }
@@ -300,50 +258,26 @@ fn resource_name<S: IstioKind>() -> &'static str {
 }
 
 /// Our error for what the API server (or the way to it) answered.
-fn classify<S: IstioKind>(
-    error: kube::Error,
-    verb: &'static str,
-    name: &str,
-    namespace: &str,
-) -> Error {
+fn classify<S: IstioKind>(error: kube::Error, verb: &'static str, name: &str, namespace: &str) -> Error {
     let resource = resource_name::<S>();
     match error {
         kube::Error::Api(status) => {
             let code = status.code;
             if status.is_forbidden() {
-                Error::Forbidden {
-                    verb,
-                    resource,
-                    namespace: namespace.to_owned(),
-                    source: status,
-                }
+                Error::Forbidden { verb, resource, namespace: namespace.to_owned(), source: status }
             } else if status.is_already_exists() {
-                Error::AlreadyExists {
-                    name: name.to_owned(),
-                }
+                Error::AlreadyExists { name: name.to_owned() }
             } else if status.is_conflict() {
-                Error::Conflict {
-                    name: name.to_owned(),
-                }
+                Error::Conflict { name: name.to_owned() }
             } else if status.is_invalid() {
-                Error::Invalid {
-                    name: name.to_owned(),
-                    message: status.message.clone(),
-                }
+                Error::Invalid { name: name.to_owned(), message: status.message.clone() }
             } else if code == 404 {
                 // A 404 that is not about an object: the resource type itself is not served.
-                Error::NotInstalled {
-                    resource,
-                    version: String::new(),
-                }
+                Error::NotInstalled { resource, version: String::new() }
             } else if code >= 500 || code == 429 {
                 Error::Unavailable(status)
             } else {
-                Error::Api {
-                    code,
-                    name: name.to_owned(),
-                    message: status.message.clone(),
-                }
+                Error::Api { code, name: name.to_owned(), message: status.message.clone() }
             }
         }
         // The connection failed, timed out, or the client's stack did: the server may be back soon.
@@ -352,11 +286,7 @@ fn classify<S: IstioKind>(
 }
 
 /// Fails start-up, with what to do, when the API does not serve a kind to us.
-async fn check_served<S>(
-    api: &Api<IstioObject<S>>,
-    namespace: &str,
-    version: IstioVersion,
-) -> Result<()>
+async fn check_served<S>(api: &Api<IstioObject<S>>, namespace: &str, version: IstioVersion) -> Result<()>
 where
     S: IstioKind + Clone + Default + std::fmt::Debug + serde::de::DeserializeOwned,
     IstioObject<S>: Resource<DynamicType = IstioVersion>,
@@ -364,10 +294,9 @@ where
     match api.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(error) => Err(match classify::<S>(error, "list", "", namespace) {
-            Error::NotInstalled { resource, .. } => Error::NotInstalled {
-                resource,
-                version: version.to_string(),
-            },
+            Error::NotInstalled { resource, .. } => {
+                Error::NotInstalled { resource, version: version.to_string() }
+            }
             other => other,
         }),
     }
@@ -381,17 +310,10 @@ async fn adopt_legacy(api: &Api<VirtualService>, translation: &Translation) -> R
     let mut params = ListParams::default().limit(500);
     let mut adopted = 0;
     loop {
-        let page = api
-            .list(&params)
-            .await
-            .map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", &namespace))?;
+        let page =
+            api.list(&params).await.map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", &namespace))?;
         for object in &page.items {
-            let labelled = object
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(INSTANCE_LABEL))
-                .is_some();
+            let labelled = object.metadata.labels.as_ref().and_then(|l| l.get(INSTANCE_LABEL)).is_some();
             let Some(Ok(stored)) = translation.read(object) else {
                 continue;
             };

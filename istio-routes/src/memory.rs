@@ -38,9 +38,7 @@ impl ManualClock {
     /// The clock, for [`MemoryStore::with_clock`].
     pub fn clock(&self) -> Clock {
         let seconds = Arc::clone(&self.0);
-        Arc::new(move || {
-            Timestamp::from_second(seconds.load(Ordering::SeqCst)).expect("a valid time")
-        })
+        Arc::new(move || Timestamp::from_second(seconds.load(Ordering::SeqCst)).expect("a valid time"))
     }
 }
 
@@ -80,10 +78,7 @@ impl MemoryStore {
 
     /// An empty store whose creation times come from `clock`.
     pub fn with_clock(clock: Clock) -> Self {
-        MemoryStore {
-            state: RwLock::default(),
-            clock,
-        }
+        MemoryStore { state: RwLock::default(), clock }
     }
 
     /// Every ServiceEntry.
@@ -182,9 +177,7 @@ impl RouteStore for MemoryStore {
     fn virtual_services_of(&self, route_id: &str) -> Vec<Arc<VirtualService>> {
         let state = self.read();
         let names = state.by_route.get(route_id).into_iter().flatten();
-        names
-            .filter_map(|name| state.virtual_services.get(name).cloned())
-            .collect()
+        names.filter_map(|name| state.virtual_services.get(name).cloned()).collect()
     }
 
     async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
@@ -197,19 +190,13 @@ impl RouteStore for MemoryStore {
         self.write().store_virtual_service(object, now, true)
     }
 
-    async fn delete_virtual_service(
-        &self,
-        name: &str,
-        resource_version: Option<String>,
-    ) -> Result<bool> {
+    async fn delete_virtual_service(&self, name: &str, resource_version: Option<String>) -> Result<bool> {
         let mut state = self.write();
         let Some(old) = state.virtual_services.get(name).cloned() else {
             return Ok(false);
         };
         if resource_version.is_some() && resource_version != old.metadata.resource_version {
-            return Err(Error::Conflict {
-                name: name.to_owned(),
-            });
+            return Err(Error::Conflict { name: name.to_owned() });
         }
         unindex(&mut state.by_route, &old, name);
         state.virtual_services.remove(name);
@@ -237,10 +224,7 @@ mod tests {
     use crate::resources::{IstioVersion, VirtualServiceSpec};
 
     fn object(name: &str) -> VirtualService {
-        let metadata = ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        };
+        let metadata = ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() };
         VirtualService::new(IstioVersion::V1, metadata, VirtualServiceSpec::default())
     }
 
@@ -251,47 +235,22 @@ mod tests {
         let first = store.apply_virtual_service(object("a")).await.unwrap();
         clock.advance(5);
         let second = store.apply_virtual_service(object("a")).await.unwrap();
-        assert_eq!(
-            first.metadata.creation_timestamp,
-            second.metadata.creation_timestamp
-        );
-        assert_ne!(
-            first.metadata.resource_version,
-            second.metadata.resource_version
-        );
+        assert_eq!(first.metadata.creation_timestamp, second.metadata.creation_timestamp);
+        assert_ne!(first.metadata.resource_version, second.metadata.resource_version);
         let other = store.create_virtual_service(object("b")).await.unwrap();
-        assert_eq!(
-            other
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .unwrap()
-                .0
-                .as_second(),
-            1_005
-        );
+        assert_eq!(other.metadata.creation_timestamp.as_ref().unwrap().0.as_second(), 1_005);
     }
 
     #[tokio::test]
     async fn create_refuses_a_taken_name_and_delete_honours_preconditions() {
         let store = MemoryStore::new();
         let created = store.create_virtual_service(object("a")).await.unwrap();
+        assert!(matches!(store.create_virtual_service(object("a")).await, Err(Error::AlreadyExists { .. })));
         assert!(matches!(
-            store.create_virtual_service(object("a")).await,
-            Err(Error::AlreadyExists { .. })
-        ));
-        assert!(matches!(
-            store
-                .delete_virtual_service("a", Some("stale".into()))
-                .await,
+            store.delete_virtual_service("a", Some("stale".into())).await,
             Err(Error::Conflict { .. })
         ));
-        assert!(
-            store
-                .delete_virtual_service("a", created.metadata.resource_version.clone())
-                .await
-                .unwrap()
-        );
+        assert!(store.delete_virtual_service("a", created.metadata.resource_version.clone()).await.unwrap());
         assert!(!store.delete_virtual_service("a", None).await.unwrap());
     }
 }

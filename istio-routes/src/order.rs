@@ -52,11 +52,8 @@ pub fn ancestors(spec: &RouteSpec) -> Vec<RouteSpec> {
 }
 
 fn spec_prefix(spec: &RouteSpec, end: usize) -> RouteSpec {
-    let mode = if spec.host().is_some() {
-        proxy_api::RoutingMode::Host
-    } else {
-        proxy_api::RoutingMode::Path
-    };
+    let mode =
+        if spec.host().is_some() { proxy_api::RoutingMode::Host } else { proxy_api::RoutingMode::Path };
     RouteSpec::new(&spec.as_str()[..end], mode).expect("a segment prefix of a spec is a spec")
 }
 
@@ -140,12 +137,6 @@ mod tests {
         };
         assert!(at(1, "z") < at(2, "a"));
         assert!(at(1, "jupyter-97-x") < at(1, "jupyter-98-y"));
-        assert!(
-            at(5, "a")
-                < Placement {
-                    created: None,
-                    name: "a".into()
-                }
-        );
+        assert!(at(5, "a") < Placement { created: None, name: "a".into() });
     }
 }

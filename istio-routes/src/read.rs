@@ -56,10 +56,8 @@ impl Translation {
         let annotations = meta.annotations.as_ref()?;
         let ours = meta.labels.as_ref().and_then(|l| l.get(INSTANCE_LABEL)) == Some(&self.prefix);
         if ours
-            && let (Some(spec), Some(route)) = (
-                annotations.get(SPEC_ANNOTATION),
-                annotations.get(ROUTE_ANNOTATION),
-            )
+            && let (Some(spec), Some(route)) =
+                (annotations.get(SPEC_ANNOTATION), annotations.get(ROUTE_ANNOTATION))
         {
             return Some(self.read_ours(name, spec, route));
         }
@@ -76,10 +74,7 @@ impl Translation {
         let object: Map<String, Value> =
             serde_json::from_str(route).map_err(|e| format!("{name}: route annotation: {e}"))?;
         let route = wire::route_from_object(spec, object).map_err(|e| format!("{name}: {e}"))?;
-        Ok(StoredRoute {
-            route: Arc::new(route),
-            origin: Origin::Ours { generation },
-        })
+        Ok(StoredRoute { route: Arc::new(route), origin: Origin::Ours { generation } })
     }
 
     fn read_legacy(&self, name: &str, encoded: &str) -> Result<StoredRoute, String> {
@@ -88,17 +83,14 @@ impl Translation {
             .map_err(|e| format!("{name}: legacy annotation is not base64: {e}"))?;
         let legacy: LegacyRoute =
             serde_json::from_slice(&json).map_err(|e| format!("{name}: legacy annotation: {e}"))?;
-        let spec = RouteSpec::new(&legacy.route_spec, self.routing_mode)
-            .map_err(|e| format!("{name}: {e}"))?;
+        let spec =
+            RouteSpec::new(&legacy.route_spec, self.routing_mode).map_err(|e| format!("{name}: {e}"))?;
         let target = Target::parse(&legacy.target).map_err(|e| format!("{name}: {e}"))?;
         // The Go proxy listed `jupyterhub` beside the data, always.
         let mut data = legacy.data;
         data.insert("jupyterhub".to_owned(), Value::Bool(legacy.jupyterhub));
         let route = Route::new(spec, target, data).map_err(|e| format!("{name}: {e}"))?;
-        Ok(StoredRoute {
-            route: Arc::new(route),
-            origin: Origin::Legacy,
-        })
+        Ok(StoredRoute { route: Arc::new(route), origin: Origin::Legacy })
     }
 }
 
@@ -117,13 +109,11 @@ mod tests {
     fn ours_round_trip_exactly() {
         let translation = Translation::default();
         let spec = RouteSpec::new("/user/秀樹", RoutingMode::Path).unwrap();
-        let body = json!({"target": "http://10.0.0.1:8888", "jupyterhub": true, "user": "秀樹", "server_name": ""});
+        let body =
+            json!({"target": "http://10.0.0.1:8888", "jupyterhub": true, "user": "秀樹", "server_name": ""});
         let route = wire::route_from_body(spec, body.to_string().as_bytes()).unwrap();
         let rendered = translation.render(&route, 4).unwrap();
-        let stored = translation
-            .read(&rendered.virtual_service)
-            .unwrap()
-            .unwrap();
+        let stored = translation.read(&rendered.virtual_service).unwrap().unwrap();
         assert_eq!(*stored.route, route);
         assert_eq!(stored.origin, Origin::Ours { generation: 4 });
     }
@@ -131,16 +121,9 @@ mod tests {
     #[test]
     fn another_instances_objects_are_not_ours() {
         let rendered = Translation::default()
-            .render(
-                &wire::route_from_body(RouteSpec::root(), br#"{"target":"http://hub:8081"}"#)
-                    .unwrap(),
-                0,
-            )
+            .render(&wire::route_from_body(RouteSpec::root(), br#"{"target":"http://hub:8081"}"#).unwrap(), 0)
             .unwrap();
-        let other = Translation {
-            prefix: "other".into(),
-            ..Translation::default()
-        };
+        let other = Translation { prefix: "other".into(), ..Translation::default() };
         assert!(other.read(&rendered.virtual_service).is_none());
     }
 
@@ -159,24 +142,16 @@ mod tests {
         let json = json!({"route_spec": "/user/alice/", "target": "http://jupyter-alice:8888", "jupyterhub": true,
                           "data": {"user": "alice", "server_name": ""}});
         let encoded = base64::engine::general_purpose::STANDARD.encode(json.to_string());
-        let stored = translation
-            .read(&legacy_object("jupyter.splunk.io/proxy-data", &encoded))
-            .unwrap()
-            .unwrap();
+        let stored =
+            translation.read(&legacy_object("jupyter.splunk.io/proxy-data", &encoded)).unwrap().unwrap();
         assert_eq!(stored.origin, Origin::Legacy);
         assert_eq!(stored.route.spec().as_str(), "/user/alice");
         assert_eq!(
             serde_json::from_str::<Value>(stored.route.wire_json()).unwrap(),
             json!({"target": "http://jupyter-alice:8888", "jupyterhub": true, "user": "alice", "server_name": ""})
         );
-        let broken = translation
-            .read(&legacy_object("jupyter.splunk.io/proxy-data", "%%%"))
-            .unwrap();
+        let broken = translation.read(&legacy_object("jupyter.splunk.io/proxy-data", "%%%")).unwrap();
         assert!(broken.unwrap_err().contains("jupyter-0a1b"));
-        assert!(
-            translation
-                .read(&legacy_object("other.splunk.io/proxy-data", &encoded))
-                .is_none()
-        );
+        assert!(translation.read(&legacy_object("other.splunk.io/proxy-data", &encoded)).is_none());
     }
 }

@@ -53,9 +53,7 @@ impl FromStr for IstioVersion {
         match s {
             "v1" => Ok(IstioVersion::V1),
             "v1beta1" => Ok(IstioVersion::V1beta1),
-            other => Err(format!(
-                "unknown Istio API version {other:?}: use v1 or v1beta1"
-            )),
+            other => Err(format!("unknown Istio API version {other:?}: use v1 or v1beta1")),
         }
     }
 }
@@ -88,12 +86,7 @@ pub struct IstioObject<S> {
 impl<S: IstioKind> IstioObject<S> {
     /// An object of this kind in `version`.
     pub fn new(version: IstioVersion, metadata: ObjectMeta, spec: S) -> Self {
-        IstioObject {
-            api_version: version.api_version(),
-            kind: S::KIND.to_owned(),
-            metadata,
-            spec,
-        }
+        IstioObject { api_version: version.api_version(), kind: S::KIND.to_owned(), metadata, spec }
     }
 }
 
@@ -226,11 +219,7 @@ pub struct HttpRewrite {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     /// Rewrites the path with a regex.
-    #[serde(
-        rename = "uriRegexRewrite",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "uriRegexRewrite", default, skip_serializing_if = "Option::is_none")]
     pub uri_regex_rewrite: Option<RegexRewrite>,
 }
 
@@ -318,32 +307,19 @@ mod tests {
             "/apis/networking.istio.io/v1beta1/namespaces/hub/serviceentries"
         );
         assert_eq!("v1beta1".parse::<IstioVersion>(), Ok(IstioVersion::V1beta1));
-        assert!(
-            "v2".parse::<IstioVersion>()
-                .unwrap_err()
-                .contains("v1 or v1beta1")
-        );
+        assert!("v2".parse::<IstioVersion>().unwrap_err().contains("v1 or v1beta1"));
     }
 
     #[test]
     fn string_matches_serialise_as_istio_spells_them() {
-        let m = HttpMatchRequest {
-            uri: Some(StringMatch::Prefix("/user/a/".into())),
-            authority: None,
-        };
-        assert_eq!(
-            serde_json::to_value(&m).unwrap(),
-            serde_json::json!({"uri": {"prefix": "/user/a/"}})
-        );
+        let m = HttpMatchRequest { uri: Some(StringMatch::Prefix("/user/a/".into())), authority: None };
+        assert_eq!(serde_json::to_value(&m).unwrap(), serde_json::json!({"uri": {"prefix": "/user/a/"}}));
         let route: HttpRoute = serde_json::from_value(serde_json::json!({
             "match": [{"uri": {"regex": "/a(/.*)?"}}],
             "route": [{"destination": {"host": "h", "port": {"number": 80}}}],
             "timeout": "10s"
         }))
         .unwrap();
-        assert_eq!(
-            route.matches[0].uri,
-            Some(StringMatch::Regex("/a(/.*)?".into()))
-        );
+        assert_eq!(route.matches[0].uri, Some(StringMatch::Regex("/a(/.*)?".into())));
     }
 }

@@ -35,11 +35,7 @@ pub trait RouteStore: Send + Sync + 'static {
 
     /// Deletes a VirtualService; with `resource_version`, only if it is still that version
     /// ([`Error::Conflict`](crate::Error::Conflict) otherwise). Answers whether it existed.
-    async fn delete_virtual_service(
-        &self,
-        name: &str,
-        resource_version: Option<String>,
-    ) -> Result<bool>;
+    async fn delete_virtual_service(&self, name: &str, resource_version: Option<String>) -> Result<bool>;
 
     /// Creates or updates a ServiceEntry (server-side apply).
     async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()>;

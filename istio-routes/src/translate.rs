@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::order::depth;
 use crate::resources::{
-    Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRewrite, HttpRoute,
-    HttpRouteDestination, IstioVersion, PortSelector, RegexRewrite, ServiceEntry, ServiceEntrySpec,
-    ServicePort, StringMatch, VirtualService, VirtualServiceSpec, WorkloadEntry,
+    Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRewrite, HttpRoute, HttpRouteDestination,
+    IstioVersion, PortSelector, RegexRewrite, ServiceEntry, ServiceEntrySpec, ServicePort, StringMatch,
+    VirtualService, VirtualServiceSpec, WorkloadEntry,
 };
 
 /// `app.kubernetes.io/managed-by`: who wrote the object.
@@ -105,21 +105,13 @@ impl Translation {
 
     /// The label selector for this instance's objects.
     pub fn label_selector(&self) -> String {
-        format!(
-            "{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={}",
-            self.prefix
-        )
+        format!("{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={}", self.prefix)
     }
 
     /// The VirtualService name of a route's `generation`. Deeper routes get smaller depth
     /// digits, so when two creation times tie, the deeper route sorts first (see `order`).
     pub fn virtual_service_name(&self, spec: &RouteSpec, generation: u32) -> String {
-        format!(
-            "{}-{:02}-{}-{generation}",
-            self.prefix,
-            MAX_DEPTH - depth(spec),
-            route_id(spec)
-        )
+        format!("{}-{:02}-{}-{generation}", self.prefix, MAX_DEPTH - depth(spec), route_id(spec))
     }
 
     /// The ServiceEntry name of a route.
@@ -129,11 +121,7 @@ impl Translation {
 
     /// The synthetic host a pod-IP target is reached by.
     pub fn service_entry_host(&self, spec: &RouteSpec) -> String {
-        format!(
-            "{}.{}.jupyterhub-istio-proxy.internal",
-            self.service_entry_name(spec),
-            self.namespace
-        )
+        format!("{}.{}.jupyterhub-istio-proxy.internal", self.service_entry_name(spec), self.namespace)
     }
 
     /// The objects for `route`, as generation `generation` of its VirtualService.
@@ -161,21 +149,14 @@ impl Translation {
         let (destination, service_entry) = self.destination(route)?;
         let virtual_service = VirtualService::new(
             self.version,
-            self.metadata(
-                spec,
-                self.virtual_service_name(spec, generation),
-                Some(wire),
-            ),
+            self.metadata(spec, self.virtual_service_name(spec, generation), Some(wire)),
             VirtualServiceSpec {
                 hosts: self.hosts.clone(),
                 gateways: self.gateways.clone(),
                 http: self.http_routes(route, destination),
             },
         );
-        Ok(Rendered {
-            virtual_service,
-            service_entry,
-        })
+        Ok(Rendered { virtual_service, service_entry })
     }
 
     fn metadata(&self, spec: &RouteSpec, name: String, wire: Option<&str>) -> ObjectMeta {
@@ -197,17 +178,11 @@ impl Translation {
     /// The mesh destination of a target, and the ServiceEntry it needs, if any.
     fn destination(&self, route: &Route) -> proxy_api::Result<(Destination, Option<ServiceEntry>)> {
         let target = route.target();
-        let unroutable = |reason: String| proxy_api::Error::InvalidTarget {
-            target: target.to_string(),
-            reason,
-        };
-        let port = Some(PortSelector {
-            number: u32::from(target.port()),
-        });
+        let unroutable =
+            |reason: String| proxy_api::Error::InvalidTarget { target: target.to_string(), reason };
+        let port = Some(PortSelector { number: u32::from(target.port()) });
         if let Some(ip) = target.ip() {
-            if (ip.is_loopback() && !self.allow_loopback_targets)
-                || ip.is_unspecified()
-                || ip.is_multicast()
+            if (ip.is_loopback() && !self.allow_loopback_targets) || ip.is_unspecified() || ip.is_multicast()
             {
                 return Err(unroutable(format!(
                     "{ip} is not an address Istio's gateway can reach the server at"
@@ -221,9 +196,7 @@ impl Translation {
         let valid_dns = host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -251,13 +224,7 @@ impl Translation {
         Ok((Destination { host, port }, None))
     }
 
-    fn service_entry(
-        &self,
-        spec: &RouteSpec,
-        target: &Target,
-        ip: IpAddr,
-        host: &str,
-    ) -> ServiceEntry {
+    fn service_entry(&self, spec: &RouteSpec, target: &Target, ip: IpAddr, host: &str) -> ServiceEntry {
         let (name, protocol) = match target.scheme() {
             Scheme::Http => ("http", "HTTP"),
             Scheme::Https => ("https", "HTTPS"),
@@ -278,10 +245,7 @@ impl Translation {
                     protocol: protocol.to_owned(),
                     name: name.to_owned(),
                 }],
-                endpoints: vec![WorkloadEntry {
-                    address: ip.to_string(),
-                    labels,
-                }],
+                endpoints: vec![WorkloadEntry { address: ip.to_string(), labels }],
             },
         )
     }
@@ -289,9 +253,8 @@ impl Translation {
     /// The HTTP routes of a route: requests for its path, whole segments only, go to `destination`.
     fn http_routes(&self, route: &Route, destination: Destination) -> Vec<HttpRoute> {
         let spec = route.spec();
-        let authority = spec
-            .host()
-            .map(|host| StringMatch::Regex(format!("(?i){}(:[0-9]+)?", regex_escape(host))));
+        let authority =
+            spec.host().map(|host| StringMatch::Regex(format!("(?i){}(:[0-9]+)?", regex_escape(host))));
         let headers = Some(Headers {
             response: Some(HeaderOperations {
                 set: BTreeMap::from([(PROXY_ID_HEADER.to_owned(), revision(route))]),
@@ -301,13 +264,8 @@ impl Translation {
         let name = Some(route_id(spec));
         let entry = |uri: StringMatch, rewrite: Option<HttpRewrite>| HttpRoute {
             name: name.clone(),
-            matches: vec![HttpMatchRequest {
-                uri: Some(uri),
-                authority: authority.clone(),
-            }],
-            route: vec![HttpRouteDestination {
-                destination: destination.clone(),
-            }],
+            matches: vec![HttpMatchRequest { uri: Some(uri), authority: authority.clone() }],
+            route: vec![HttpRouteDestination { destination: destination.clone() }],
             rewrite,
             headers: headers.clone(),
         };
@@ -315,10 +273,8 @@ impl Translation {
         let encoded = encode_path(path);
         if path == "/" {
             // The root of the path space: the catch-all (or, under host routing, the host's).
-            let rewrite = (!base.is_empty()).then(|| HttpRewrite {
-                uri: Some(format!("{base}/")),
-                uri_regex_rewrite: None,
-            });
+            let rewrite = (!base.is_empty())
+                .then(|| HttpRewrite { uri: Some(format!("{base}/")), uri_regex_rewrite: None });
             return vec![entry(StringMatch::Prefix("/".to_owned()), rewrite)];
         }
         if needs_regex(&encoded) {
@@ -337,20 +293,12 @@ impl Translation {
         let prefix = StringMatch::Prefix(format!("{encoded}/"));
         if base.is_empty() {
             let mut both = entry(exact, None);
-            both.matches.push(HttpMatchRequest {
-                uri: Some(prefix),
-                authority: authority.clone(),
-            });
+            both.matches.push(HttpMatchRequest { uri: Some(prefix), authority: authority.clone() });
             return vec![both];
         }
         // A rewrite replaces what a prefix matched, but the whole path of an exact match, so
         // each needs its own route.
-        let rewrite = |uri: String| {
-            Some(HttpRewrite {
-                uri: Some(uri),
-                uri_regex_rewrite: None,
-            })
-        };
+        let rewrite = |uri: String| Some(HttpRewrite { uri: Some(uri), uri_regex_rewrite: None });
         vec![
             entry(exact, rewrite(format!("{base}{encoded}"))),
             entry(prefix, rewrite(format!("{base}{encoded}/"))),
@@ -365,12 +313,7 @@ pub fn revision(route: &Route) -> String {
     hasher.update(route.spec().as_str().as_bytes());
     hasher.update([0]);
     hasher.update(route.target().as_str().as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A decoded path as browsers and JupyterHub send it: percent-encoded except unreserved
@@ -441,11 +384,7 @@ mod tests {
 
     fn route_in(mode: RoutingMode, spec: &str, target: &str) -> Route {
         let spec = RouteSpec::new(spec, mode).unwrap();
-        route_from_body(
-            spec,
-            format!(r#"{{"target": "{target}", "jupyterhub": true}}"#).as_bytes(),
-        )
-        .unwrap()
+        route_from_body(spec, format!(r#"{{"target": "{target}", "jupyterhub": true}}"#).as_bytes()).unwrap()
     }
 
     fn translation() -> Translation {
@@ -459,10 +398,7 @@ mod tests {
 
     fn destination_host(target: &str) -> String {
         let rendered = translation().render(&route("/user/a", target), 0).unwrap();
-        rendered.virtual_service.spec.http[0].route[0]
-            .destination
-            .host
-            .clone()
+        rendered.virtual_service.spec.http[0].route[0].destination.host.clone()
     }
 
     fn unroutable(target: &str) -> String {
@@ -474,42 +410,22 @@ mod tests {
 
     #[test]
     fn service_names_become_cluster_fqdns() {
-        assert_eq!(
-            destination_host("http://jupyter-alice:8888"),
-            "jupyter-alice.hub.svc.cluster.local"
-        );
-        assert_eq!(
-            destination_host("http://hub.other:8081"),
-            "hub.other.svc.cluster.local"
-        );
-        assert_eq!(
-            destination_host("http://hub.other.svc:8081"),
-            "hub.other.svc.cluster.local"
-        );
+        assert_eq!(destination_host("http://jupyter-alice:8888"), "jupyter-alice.hub.svc.cluster.local");
+        assert_eq!(destination_host("http://hub.other:8081"), "hub.other.svc.cluster.local");
+        assert_eq!(destination_host("http://hub.other.svc:8081"), "hub.other.svc.cluster.local");
         assert_eq!(
             destination_host("http://hub.other.svc.cluster.local:8081"),
             "hub.other.svc.cluster.local"
         );
-        assert_eq!(
-            destination_host("http://Jupyter-Alice:8888"),
-            "jupyter-alice.hub.svc.cluster.local"
-        );
-        assert_eq!(
-            destination_host("http://notebooks.example.org"),
-            "notebooks.example.org"
-        );
+        assert_eq!(destination_host("http://Jupyter-Alice:8888"), "jupyter-alice.hub.svc.cluster.local");
+        assert_eq!(destination_host("http://notebooks.example.org"), "notebooks.example.org");
     }
 
     #[test]
     fn ports_come_from_the_url_or_its_scheme() {
         let port = |target: &str| {
             let rendered = translation().render(&route("/user/a", target), 0).unwrap();
-            rendered.virtual_service.spec.http[0].route[0]
-                .destination
-                .port
-                .clone()
-                .unwrap()
-                .number
+            rendered.virtual_service.spec.http[0].route[0].destination.port.clone().unwrap().number
         };
         assert_eq!(port("http://a:8888"), 8888);
         assert_eq!(port("http://a"), 80);
@@ -518,46 +434,24 @@ mod tests {
 
     #[test]
     fn ip_targets_get_a_service_entry_named_after_the_route() {
-        let rendered = translation()
-            .render(&route("/user/a", "http://10.1.2.3:8888"), 0)
-            .unwrap();
+        let rendered = translation().render(&route("/user/a", "http://10.1.2.3:8888"), 0).unwrap();
         let entry = rendered.service_entry.expect("a ServiceEntry");
         let spec = RouteSpec::new("/user/a", RoutingMode::Path).unwrap();
-        assert_eq!(
-            entry.metadata.name.as_deref(),
-            Some(translation().service_entry_name(&spec).as_str())
-        );
+        assert_eq!(entry.metadata.name.as_deref(), Some(translation().service_entry_name(&spec).as_str()));
         assert_eq!(entry.spec.location.as_deref(), Some("MESH_INTERNAL"));
         assert_eq!(entry.spec.resolution.as_deref(), Some("STATIC"));
         assert_eq!(entry.spec.endpoints[0].address, "10.1.2.3");
-        assert_eq!(
-            entry.spec.endpoints[0].labels["security.istio.io/tlsMode"],
-            "istio"
-        );
+        assert_eq!(entry.spec.endpoints[0].labels["security.istio.io/tlsMode"], "istio");
         assert_eq!(entry.spec.ports[0].number, 8888);
-        let host = &rendered.virtual_service.spec.http[0].route[0]
-            .destination
-            .host;
+        let host = &rendered.virtual_service.spec.http[0].route[0].destination.host;
         assert_eq!(&entry.spec.hosts[0], host);
 
-        let plain = Translation {
-            ip_target_mtls: false,
-            ..translation()
-        };
-        let entry = plain
-            .render(&route("/user/a", "http://[fd00::7]:8888"), 0)
-            .unwrap()
-            .service_entry
-            .unwrap();
+        let plain = Translation { ip_target_mtls: false, ..translation() };
+        let entry =
+            plain.render(&route("/user/a", "http://[fd00::7]:8888"), 0).unwrap().service_entry.unwrap();
         assert_eq!(entry.spec.endpoints[0].address, "fd00::7");
         assert!(entry.spec.endpoints[0].labels.is_empty());
-        assert!(
-            translation()
-                .render(&route("/user/a", "http://a:1"), 0)
-                .unwrap()
-                .service_entry
-                .is_none()
-        );
+        assert!(translation().render(&route("/user/a", "http://a:1"), 0).unwrap().service_entry.is_none());
     }
 
     #[test]
@@ -570,96 +464,46 @@ mod tests {
         assert!(unroutable("http://0.0.0.0:8888").contains("gateway"));
         assert!(unroutable("http://[::1]:8888").contains("gateway"));
         assert!(unroutable("http://under_score:8888").contains("DNS name"));
-        let local = Translation {
-            allow_loopback_targets: true,
-            ..translation()
-        };
-        let rendered = local
-            .render(&route("/user/a", "http://127.0.0.1:8888"), 0)
-            .unwrap();
-        assert_eq!(
-            rendered.service_entry.unwrap().spec.endpoints[0].address,
-            "127.0.0.1"
-        );
-        assert!(
-            local
-                .render(&route("/user/a", "http://0.0.0.0:8888"), 0)
-                .is_err()
-        );
+        let local = Translation { allow_loopback_targets: true, ..translation() };
+        let rendered = local.render(&route("/user/a", "http://127.0.0.1:8888"), 0).unwrap();
+        assert_eq!(rendered.service_entry.unwrap().spec.endpoints[0].address, "127.0.0.1");
+        assert!(local.render(&route("/user/a", "http://0.0.0.0:8888"), 0).is_err());
         assert!(unroutable("http://a..b:8888").contains("DNS name"));
     }
 
     #[test]
     fn matches_respect_segments() {
-        let rendered = translation()
-            .render(&route("/user/alice", "http://a:1"), 0)
-            .unwrap();
+        let rendered = translation().render(&route("/user/alice", "http://a:1"), 0).unwrap();
         let http = &rendered.virtual_service.spec.http;
         assert_eq!(http.len(), 1);
-        let uris: Vec<_> = http[0]
-            .matches
-            .iter()
-            .map(|m| m.uri.clone().unwrap())
-            .collect();
+        let uris: Vec<_> = http[0].matches.iter().map(|m| m.uri.clone().unwrap()).collect();
         assert_eq!(
             uris,
-            [
-                StringMatch::Exact("/user/alice".into()),
-                StringMatch::Prefix("/user/alice/".into())
-            ]
+            [StringMatch::Exact("/user/alice".into()), StringMatch::Prefix("/user/alice/".into())]
         );
         assert!(http[0].rewrite.is_none());
     }
 
     #[test]
     fn the_root_route_is_the_catch_all() {
-        let rendered = translation()
-            .render(&route("/", "http://hub:8081"), 0)
-            .unwrap();
+        let rendered = translation().render(&route("/", "http://hub:8081"), 0).unwrap();
         let http = &rendered.virtual_service.spec.http;
-        assert_eq!(
-            http[0].matches[0].uri,
-            Some(StringMatch::Prefix("/".into()))
-        );
+        assert_eq!(http[0].matches[0].uri, Some(StringMatch::Prefix("/".into())));
         assert!(http[0].matches[0].authority.is_none());
     }
 
     #[test]
     fn target_paths_rewrite_the_matched_prefix() {
-        let rendered = translation()
-            .render(&route("/user/alice", "http://a:1/base/"), 0)
-            .unwrap();
+        let rendered = translation().render(&route("/user/alice", "http://a:1/base/"), 0).unwrap();
         let http = &rendered.virtual_service.spec.http;
         assert_eq!(http.len(), 2);
-        assert_eq!(
-            http[0].matches[0].uri,
-            Some(StringMatch::Exact("/user/alice".into()))
-        );
-        assert_eq!(
-            http[0].rewrite.as_ref().unwrap().uri.as_deref(),
-            Some("/base/user/alice")
-        );
-        assert_eq!(
-            http[1].matches[0].uri,
-            Some(StringMatch::Prefix("/user/alice/".into()))
-        );
-        assert_eq!(
-            http[1].rewrite.as_ref().unwrap().uri.as_deref(),
-            Some("/base/user/alice/")
-        );
+        assert_eq!(http[0].matches[0].uri, Some(StringMatch::Exact("/user/alice".into())));
+        assert_eq!(http[0].rewrite.as_ref().unwrap().uri.as_deref(), Some("/base/user/alice"));
+        assert_eq!(http[1].matches[0].uri, Some(StringMatch::Prefix("/user/alice/".into())));
+        assert_eq!(http[1].rewrite.as_ref().unwrap().uri.as_deref(), Some("/base/user/alice/"));
 
-        let root = translation()
-            .render(&route("/", "http://hub:8081/hub"), 0)
-            .unwrap();
-        assert_eq!(
-            root.virtual_service.spec.http[0]
-                .rewrite
-                .as_ref()
-                .unwrap()
-                .uri
-                .as_deref(),
-            Some("/hub/")
-        );
+        let root = translation().render(&route("/", "http://hub:8081/hub"), 0).unwrap();
+        assert_eq!(root.virtual_service.spec.http[0].rewrite.as_ref().unwrap().uri.as_deref(), Some("/hub/"));
     }
 
     #[test]
@@ -667,53 +511,29 @@ mod tests {
         assert_eq!(encode_path("/has space/foo"), "/has%20space/foo");
         assert_eq!(encode_path("/user/秀樹"), "/user/%E7%A7%80%E6%A8%B9");
         assert_eq!(encode_path("/user/~x/a@b"), "/user/~x/a@b");
-        let rendered = translation()
-            .render(&route("/user/a@b c", "http://a:1/base"), 0)
-            .unwrap();
+        let rendered = translation().render(&route("/user/a@b c", "http://a:1/base"), 0).unwrap();
         let http = &rendered.virtual_service.spec.http;
         assert_eq!(http.len(), 1);
-        assert_eq!(
-            http[0].matches[0].uri,
-            Some(StringMatch::Regex("/user/a(@|%40)b%20c(/.*)?".into()))
-        );
-        let unicode = translation()
-            .render(&route("/user/ü", "http://a:1"), 0)
-            .unwrap();
+        assert_eq!(http[0].matches[0].uri, Some(StringMatch::Regex("/user/a(@|%40)b%20c(/.*)?".into())));
+        let unicode = translation().render(&route("/user/ü", "http://a:1"), 0).unwrap();
         assert_eq!(
             unicode.virtual_service.spec.http[0].matches[0].uri,
             Some(StringMatch::Regex("/user/%[Cc]3%[Bb][Cc](/.*)?".into()))
         );
-        let rewrite = http[0]
-            .rewrite
-            .as_ref()
-            .unwrap()
-            .uri_regex_rewrite
-            .as_ref()
-            .unwrap();
-        assert_eq!(
-            (rewrite.pattern.as_str(), rewrite.rewrite.as_str()),
-            ("^(.*)$", "/base\\1")
-        );
+        let rewrite = http[0].rewrite.as_ref().unwrap().uri_regex_rewrite.as_ref().unwrap();
+        assert_eq!((rewrite.pattern.as_str(), rewrite.rewrite.as_str()), ("^(.*)$", "/base\\1"));
     }
 
     #[test]
     fn host_routes_match_the_authority() {
         let mode = RoutingMode::Host;
-        let rendered = Translation {
-            routing_mode: mode,
-            ..translation()
-        }
-        .render(
-            &route_in(mode, "/alice.hub.example.org/user/alice", "http://a:1"),
-            0,
-        )
-        .unwrap();
+        let rendered = Translation { routing_mode: mode, ..translation() }
+            .render(&route_in(mode, "/alice.hub.example.org/user/alice", "http://a:1"), 0)
+            .unwrap();
         let first = &rendered.virtual_service.spec.http[0].matches[0];
         assert_eq!(
             first.authority,
-            Some(StringMatch::Regex(
-                "(?i)alice\\.hub\\.example\\.org(:[0-9]+)?".into()
-            ))
+            Some(StringMatch::Regex("(?i)alice\\.hub\\.example\\.org(:[0-9]+)?".into()))
         );
         assert_eq!(first.uri, Some(StringMatch::Exact("/user/alice".into())));
         assert_eq!(rendered.virtual_service.spec.hosts, ["hub.example.org"]);
@@ -725,10 +545,7 @@ mod tests {
         let rendered = translation().render(&route, 3).unwrap();
         let meta = &rendered.virtual_service.metadata;
         let spec = route.spec();
-        assert_eq!(
-            meta.name.as_deref(),
-            Some(format!("jupyter-98-{}-3", route_id(spec)).as_str())
-        );
+        assert_eq!(meta.name.as_deref(), Some(format!("jupyter-98-{}-3", route_id(spec)).as_str()));
         assert_eq!(meta.namespace.as_deref(), Some("hub"));
         let labels = meta.labels.as_ref().unwrap();
         assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
@@ -737,50 +554,28 @@ mod tests {
         let annotations = meta.annotations.as_ref().unwrap();
         assert_eq!(annotations[SPEC_ANNOTATION], "/has space");
         assert_eq!(annotations[ROUTE_ANNOTATION], route.wire_json());
-        assert_eq!(
-            rendered.virtual_service.api_version,
-            "networking.istio.io/v1"
-        );
-        assert_eq!(
-            rendered.virtual_service.spec.gateways,
-            ["istio-system/jupyterhub-gateway"]
-        );
+        assert_eq!(rendered.virtual_service.api_version, "networking.istio.io/v1");
+        assert_eq!(rendered.virtual_service.spec.gateways, ["istio-system/jupyterhub-gateway"]);
     }
 
     #[test]
     fn the_proxy_id_changes_with_the_target_only() {
         let id = |route: &Route| {
             let rendered = translation().render(route, 0).unwrap();
-            rendered.virtual_service.spec.http[0]
-                .headers
-                .clone()
-                .unwrap()
-                .response
-                .unwrap()
-                .set[PROXY_ID_HEADER]
+            rendered.virtual_service.spec.http[0].headers.clone().unwrap().response.unwrap().set
+                [PROXY_ID_HEADER]
                 .clone()
         };
-        assert_eq!(
-            id(&route("/user/a", "http://a:1")),
-            id(&route("/user/a", "http://a:1"))
-        );
-        assert_ne!(
-            id(&route("/user/a", "http://a:1")),
-            id(&route("/user/a", "http://a:2"))
-        );
+        assert_eq!(id(&route("/user/a", "http://a:1")), id(&route("/user/a", "http://a:1")));
+        assert_ne!(id(&route("/user/a", "http://a:1")), id(&route("/user/a", "http://a:2")));
     }
 
     #[test]
     fn oversized_data_is_refused_before_the_api_server_sees_it() {
         let spec = RouteSpec::new("/user/a", RoutingMode::Path).unwrap();
-        let body = format!(
-            r#"{{"target": "http://a:1", "blob": "{}"}}"#,
-            "x".repeat(MAX_ROUTE_ANNOTATION_BYTES)
-        );
+        let body =
+            format!(r#"{{"target": "http://a:1", "blob": "{}"}}"#, "x".repeat(MAX_ROUTE_ANNOTATION_BYTES));
         let route = route_from_body(spec, body.as_bytes()).unwrap();
-        assert!(matches!(
-            translation().render(&route, 0),
-            Err(proxy_api::Error::InvalidBody { .. })
-        ));
+        assert!(matches!(translation().render(&route, 0), Err(proxy_api::Error::InvalidBody { .. })));
     }
 }

@@ -18,16 +18,10 @@ pub fn documents(values: &[Value]) -> String {
 /// A map key: plain when it is an identifier YAML cannot read as anything but a string.
 fn key(key: &str) -> String {
     let plain = key.starts_with(|c: char| c.is_ascii_alphabetic())
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
         && !["y", "n", "yes", "no", "on", "off", "true", "false", "null"]
             .contains(&key.to_ascii_lowercase().as_str());
-    if plain {
-        key.to_owned()
-    } else {
-        scalar(&Value::String(key.to_owned()))
-    }
+    if plain { key.to_owned() } else { scalar(&Value::String(key.to_owned())) }
 }
 
 fn scalar(value: &Value) -> String {

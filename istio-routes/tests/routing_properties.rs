@@ -23,11 +23,7 @@ const HOSTS: &[&str] = &["a.hub.org", "b.hub.org"];
 #[derive(Debug, Clone)]
 enum Step {
     /// Add (or re-add) a route through one replica, to one of a few targets.
-    Add {
-        replica: usize,
-        spec: String,
-        target: usize,
-    },
+    Add { replica: usize, spec: String, target: usize },
     /// Delete a route through one replica.
     Delete { replica: usize, spec: String },
     /// Let the clock run: 0 keeps the next steps in the same second.
@@ -87,9 +83,8 @@ impl World {
             routing_mode: mode,
             ..Translation::default()
         };
-        let replicas = (0..REPLICAS)
-            .map(|_| IstioBackend::new(Arc::clone(&store), translation.clone()))
-            .collect();
+        let replicas =
+            (0..REPLICAS).map(|_| IstioBackend::new(Arc::clone(&store), translation.clone())).collect();
         World {
             store,
             clock,
@@ -103,18 +98,10 @@ impl World {
     async fn step(&mut self, step: &Step) {
         let mode = self.translation.routing_mode;
         match step {
-            Step::Add {
-                replica,
-                spec,
-                target: n,
-            } => {
+            Step::Add { replica, spec, target: n } => {
                 let spec = RouteSpec::new(spec, mode).unwrap();
-                let route = Route::new(
-                    spec.clone(),
-                    Target::parse(target(*n)).unwrap(),
-                    Default::default(),
-                )
-                .unwrap();
+                let route =
+                    Route::new(spec.clone(), Target::parse(target(*n)).unwrap(), Default::default()).unwrap();
                 self.replicas[*replica].add(route).await.unwrap();
                 self.chp.add(spec.as_str());
                 self.seen.insert(spec);
@@ -137,11 +124,7 @@ impl World {
         for spec in &self.seen {
             let host = spec.host().unwrap_or("hub.org").to_owned();
             let path = encode_path(spec.path());
-            let base = if path == "/" {
-                String::new()
-            } else {
-                path.clone()
-            };
+            let base = if path == "/" { String::new() } else { path.clone() };
             let around = [
                 path.clone(),
                 format!("{base}/"),
@@ -169,10 +152,8 @@ impl World {
             let expected = self.chp.route(&host, &path);
             let routed = gateway.route(&host, &path);
             let got = routed.as_ref().map(|r| {
-                let object = objects
-                    .iter()
-                    .find(|o| o.metadata.name.as_deref() == Some(&r.virtual_service))
-                    .unwrap();
+                let object =
+                    objects.iter().find(|o| o.metadata.name.as_deref() == Some(&r.virtual_service)).unwrap();
                 self.translation.read(object).unwrap().unwrap().route
             });
             let got_spec = got.as_ref().map(|route| route.spec().to_string());
@@ -184,22 +165,12 @@ impl World {
             );
             if let (Some(route), Some(routed)) = (got, routed) {
                 let forwarded = format!("{}{path}", route.target().path());
-                assert_eq!(
-                    routed.path,
-                    forwarded,
-                    "rewrite of {path} by {}",
-                    route.spec()
-                );
+                assert_eq!(routed.path, forwarded, "rewrite of {path} by {}", route.spec());
             }
         }
         // And the API lists exactly CHP's routes.
-        let listed: Vec<String> = self.replicas[0]
-            .list()
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.spec().to_string())
-            .collect();
+        let listed: Vec<String> =
+            self.replicas[0].list().await.unwrap().iter().map(|r| r.spec().to_string()).collect();
         let expected: Vec<String> = self.chp.specs().map(str::to_owned).collect();
         assert_eq!(listed, expected);
     }
@@ -227,21 +198,14 @@ fn names(objects: &[Arc<istio_routes::resources::VirtualService>]) -> Vec<String
             format!(
                 "{} @{}",
                 o.metadata.name.as_deref().unwrap_or_default(),
-                o.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .unwrap()
-                    .0
-                    .as_second()
+                o.metadata.creation_timestamp.as_ref().unwrap().0.as_second()
             )
         })
         .collect()
 }
 
 fn run(mode: RoutingMode, steps: &[Step]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(async {
         let mut world = World::new(mode);
         for (i, step) in steps.iter().enumerate() {
@@ -271,32 +235,13 @@ fn a_hub_under_a_base_url_does_not_shadow_its_users() {
     run(
         RoutingMode::Path,
         &[
-            Step::Add {
-                replica: 0,
-                spec: "/jhub".into(),
-                target: 1,
-            },
+            Step::Add { replica: 0, spec: "/jhub".into(), target: 1 },
             Step::Wait(1),
-            Step::Add {
-                replica: 1,
-                spec: "/jhub/user/alice".into(),
-                target: 0,
-            },
-            Step::Add {
-                replica: 2,
-                spec: "/jhub/user/alice/foo".into(),
-                target: 3,
-            },
+            Step::Add { replica: 1, spec: "/jhub/user/alice".into(), target: 0 },
+            Step::Add { replica: 2, spec: "/jhub/user/alice/foo".into(), target: 3 },
             Step::Wait(2),
-            Step::Delete {
-                replica: 0,
-                spec: "/jhub/user/alice".into(),
-            },
-            Step::Add {
-                replica: 1,
-                spec: "/jhub/user/alice".into(),
-                target: 2,
-            },
+            Step::Delete { replica: 0, spec: "/jhub/user/alice".into() },
+            Step::Add { replica: 1, spec: "/jhub/user/alice".into(), target: 2 },
         ],
     );
 }

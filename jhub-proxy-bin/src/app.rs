@@ -59,16 +59,12 @@ pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService 
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            options.request_timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, options.request_timeout))
         .layer(HealthLayer::new(options.ready.clone()))
         .layer(RequireTokenLayer::new(&options.token))
         .layer(ReadyGateLayer::new(options.ready, options.ready_wait))
         .service(RoutesApi::new(backend, options.api));
-    let boxed_bodies = ServiceExt::<Request<Incoming>>::map_response(stack, |response| {
-        response.map(BodyExt::boxed_unsync)
-    });
+    let boxed_bodies =
+        ServiceExt::<Request<Incoming>>::map_response(stack, |response| response.map(BodyExt::boxed_unsync));
     BoxCloneSyncService::new(boxed_bodies)
 }

@@ -22,9 +22,7 @@ pub struct RequireTokenLayer {
 impl RequireTokenLayer {
     /// A layer that accepts only `token`.
     pub fn new(token: &str) -> Self {
-        RequireTokenLayer {
-            token: token.as_bytes().into(),
-        }
+        RequireTokenLayer { token: token.as_bytes().into() }
     }
 }
 
@@ -39,10 +37,7 @@ impl<S> Layer<S> for RequireTokenLayer {
     type Service = RequireToken<S>;
 
     fn layer(&self, inner: S) -> RequireToken<S> {
-        RequireToken {
-            inner,
-            token: Arc::clone(&self.token),
-        }
+        RequireToken { inner, token: Arc::clone(&self.token) }
     }
 }
 
@@ -81,9 +76,7 @@ where
         if authorized {
             Box::pin(self.inner.call(request))
         } else {
-            Box::pin(std::future::ready(Ok(
-                Error::Unauthenticated.into_response()
-            )))
+            Box::pin(std::future::ready(Ok(Error::Unauthenticated.into_response())))
         }
     }
 }
@@ -119,15 +112,7 @@ mod tests {
 
     #[test]
     fn refuses_other_schemes_and_shapes() {
-        for header in [
-            "Bearer abc",
-            "abc",
-            "token",
-            "token ",
-            "tokenabc",
-            "Bearer token abc",
-            "token a b",
-        ] {
+        for header in ["Bearer abc", "abc", "token", "token ", "tokenabc", "Bearer token abc", "token a b"] {
             assert_eq!(token(header), None, "{header:?}");
         }
     }

@@ -39,12 +39,7 @@ pub struct Config {
     pub command: Option<Command>,
 
     /// The token JupyterHub sends as `Authorization: token <token>`. Required to serve.
-    #[arg(
-        long,
-        env = "CONFIGPROXY_AUTH_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    #[arg(long, env = "CONFIGPROXY_AUTH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub auth_token: Option<Secret>,
 
     /// Where routes are kept.
@@ -52,12 +47,7 @@ pub struct Config {
     pub store: StoreKind,
 
     /// Address the API listens on.
-    #[arg(
-        long,
-        env = "PROXY_LISTEN",
-        default_value = "0.0.0.0:8000",
-        value_name = "ADDR"
-    )]
+    #[arg(long, env = "PROXY_LISTEN", default_value = "0.0.0.0:8000", value_name = "ADDR")]
     pub listen: SocketAddr,
 
     /// Read the first segment of every route spec as a host (JupyterHub's `subdomain_host`).
@@ -78,12 +68,7 @@ pub struct Config {
     pub sub_domain_host: Option<String>,
 
     /// Prefix of the names of the routing objects this proxy writes.
-    #[arg(
-        long,
-        env = "VIRTUAL_SERVICE_PREFIX",
-        default_value = "jupyter",
-        value_name = "PREFIX"
-    )]
+    #[arg(long, env = "VIRTUAL_SERVICE_PREFIX", default_value = "jupyter", value_name = "PREFIX")]
     pub virtual_service_prefix: String,
 
     /// After writing a route, wait until the gateway serves it before answering.
@@ -91,22 +76,31 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub wait_for_warmup: bool,
 
+    /// The gateway's plain-HTTP address, polled for warm-up (default: Istio's ingress gateway
+    /// Service, `http://istio-ingressgateway.istio-system.svc.<CLUSTER_DOMAIN>`).
+    #[arg(long, env = "WARMUP_URL", value_name = "URL")]
+    pub warmup_url: Option<String>,
+
+    /// The `Host` sent when polling a route without a host of its own (default: SUB_DOMAIN_HOST
+    /// when it is not a wildcard).
+    #[arg(long, env = "PUBLIC_HOST", value_name = "HOST")]
+    pub public_host: Option<String>,
+
+    /// Seconds to wait for the gateway to serve a new route.
+    #[arg(long, env = "WARMUP_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub warmup_timeout: Duration,
+
+    /// Answer 503 instead of 201 when the gateway does not serve a route in time.
+    #[arg(long, env = "WARMUP_STRICT", value_parser = BoolishValueParser::new(), default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub warmup_strict: bool,
+
     /// The cluster's DNS domain, for service host names.
-    #[arg(
-        long,
-        env = "CLUSTER_DOMAIN",
-        default_value = "cluster.local",
-        value_name = "DOMAIN"
-    )]
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local", value_name = "DOMAIN")]
     pub cluster_domain: String,
 
     /// Istio's networking API version: `v1`, or `v1beta1` for Istio older than 1.22.
-    #[arg(
-        long,
-        env = "ISTIO_API_VERSION",
-        default_value = "v1",
-        value_name = "VERSION"
-    )]
+    #[arg(long, env = "ISTIO_API_VERSION", default_value = "v1", value_name = "VERSION")]
     pub istio_api_version: IstioVersion,
 
     /// Label pod-IP endpoints for Istio mutual TLS; turn off when user pods run without sidecars.
@@ -202,17 +196,17 @@ impl Config {
 
     fn check(&self) -> Result<()> {
         check_prefix(&self.virtual_service_prefix)?;
+        self.warmup()?;
         if self.command.is_some() {
             return Ok(());
         }
         let Some(token) = &self.auth_token else {
-            return Err(Error::Config(
-                "--auth-token (env CONFIGPROXY_AUTH_TOKEN) is required".to_owned(),
-            ));
+            return Err(Error::Config("--auth-token (env CONFIGPROXY_AUTH_TOKEN) is required".to_owned()));
         };
         if token.expose().trim().is_empty() {
             return Err(Error::Config(
-                "--auth-token (env CONFIGPROXY_AUTH_TOKEN) is empty; JupyterHub's proxy token is required".to_owned(),
+                "--auth-token (env CONFIGPROXY_AUTH_TOKEN) is empty; JupyterHub's proxy token is required"
+                    .to_owned(),
             ));
         }
         if token.expose().chars().any(char::is_whitespace) {
@@ -223,23 +217,53 @@ impl Config {
         Ok(())
     }
 
+    /// How to warm routes up, when `--wait-for-warmup` is on.
+    pub fn warmup(&self) -> Result<Option<crate::warmup::WarmupOptions>> {
+        if !self.wait_for_warmup {
+            return Ok(None);
+        }
+        let url = self.warmup_url.clone().unwrap_or_else(|| {
+            format!("http://istio-ingressgateway.istio-system.svc.{}", self.cluster_domain)
+        });
+        let invalid = |why: &str| Error::Config(format!("--warmup-url (env WARMUP_URL) {url:?} {why}"));
+        let uri: http::Uri = url.parse().map_err(|_| invalid("is not a URL"))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(invalid("must be an http:// URL of the gateway (its plain-HTTP port)"));
+        }
+        // A Host the VirtualServices' hosts accept. The Go proxy asked for `*` literally, which
+        // no gateway serves; a name under the wildcard, or any name for `*`, does.
+        let public_host = match (&self.public_host, self.sub_domain_host.as_deref()) {
+            (Some(host), _) => host.clone(),
+            (None, Some(host)) if !host.contains('*') => host.to_owned(),
+            (None, Some(wildcard)) if wildcard.starts_with("*.") => {
+                format!("jupyterhub-istio-proxy-warmup{}", &wildcard[1..])
+            }
+            _ => uri.host().unwrap_or_default().to_owned(),
+        };
+        if self.warmup_timeout >= self.request_timeout {
+            return Err(Error::Config(
+                "--warmup-timeout (env WARMUP_TIMEOUT) must be shorter than --request-timeout (env PROXY_REQUEST_TIMEOUT)"
+                    .to_owned(),
+            ));
+        }
+        Ok(Some(crate::warmup::WarmupOptions {
+            url: uri,
+            public_host,
+            timeout: self.warmup_timeout,
+            strict: self.warmup_strict,
+        }))
+    }
+
     /// The token, once [`Config::from_args`] has checked there is one to serve with.
     pub fn token(&self) -> &str {
-        self.auth_token
-            .as_ref()
-            .map(Secret::expose)
-            .unwrap_or_default()
+        self.auth_token.as_ref().map(Secret::expose).unwrap_or_default()
     }
 }
 
 impl Config {
     /// Whether route specs start with a host.
     pub fn routing_mode(&self) -> RoutingMode {
-        if self.host_routing {
-            RoutingMode::Host
-        } else {
-            RoutingMode::Path
-        }
+        if self.host_routing { RoutingMode::Host } else { RoutingMode::Path }
     }
 
     /// How routes become Istio objects, from the options.
@@ -248,11 +272,7 @@ impl Config {
             namespace: namespace.to_owned(),
             version: self.istio_api_version,
             gateways: self.istio_gateway.iter().cloned().collect(),
-            hosts: vec![
-                self.sub_domain_host
-                    .clone()
-                    .unwrap_or_else(|| "*".to_owned()),
-            ],
+            hosts: vec![self.sub_domain_host.clone().unwrap_or_else(|| "*".to_owned())],
             prefix: self.virtual_service_prefix.clone(),
             cluster_domain: self.cluster_domain.clone(),
             routing_mode: self.routing_mode(),
@@ -266,9 +286,7 @@ impl Config {
 /// room for what follows it in names.
 fn check_prefix(prefix: &str) -> Result<()> {
     let valid = (1..=40).contains(&prefix.len())
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && prefix.starts_with(|c: char| c.is_ascii_lowercase())
         && !prefix.ends_with('-');
     if valid {
@@ -284,11 +302,7 @@ fn check_prefix(prefix: &str) -> Result<()> {
 fn one_line(error: &clap::Error) -> String {
     let command = Config::command();
     let describe = |flag: &str| {
-        let long = flag
-            .split_whitespace()
-            .next()
-            .unwrap_or(flag)
-            .trim_start_matches('-');
+        let long = flag.split_whitespace().next().unwrap_or(flag).trim_start_matches('-');
         let env = command
             .get_arguments()
             .find(|arg| arg.get_long() == Some(long))
@@ -309,9 +323,7 @@ fn one_line(error: &clap::Error) -> String {
                 _ => String::new(),
             };
             let reason = first_line(error);
-            let reason = reason
-                .rsplit_once("': ")
-                .map_or(reason.as_str(), |(_, why)| why);
+            let reason = reason.rsplit_once("': ").map_or(reason.as_str(), |(_, why)| why);
             format!("invalid value{value} for {}: {reason}", describe(flag))
         }
         _ => first_line(error),
@@ -351,26 +363,12 @@ mod tests {
 
     #[test]
     fn boolean_flags_take_go_style_values() {
-        assert!(
-            parse(&["--auth-token", "t", "--store", "memory", "--host-routing"])
-                .unwrap()
-                .host_routing
-        );
-        for (value, expected) in [
-            ("true", true),
-            ("1", true),
-            ("yes", true),
-            ("false", false),
-            ("0", false),
-        ] {
-            let config = parse(&[
-                "--auth-token",
-                "t",
-                "--store",
-                "memory",
-                &format!("--wait-for-warmup={value}"),
-            ])
-            .unwrap();
+        assert!(parse(&["--auth-token", "t", "--store", "memory", "--host-routing"]).unwrap().host_routing);
+        for (value, expected) in [("true", true), ("1", true), ("yes", true), ("false", false), ("0", false)]
+        {
+            let config =
+                parse(&["--auth-token", "t", "--store", "memory", &format!("--wait-for-warmup={value}")])
+                    .unwrap();
             assert_eq!(config.wait_for_warmup, expected, "{value}");
         }
     }
@@ -380,32 +378,12 @@ mod tests {
         // The environment is not cleared here; these flags have no variable set in tests.
         let missing = message(&["--store", "memory", "--auth-token"]);
         assert!(missing.contains("--auth-token"), "{missing}");
-        let listen = message(&[
-            "--auth-token",
-            "t",
-            "--store",
-            "memory",
-            "--listen",
-            "nowhere",
-        ]);
-        assert!(
-            listen.contains("--listen (env PROXY_LISTEN)") && listen.contains("'nowhere'"),
-            "{listen}"
-        );
+        let listen = message(&["--auth-token", "t", "--store", "memory", "--listen", "nowhere"]);
+        assert!(listen.contains("--listen (env PROXY_LISTEN)") && listen.contains("'nowhere'"), "{listen}");
         let store = message(&["--auth-token", "t", "--store", "etcd"]);
         assert!(store.contains("--store (env PROXY_STORE)"), "{store}");
-        let timeout = message(&[
-            "--auth-token",
-            "t",
-            "--store",
-            "memory",
-            "--request-timeout",
-            "0",
-        ]);
-        assert!(
-            timeout.contains("--request-timeout (env PROXY_REQUEST_TIMEOUT)"),
-            "{timeout}"
-        );
+        let timeout = message(&["--auth-token", "t", "--store", "memory", "--request-timeout", "0"]);
+        assert!(timeout.contains("--request-timeout (env PROXY_REQUEST_TIMEOUT)"), "{timeout}");
         for text in [missing, listen, store, timeout] {
             assert!(!text.contains('\n'), "{text}");
         }
@@ -414,26 +392,11 @@ mod tests {
     #[test]
     fn the_prefix_must_fit_names_and_labels() {
         for bad in ["", "Jupyter", "9lives", "hub-", "a_b", &"x".repeat(41)] {
-            let text = message(&[
-                "--auth-token",
-                "t",
-                "--store",
-                "memory",
-                "--virtual-service-prefix",
-                bad,
-            ]);
+            let text = message(&["--auth-token", "t", "--store", "memory", "--virtual-service-prefix", bad]);
             assert!(text.contains("VIRTUAL_SERVICE_PREFIX"), "{bad}: {text}");
         }
         assert!(
-            parse(&[
-                "--auth-token",
-                "t",
-                "--store",
-                "memory",
-                "--virtual-service-prefix",
-                "hub-2"
-            ])
-            .is_ok()
+            parse(&["--auth-token", "t", "--store", "memory", "--virtual-service-prefix", "hub-2"]).is_ok()
         );
     }
 
@@ -459,19 +422,38 @@ mod tests {
         assert_eq!(translation.version, IstioVersion::V1beta1);
         assert!(!translation.ip_target_mtls);
         assert_eq!(
-            parse(&["--auth-token", "t", "--store", "memory"])
-                .unwrap()
-                .translation("hub")
-                .hosts,
+            parse(&["--auth-token", "t", "--store", "memory"]).unwrap().translation("hub").hosts,
             ["*"]
         );
     }
 
     #[test]
+    fn warm_up_needs_a_gateway_url_and_a_host_to_ask_for() {
+        let base = ["--auth-token", "t", "--store", "memory", "--wait-for-warmup"];
+        fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+            base.iter().chain(extra).copied().collect()
+        }
+        let with = |extra: &[&'static str]| with(&base, extra);
+        let host =
+            |extra: &[&'static str]| parse(&with(extra)).unwrap().warmup().unwrap().unwrap().public_host;
+        assert_eq!(host(&["--sub-domain-host", "*.hub.org"]), "jupyterhub-istio-proxy-warmup.hub.org");
+        assert_eq!(host(&["--sub-domain-host", "*"]), "istio-ingressgateway.istio-system.svc.cluster.local");
+        assert_eq!(host(&["--sub-domain-host", "*", "--public-host", "hub.org"]), "hub.org");
+        let https = message(&with(&["--public-host", "hub.org", "--warmup-url", "https://gw"]));
+        assert!(https.contains("--warmup-url (env WARMUP_URL)") && https.contains("http://"), "{https}");
+        let slow = message(&with(&["--public-host", "hub.org", "--warmup-timeout", "30"]));
+        assert!(slow.contains("--warmup-timeout (env WARMUP_TIMEOUT)"), "{slow}");
+
+        let config = parse(&with(&["--sub-domain-host", "hub.org"])).unwrap();
+        let warmup = config.warmup().unwrap().unwrap();
+        assert_eq!(warmup.url, "http://istio-ingressgateway.istio-system.svc.cluster.local");
+        assert_eq!(warmup.public_host, "hub.org");
+        assert!(parse(&["--auth-token", "t", "--store", "memory"]).unwrap().warmup().unwrap().is_none());
+    }
+
+    #[test]
     fn empty_or_spaced_tokens_are_refused() {
-        assert!(
-            message(&["--auth-token", " ", "--store", "memory"]).contains("CONFIGPROXY_AUTH_TOKEN")
-        );
+        assert!(message(&["--auth-token", " ", "--store", "memory"]).contains("CONFIGPROXY_AUTH_TOKEN"));
         assert!(message(&["--auth-token", "a b", "--store", "memory"]).contains("white space"));
     }
 

@@ -35,9 +35,7 @@ impl ReadyGateLayer {
 
 impl std::fmt::Debug for ReadyGateLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadyGateLayer")
-            .field("wait", &self.wait)
-            .finish_non_exhaustive()
+        f.debug_struct("ReadyGateLayer").field("wait", &self.wait).finish_non_exhaustive()
     }
 }
 
@@ -45,11 +43,7 @@ impl<S> Layer<S> for ReadyGateLayer {
     type Service = ReadyGate<S>;
 
     fn layer(&self, inner: S) -> ReadyGate<S> {
-        ReadyGate {
-            inner,
-            ready: self.ready.clone(),
-            wait: self.wait,
-        }
+        ReadyGate { inner, ready: self.ready.clone(), wait: self.wait }
     }
 }
 
@@ -63,18 +57,13 @@ pub struct ReadyGate<S> {
 
 impl<S> std::fmt::Debug for ReadyGate<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadyGate")
-            .field("wait", &self.wait)
-            .finish_non_exhaustive()
+        f.debug_struct("ReadyGate").field("wait", &self.wait).finish_non_exhaustive()
     }
 }
 
 impl<S, B> Service<Request<B>> for ReadyGate<S>
 where
-    S: Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -100,8 +89,7 @@ where
             while !ready() {
                 if Instant::now() >= deadline {
                     return Ok(Error::Unavailable {
-                        message: "the route cache is still loading from the Kubernetes API server"
-                            .to_owned(),
+                        message: "the route cache is still loading from the Kubernetes API server".to_owned(),
                         retry_after: Some(Duration::from_secs(1)),
                         source: None,
                     }

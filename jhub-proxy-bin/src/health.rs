@@ -39,10 +39,7 @@ impl<S> Layer<S> for HealthLayer {
     type Service = Health<S>;
 
     fn layer(&self, inner: S) -> Health<S> {
-        Health {
-            inner,
-            ready: Arc::clone(&self.ready),
-        }
+        Health { inner, ready: Arc::clone(&self.ready) }
     }
 }
 
@@ -79,13 +76,8 @@ where
         let response = match request.uri().path() {
             "/ping" => json_response(StatusCode::OK, &json!({"message": "pong"})),
             "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
-            "/readyz" if (self.ready)() => {
-                json_response(StatusCode::OK, &json!({"status": "ready"}))
-            }
-            "/readyz" => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"error": "not ready"}),
-            ),
+            "/readyz" if (self.ready)() => json_response(StatusCode::OK, &json!({"status": "ready"})),
+            "/readyz" => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "not ready"})),
             _ => return Box::pin(self.inner.call(request)),
         };
         Box::pin(std::future::ready(Ok(response)))

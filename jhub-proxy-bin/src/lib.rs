@@ -4,7 +4,8 @@
 //! - [`app`]: the routes API behind its tower layers ([`auth`], [`health`], [`gate`], tracing,
 //!   timeout);
 //! - [`server`]: hyper serving, and draining on SIGTERM;
-//! - [`render`]: the `render` command, objects for routes without a cluster.
+//! - [`render`]: the `render` command, objects for routes without a cluster;
+//! - [`warmup`]: waiting until the gateway serves a new route (`WAIT_FOR_WARMUP`).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -34,6 +35,7 @@ pub mod gate;
 pub mod health;
 pub mod render;
 pub mod server;
+pub mod warmup;
 
 /// Why the proxy could not start or keep serving.
 #[derive(Debug, thiserror::Error)]

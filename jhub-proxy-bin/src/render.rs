@@ -16,49 +16,30 @@ use crate::{Error, Result};
 /// The YAML of the objects for the routes `args` names.
 pub async fn render(config: &Config, args: &RenderArgs) -> Result<String> {
     let mode = config.routing_mode();
-    let mut routes = args
-        .routes
-        .iter()
-        .map(|arg| route_arg(arg, mode))
-        .collect::<Result<Vec<_>>>()?;
+    let mut routes = args.routes.iter().map(|arg| route_arg(arg, mode)).collect::<Result<Vec<_>>>()?;
     if let Some(path) = &args.routes_file {
         routes.extend(routes_file(path, mode)?);
     }
     if routes.is_empty() {
-        return Err(Error::Render(
-            "no routes: give --route SPEC=TARGET or --routes-file FILE".to_owned(),
-        ));
+        return Err(Error::Render("no routes: give --route SPEC=TARGET or --routes-file FILE".to_owned()));
     }
     // Deepest first, so no ancestor is ever created again and every name is generation 0:
     // the output does not depend on the clock.
     routes.sort_by_key(|route| std::cmp::Reverse(istio_routes::order::depth(route.spec())));
-    let namespace = config
-        .k8s_namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
+    let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
     let store = Arc::new(MemoryStore::new());
     let backend = IstioBackend::new(Arc::clone(&store), config.translation(&namespace));
     for route in routes {
         let spec = route.spec().clone();
-        backend
-            .add(route)
-            .await
-            .map_err(|e| Error::Render(format!("route {spec}: {e}")))?;
+        backend.add(route).await.map_err(|e| Error::Render(format!("route {spec}: {e}")))?;
     }
     // By name, which is Istio's order within one second: deeper routes first.
     let mut virtual_services = store.virtual_services();
     virtual_services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let entries = store
-        .service_entries()
-        .into_iter()
-        .map(|entry| serde_json::to_value(&*entry));
-    let services = virtual_services
-        .into_iter()
-        .map(|service| serde_json::to_value(&*service));
-    let mut documents = entries
-        .chain(services)
-        .collect::<Result<Vec<Value>, _>>()
-        .expect("objects serialise");
+    let entries = store.service_entries().into_iter().map(|entry| serde_json::to_value(&*entry));
+    let services = virtual_services.into_iter().map(|service| serde_json::to_value(&*service));
+    let mut documents =
+        entries.chain(services).collect::<Result<Vec<Value>, _>>().expect("objects serialise");
     for document in &mut documents {
         // What the API server assigns has no place in a manifest.
         if let Some(metadata) = document.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -72,10 +53,7 @@ pub async fn render(config: &Config, args: &RenderArgs) -> Result<String> {
 
 /// `SPEC=TARGET`; the target starts at the first `=http://` or `=https://`.
 fn route_arg(arg: &str, mode: RoutingMode) -> Result<Route> {
-    let at = ["=http://", "=https://", "=HTTP://", "=HTTPS://"]
-        .iter()
-        .filter_map(|sep| arg.find(sep))
-        .min();
+    let at = ["=http://", "=https://", "=HTTP://", "=HTTPS://"].iter().filter_map(|sep| arg.find(sep)).min();
     let Some(at) = at else {
         return Err(Error::Render(format!(
             "--route {arg:?}: expected SPEC=TARGET, e.g. /user/alice/=http://10.0.0.7:8888"
@@ -104,9 +82,7 @@ fn routes_file(path: &std::path::Path, mode: RoutingMode) -> Result<Vec<Route>> 
         .map(|(key, object)| {
             let bad = |e: proxy_api::Error| Error::Render(format!("{name}: route {key:?}: {e}"));
             let Value::Object(object) = object else {
-                return Err(Error::Render(format!(
-                    "{name}: route {key:?} is not a JSON object"
-                )));
+                return Err(Error::Render(format!("{name}: route {key:?} is not a JSON object")));
             };
             wire::route_from_object(RouteSpec::new(&key, mode).map_err(bad)?, object).map_err(bad)
         })

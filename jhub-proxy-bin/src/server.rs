@@ -25,10 +25,7 @@ pub async fn serve<S, B>(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
@@ -55,10 +52,7 @@ pub async fn serve<S, B>(
         // The API's answers are small; don't let Nagle hold them back.
         let _ = stream.set_nodelay(true);
         let connection = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -68,10 +62,7 @@ pub async fn serve<S, B>(
         });
     }
     drop(listener);
-    tracing::info!(
-        connections = graceful.count(),
-        "shutting down: draining open connections"
-    );
+    tracing::info!(connections = graceful.count(), "shutting down: draining open connections");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("drained"),
         () = tokio::time::sleep(drain) => tracing::warn!("drain timed out; closing the remaining connections"),

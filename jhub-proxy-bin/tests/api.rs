@@ -14,31 +14,13 @@ const ALICE: &str =
 #[tokio::test]
 async fn listing_is_json_keyed_by_decoded_spec_with_no_invented_last_activity() {
     let proxy = memory(RoutingMode::Path).await;
+    assert_eq!(proxy.api.post("/api/routes/user/alice/", ALICE).await.status, StatusCode::CREATED);
     assert_eq!(
-        proxy
-            .api
-            .post("/api/routes/user/alice/", ALICE)
-            .await
-            .status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        proxy
-            .api
-            .post("/api/routes/has%20space/foo/", r#"{"target":"http://a:1"}"#)
-            .await
-            .status,
+        proxy.api.post("/api/routes/has%20space/foo/", r#"{"target":"http://a:1"}"#).await.status,
         201
     );
     assert_eq!(
-        proxy
-            .api
-            .post(
-                "/api/routes/user/%E7%A7%80%E6%A8%B9",
-                r#"{"target":"http://b:2"}"#
-            )
-            .await
-            .status,
+        proxy.api.post("/api/routes/user/%E7%A7%80%E6%A8%B9", r#"{"target":"http://b:2"}"#).await.status,
         201
     );
 
@@ -61,11 +43,7 @@ async fn listing_is_json_keyed_by_decoded_spec_with_no_invented_last_activity() 
 async fn get_one_route_or_404() {
     let proxy = memory(RoutingMode::Path).await;
     proxy.api.post("/api/routes/user/alice", ALICE).await;
-    for path in [
-        "/api/routes/user/alice",
-        "/api/routes/user/alice/",
-        "/api/routes/user/alice%2F",
-    ] {
+    for path in ["/api/routes/user/alice", "/api/routes/user/alice/", "/api/routes/user/alice%2F"] {
         let found = proxy.api.get(path).await;
         assert_eq!(found.status, StatusCode::OK, "{path}");
         assert_eq!(found.content_type(), "application/json");
@@ -80,17 +58,8 @@ async fn get_one_route_or_404() {
 async fn post_replaces_the_whole_route_and_no_path_is_the_root() {
     let proxy = memory(RoutingMode::Path).await;
     let created = proxy.api.post("/api/routes/user/alice/", ALICE).await;
-    assert_eq!(
-        (created.status, created.body.len()),
-        (StatusCode::CREATED, 0)
-    );
-    proxy
-        .api
-        .post(
-            "/api/routes/user/alice",
-            r#"{"target": "http://10.0.0.8:8888", "extra": 1}"#,
-        )
-        .await;
+    assert_eq!((created.status, created.body.len()), (StatusCode::CREATED, 0));
+    proxy.api.post("/api/routes/user/alice", r#"{"target": "http://10.0.0.8:8888", "extra": 1}"#).await;
     assert_eq!(
         proxy.api.get("/api/routes/user/alice").await.json(),
         json!({"target": "http://10.0.0.8:8888", "extra": 1})
@@ -98,10 +67,7 @@ async fn post_replaces_the_whole_route_and_no_path_is_the_root() {
 
     for path in ["/api/routes", "/api/routes/"] {
         let body = format!(r#"{{"target": "http://hub:8081", "via": "{path}"}}"#);
-        assert_eq!(
-            proxy.api.post(path, &body).await.status,
-            StatusCode::CREATED
-        );
+        assert_eq!(proxy.api.post(path, &body).await.status, StatusCode::CREATED);
         assert_eq!(proxy.api.get("/api/routes").await.json()["/"]["via"], path);
     }
 }
@@ -111,36 +77,17 @@ async fn delete_is_204_then_404_and_never_hangs() {
     let proxy = memory(RoutingMode::Path).await;
     proxy.api.post("/api/routes/user/alice", ALICE).await;
     let deleted = proxy.api.delete("/api/routes/user/alice/").await;
-    assert_eq!(
-        (deleted.status, deleted.body.len()),
-        (StatusCode::NO_CONTENT, 0)
-    );
-    assert_eq!(
-        proxy.api.delete("/api/routes/user/alice").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!((deleted.status, deleted.body.len()), (StatusCode::NO_CONTENT, 0));
+    assert_eq!(proxy.api.delete("/api/routes/user/alice").await.status, StatusCode::NOT_FOUND);
 
     // configurable-http-proxy hangs on these two; we answer.
-    assert_eq!(
-        proxy.api.delete("/api/routes").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(proxy.api.delete("/api/routes").await.status, StatusCode::NOT_FOUND);
     let malformed = proxy.api.delete("/api/routes/user/%zz").await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
-    assert!(
-        malformed.error().contains("percent-escape"),
-        "{}",
-        malformed.error()
-    );
+    assert!(malformed.error().contains("percent-escape"), "{}", malformed.error());
 
-    proxy
-        .api
-        .post("/api/routes/", r#"{"target": "http://hub:8081"}"#)
-        .await;
-    assert_eq!(
-        proxy.api.delete("/api/routes").await.status,
-        StatusCode::NO_CONTENT
-    );
+    proxy.api.post("/api/routes/", r#"{"target": "http://hub:8081"}"#).await;
+    assert_eq!(proxy.api.delete("/api/routes").await.status, StatusCode::NO_CONTENT);
     assert_eq!(proxy.api.get("/api/routes").await.json(), json!({}));
 }
 
@@ -150,11 +97,7 @@ async fn other_methods_are_405_and_other_paths_404() {
     for method in [Method::PUT, Method::PATCH, Method::HEAD, Method::OPTIONS] {
         for path in ["/api/routes", "/api/routes/user/alice"] {
             let response = proxy.api.send(method.clone(), path, &[], b"").await;
-            assert_eq!(
-                response.status,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "{method} {path}"
-            );
+            assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
             if method != Method::HEAD {
                 assert_eq!(response.error(), "Method not supported");
             }
@@ -185,24 +128,14 @@ async fn bad_bodies_are_400_and_store_nothing() {
     ] {
         let response = proxy.api.post("/api/routes/user/alice", body).await;
         assert_eq!(response.status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(
-            response.error().contains(says),
-            "{body}: {}",
-            response.error()
-        );
+        assert!(response.error().contains(says), "{body}: {}", response.error());
     }
-    for (path, says) in [
-        ("/api/routes/user/..", "'..'"),
-        ("/api/routes/a%0Ab", "control"),
-        ("/api/routes/a//b", "empty"),
-    ] {
+    for (path, says) in
+        [("/api/routes/user/..", "'..'"), ("/api/routes/a%0Ab", "control"), ("/api/routes/a//b", "empty")]
+    {
         let response = proxy.api.post(path, ALICE).await;
         assert_eq!(response.status, StatusCode::BAD_REQUEST, "{path}");
-        assert!(
-            response.error().contains(says),
-            "{path}: {}",
-            response.error()
-        );
+        assert!(response.error().contains(says), "{path}: {}", response.error());
     }
     assert_eq!(proxy.api.get("/api/routes").await.json(), json!({}));
 }
@@ -210,37 +143,17 @@ async fn bad_bodies_are_400_and_store_nothing() {
 #[tokio::test]
 async fn request_content_type_is_ignored() {
     let proxy = memory(RoutingMode::Path).await;
-    for (i, content_type) in [
-        "text/plain; charset=utf-8",
-        "application/x-www-form-urlencoded",
-        "application/json",
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, content_type) in
+        ["text/plain; charset=utf-8", "application/x-www-form-urlencoded", "application/json"]
+            .into_iter()
+            .enumerate()
     {
         let path = format!("/api/routes/r{i}");
-        let response = proxy
-            .api
-            .send(
-                Method::POST,
-                &path,
-                &[("content-type", content_type)],
-                ALICE.as_bytes(),
-            )
-            .await;
+        let response =
+            proxy.api.send(Method::POST, &path, &[("content-type", content_type)], ALICE.as_bytes()).await;
         assert_eq!(response.status, StatusCode::CREATED, "{content_type}");
     }
-    assert_eq!(
-        proxy
-            .api
-            .get("/api/routes")
-            .await
-            .json()
-            .as_object()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(proxy.api.get("/api/routes").await.json().as_object().unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -248,64 +161,32 @@ async fn inactive_since_filters_on_recorded_activity_and_refuses_garbage() {
     let proxy = memory(RoutingMode::Path).await;
     proxy
         .api
-        .post(
-            "/api/routes/old",
-            r#"{"target": "http://a:1", "last_activity": "2020-01-01T00:00:00.000Z"}"#,
-        )
+        .post("/api/routes/old", r#"{"target": "http://a:1", "last_activity": "2020-01-01T00:00:00.000Z"}"#)
         .await;
     proxy
         .api
-        .post(
-            "/api/routes/new",
-            r#"{"target": "http://a:1", "last_activity": "2030-01-01T00:00:00.000Z"}"#,
-        )
+        .post("/api/routes/new", r#"{"target": "http://a:1", "last_activity": "2030-01-01T00:00:00.000Z"}"#)
         .await;
-    proxy
-        .api
-        .post("/api/routes/unknown", r#"{"target": "http://a:1"}"#)
-        .await;
+    proxy.api.post("/api/routes/unknown", r#"{"target": "http://a:1"}"#).await;
     for param in ["inactive_since", "inactiveSince"] {
-        let response = proxy
-            .api
-            .get(&format!("/api/routes?{param}=2025-06-01T00:00:00Z"))
-            .await;
+        let response = proxy.api.get(&format!("/api/routes?{param}=2025-06-01T00:00:00Z")).await;
         assert_eq!(response.status, StatusCode::OK);
         let keys: Vec<String> = response.keys();
         assert_eq!(keys, ["/old"], "{param}");
     }
     let garbage = proxy.api.get("/api/routes?inactive_since=not-a-date").await;
     assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        garbage.error(),
-        "Invalid datestamp 'not-a-date' must be ISO8601."
-    );
+    assert_eq!(garbage.error(), "Invalid datestamp 'not-a-date' must be ISO8601.");
 }
 
 #[tokio::test]
 async fn host_routing_keys_start_with_the_host() {
     let proxy = memory(RoutingMode::Host).await;
-    assert_eq!(
-        proxy
-            .api
-            .post("/api/routes/alice.hub.example.org/user/alice/", ALICE)
-            .await
-            .status,
-        201
-    );
-    assert_eq!(
-        proxy
-            .api
-            .post("/api/routes/", r#"{"target": "http://hub:8081"}"#)
-            .await
-            .status,
-        201
-    );
+    assert_eq!(proxy.api.post("/api/routes/alice.hub.example.org/user/alice/", ALICE).await.status, 201);
+    assert_eq!(proxy.api.post("/api/routes/", r#"{"target": "http://hub:8081"}"#).await.status, 201);
     let keys: Vec<String> = proxy.api.get("/api/routes").await.keys();
     assert_eq!(keys, ["/", "/alice.hub.example.org/user/alice"]);
-    let bad = proxy
-        .api
-        .post("/api/routes/host:8000/user/alice", ALICE)
-        .await;
+    let bad = proxy.api.post("/api/routes/host:8000/user/alice", ALICE).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.error().contains("host name"), "{}", bad.error());
 }
@@ -324,31 +205,18 @@ async fn auth_needs_the_chp_token_header() {
     ];
     let anonymous = proxy.api.with_token(None);
     for header in headers {
-        for (method, path) in [
-            (Method::GET, "/api/routes"),
-            (Method::POST, "/api/routes/x"),
-            (Method::DELETE, "/api/routes/x"),
-        ] {
-            let response = anonymous
-                .send(method.clone(), path, header, ALICE.as_bytes())
-                .await;
-            assert_eq!(
-                response.status,
-                StatusCode::FORBIDDEN,
-                "{method} {path} with {header:?}"
-            );
+        for (method, path) in
+            [(Method::GET, "/api/routes"), (Method::POST, "/api/routes/x"), (Method::DELETE, "/api/routes/x")]
+        {
+            let response = anonymous.send(method.clone(), path, header, ALICE.as_bytes()).await;
+            assert_eq!(response.status, StatusCode::FORBIDDEN, "{method} {path} with {header:?}");
             assert!(response.error().contains("Authorization: token"));
         }
     }
     // Nothing was written by the refused POSTs.
     assert_eq!(proxy.api.get("/api/routes").await.json(), json!({}));
     let spaced = anonymous
-        .send(
-            Method::GET,
-            "/api/routes",
-            &[("authorization", "token   test-token-4f1d ")],
-            b"",
-        )
+        .send(Method::GET, "/api/routes", &[("authorization", "token   test-token-4f1d ")], b"")
         .await;
     assert_eq!(spaced.status, StatusCode::OK);
     // Unknown paths are refused before they are looked up: no probing without the token.
@@ -360,10 +228,7 @@ async fn probes_need_no_token() {
     let proxy = memory(RoutingMode::Path).await;
     let anonymous = proxy.api.with_token(None);
     let ping = anonymous.get("/ping").await;
-    assert_eq!(
-        (ping.status, ping.json()),
-        (StatusCode::OK, json!({"message": "pong"}))
-    );
+    assert_eq!((ping.status, ping.json()), (StatusCode::OK, json!({"message": "pong"})));
     assert_eq!(anonymous.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(anonymous.get("/readyz").await.status, StatusCode::OK);
 }
@@ -387,34 +252,17 @@ async fn bodies_over_one_mebibyte_are_413_declared_or_streamed() {
     }
     request.push_str("0\r\n\r\n");
     let answer = raw_request(proxy.addr, request.as_bytes()).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 413"),
-        "{}",
-        &answer[..answer.len().min(200)]
-    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(200)]);
 
     // Under the body limit, but more than a Kubernetes object's annotations hold: a 400 that
     // says so, not the API server's refusal later.
-    let unstorable = format!(
-        r#"{{"target": "http://a:1", "padding": "{}"}}"#,
-        "x".repeat(1024 * 1024 - 64)
-    );
+    let unstorable = format!(r#"{{"target": "http://a:1", "padding": "{}"}}"#, "x".repeat(1024 * 1024 - 64));
     let response = proxy.api.post("/api/routes/unstorable", &unstorable).await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST);
-    assert!(
-        response.error().contains("fit in a Kubernetes object"),
-        "{}",
-        response.error()
-    );
+    assert!(response.error().contains("fit in a Kubernetes object"), "{}", response.error());
 
-    let fits = format!(
-        r#"{{"target": "http://a:1", "padding": "{}"}}"#,
-        "x".repeat(150 * 1024)
-    );
-    assert_eq!(
-        proxy.api.post("/api/routes/fits", &fits).await.status,
-        StatusCode::CREATED
-    );
+    let fits = format!(r#"{{"target": "http://a:1", "padding": "{}"}}"#, "x".repeat(150 * 1024));
+    assert_eq!(proxy.api.post("/api/routes/fits", &fits).await.status, StatusCode::CREATED);
     let keys: Vec<String> = proxy.api.get("/api/routes").await.keys();
     assert_eq!(keys, ["/fits"]);
 }
@@ -436,14 +284,8 @@ async fn a_hundred_concurrent_posts_of_distinct_routes_all_land() {
     let posts = (0..100).map(|i| {
         let api = proxy.api.clone();
         tokio::spawn(async move {
-            let body = format!(
-                r#"{{"target": "http://10.0.{}.{}:8888", "user": "u{i}"}}"#,
-                i / 250,
-                i % 250
-            );
-            api.post(&format!("/api/routes/user/u{i}/"), &body)
-                .await
-                .status
+            let body = format!(r#"{{"target": "http://10.0.{}.{}:8888", "user": "u{i}"}}"#, i / 250, i % 250);
+            api.post(&format!("/api/routes/user/u{i}/"), &body).await.status
         })
     });
     for post in posts.collect::<Vec<_>>() {

@@ -21,11 +21,7 @@ async fn drive(proxy_args: &[&str], driver_args: &[&str]) {
     .await
     .unwrap();
     println!("{output}");
-    assert!(
-        passed,
-        "JupyterHub's client failed against the proxy:\n{output}\nproxy log:\n{}",
-        proxy.log()
-    );
+    assert!(passed, "JupyterHub's client failed against the proxy:\n{output}\nproxy log:\n{}", proxy.log());
     assert!(output.contains("PASS all checks"), "{output}");
 }
 
@@ -36,9 +32,5 @@ async fn routes_round_trip_through_jupyterhubs_client() {
 
 #[tokio::test]
 async fn host_routes_round_trip_through_jupyterhubs_client() {
-    drive(
-        &["--store", "memory", "--host-routing"],
-        &["--host-routing"],
-    )
-    .await;
+    drive(&["--store", "memory", "--host-routing"], &["--host-routing"]).await;
 }

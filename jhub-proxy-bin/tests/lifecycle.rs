@@ -17,12 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
 
 /// Runs the binary with a clean environment and these arguments, expecting it to fail.
 fn failing_start(args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = Command::new(BIN)
-        .env_clear()
-        .envs(env.iter().copied())
-        .args(args)
-        .output()
-        .unwrap();
+    let output = Command::new(BIN).env_clear().envs(env.iter().copied()).args(args).output().unwrap();
     assert!(!output.status.success(), "{args:?} started");
     assert!(output.stdout.is_empty());
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -33,31 +28,16 @@ fn failing_start(args: &[&str], env: &[(&str, &str)]) -> String {
 #[test]
 fn bad_configuration_exits_with_one_line_naming_flag_and_variable() {
     let missing = failing_start(&["--store", "memory"], &[]);
-    assert!(
-        missing.contains("--auth-token") && missing.contains("CONFIGPROXY_AUTH_TOKEN"),
-        "{missing}"
-    );
+    assert!(missing.contains("--auth-token") && missing.contains("CONFIGPROXY_AUTH_TOKEN"), "{missing}");
 
     let token = [("CONFIGPROXY_AUTH_TOKEN", "t")];
-    let listen = failing_start(
-        &["--store", "memory"],
-        &[token[0], ("PROXY_LISTEN", "localhost")],
-    );
-    assert!(
-        listen.contains("--listen (env PROXY_LISTEN)") && listen.contains("'localhost'"),
-        "{listen}"
-    );
+    let listen = failing_start(&["--store", "memory"], &[token[0], ("PROXY_LISTEN", "localhost")]);
+    assert!(listen.contains("--listen (env PROXY_LISTEN)") && listen.contains("'localhost'"), "{listen}");
 
     let store = failing_start(&[], &token);
-    assert!(
-        store.contains("--store (env PROXY_STORE)") && store.contains("--store memory"),
-        "{store}"
-    );
+    assert!(store.contains("--store (env PROXY_STORE)") && store.contains("--store memory"), "{store}");
 
-    let routing = failing_start(
-        &["--store", "memory"],
-        &[token[0], ("HOST_ROUTING", "maybe")],
-    );
+    let routing = failing_start(&["--store", "memory"], &[token[0], ("HOST_ROUTING", "maybe")]);
     assert!(routing.contains("HOST_ROUTING"), "{routing}");
 }
 
@@ -65,27 +45,16 @@ fn bad_configuration_exits_with_one_line_naming_flag_and_variable() {
 fn a_taken_port_is_a_clear_start_up_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let message = failing_start(
-        &["--store", "memory", "--listen", &addr],
-        &[("CONFIGPROXY_AUTH_TOKEN", "t")],
-    );
-    assert!(
-        message.contains(&format!(
-            "cannot listen on {addr} (--listen, env PROXY_LISTEN)"
-        )),
-        "{message}"
-    );
+    let message =
+        failing_start(&["--store", "memory", "--listen", &addr], &[("CONFIGPROXY_AUTH_TOKEN", "t")]);
+    assert!(message.contains(&format!("cannot listen on {addr} (--listen, env PROXY_LISTEN)")), "{message}");
 }
 
 #[test]
 fn version_is_printed() {
     let output = Command::new(BIN).arg("--version").output().unwrap();
     assert!(output.status.success());
-    assert!(
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .contains(env!("CARGO_PKG_VERSION"))
-    );
+    assert!(String::from_utf8(output.stdout).unwrap().contains(env!("CARGO_PKG_VERSION")));
 }
 
 #[tokio::test]
@@ -100,53 +69,25 @@ async fn environment_configures_like_flags() {
     let proxy = ProxyProcess::spawn(command).await;
     let api = testkit::client::ApiClient::new(proxy.addr(), Some(TOKEN));
     assert_eq!(
-        api.post(
-            "/api/routes/hub.example.org/user/a",
-            r#"{"target":"http://a:1"}"#
-        )
-        .await
-        .status,
+        api.post("/api/routes/hub.example.org/user/a", r#"{"target":"http://a:1"}"#).await.status,
         201
     );
     // Under host routing a host segment is required, so the spec kept its host.
-    assert!(
-        api.get("/api/routes")
-            .await
-            .json()
-            .get("/hub.example.org/user/a")
-            .is_some()
-    );
+    assert!(api.get("/api/routes").await.json().get("/hub.example.org/user/a").is_some());
 }
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_cleanly_and_the_token_is_never_logged() {
     let mut proxy = ProxyProcess::start(BIN, &["--store", "memory"], TOKEN).await;
     let api = testkit::client::ApiClient::new(proxy.addr(), Some(TOKEN));
-    assert_eq!(
-        api.post("/api/routes/user/a", r#"{"target":"http://a:1"}"#)
-            .await
-            .status,
-        201
-    );
-    assert_eq!(
-        api.with_token(Some("wrong-token"))
-            .get("/api/routes")
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    let status = proxy
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("exits after SIGTERM");
+    assert_eq!(api.post("/api/routes/user/a", r#"{"target":"http://a:1"}"#).await.status, 201);
+    assert_eq!(api.with_token(Some("wrong-token")).get("/api/routes").await.status, StatusCode::FORBIDDEN);
+    let status = proxy.terminate(Duration::from_secs(10)).await.expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
     let log = proxy.log();
     assert!(log.contains("SIGTERM") && log.contains("drained"), "{log}");
     assert!(log.contains("status=201"), "one line per request: {log}");
-    assert!(
-        !log.contains(TOKEN),
-        "the token leaked into the log:\n{log}"
-    );
+    assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
 }
 
 /// A backend whose writes wait until released, to hold requests in flight.
@@ -177,51 +118,28 @@ impl Backend for Gate {
 #[tokio::test]
 async fn shutdown_finishes_requests_in_flight_and_refuses_new_connections() {
     let gate = Arc::new(Gate::default());
-    let mut proxy = serve(
-        Arc::clone(&gate),
-        RoutingMode::Path,
-        Duration::from_secs(30),
-    )
-    .await;
+    let mut proxy = serve(Arc::clone(&gate), RoutingMode::Path, Duration::from_secs(30)).await;
     let api = proxy.api.clone();
-    let in_flight = tokio::spawn(async move {
-        api.post("/api/routes/user/a", r#"{"target":"http://a:1"}"#)
-            .await
-            .status
-    });
+    let in_flight =
+        tokio::spawn(
+            async move { api.post("/api/routes/user/a", r#"{"target":"http://a:1"}"#).await.status },
+        );
     gate.entered.notified().await;
 
     proxy.shut_down();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
-        "still accepting after shutdown"
-    );
-    assert!(
-        !proxy.served.is_finished(),
-        "stopped before the request in flight finished"
-    );
+    assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err(), "still accepting after shutdown");
+    assert!(!proxy.served.is_finished(), "stopped before the request in flight finished");
 
     gate.release.notify_one();
     assert_eq!(in_flight.await.unwrap(), StatusCode::CREATED);
-    tokio::time::timeout(Duration::from_secs(5), &mut proxy.served)
-        .await
-        .expect("drained")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), &mut proxy.served).await.expect("drained").unwrap();
 }
 
 #[tokio::test]
 async fn a_request_over_the_timeout_is_answered_504() {
     let gate = Arc::new(Gate::default());
-    let proxy = serve(
-        Arc::clone(&gate),
-        RoutingMode::Path,
-        Duration::from_millis(300),
-    )
-    .await;
-    let response = proxy
-        .api
-        .post("/api/routes/user/a", r#"{"target":"http://a:1"}"#)
-        .await;
+    let proxy = serve(Arc::clone(&gate), RoutingMode::Path, Duration::from_millis(300)).await;
+    let response = proxy.api.post("/api/routes/user/a", r#"{"target":"http://a:1"}"#).await;
     assert_eq!(response.status, StatusCode::GATEWAY_TIMEOUT);
 }

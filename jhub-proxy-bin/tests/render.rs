@@ -8,9 +8,7 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
 
 fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
 }
 
 fn render(options: &[&str], routes: &[&str]) -> String {
@@ -26,11 +24,7 @@ fn render(options: &[&str], routes: &[&str]) -> String {
         command.args(["--route", route]);
     }
     let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -46,8 +40,7 @@ fn check(name: &str, yaml: &str) {
         path.display()
     );
     // And it is YAML that a YAML parser reads back (PyYAML, from the JupyterHub venv).
-    let script =
-        "import sys, yaml; print(len([d for d in yaml.safe_load_all(sys.stdin) if d['kind']]))";
+    let script = "import sys, yaml; print(len([d for d in yaml.safe_load_all(sys.stdin) if d['kind']]))";
     let python = testkit::python::jupyterhub_python();
     let mut child = Command::new(python)
         .args(["-c", script])
@@ -56,17 +49,10 @@ fn check(name: &str, yaml: &str) {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
-    let documents: usize = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .expect("PyYAML parsed the documents");
+    let documents: usize =
+        String::from_utf8_lossy(&output.stdout).trim().parse().expect("PyYAML parsed the documents");
     assert_eq!(documents, yaml.matches("\n---\n").count() + 1);
 }
 
@@ -97,10 +83,7 @@ fn host_routing_matches_the_authority() {
             "--istio-api-version",
             "v1beta1",
         ],
-        &[
-            "/=http://hub:8081",
-            "alice.hub.example.org/user/alice/=http://10.0.0.7:8888",
-        ],
+        &["/=http://hub:8081", "alice.hub.example.org/user/alice/=http://10.0.0.7:8888"],
     );
     check("host-routing.yaml", &yaml);
 }
@@ -114,18 +97,7 @@ fn render_refuses_what_cannot_be_routed_with_the_reason() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        stderr.contains("route /user/a") && stderr.contains("gateway can reach"),
-        "{stderr}"
-    );
-    let none = Command::new(BIN)
-        .env_clear()
-        .arg("render")
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8(none.stderr)
-            .unwrap()
-            .contains("no routes")
-    );
+    assert!(stderr.contains("route /user/a") && stderr.contains("gateway can reach"), "{stderr}");
+    let none = Command::new(BIN).env_clear().arg("render").output().unwrap();
+    assert!(String::from_utf8(none.stderr).unwrap().contains("no routes"));
 }

@@ -34,10 +34,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig {
-            routing_mode: RoutingMode::Path,
-            max_body_bytes: 1024 * 1024,
-        }
+        ApiConfig { routing_mode: RoutingMode::Path, max_body_bytes: 1024 * 1024 }
     }
 }
 
@@ -53,10 +50,7 @@ pub struct RoutesApi<B> {
 
 impl<B> Clone for RoutesApi<B> {
     fn clone(&self) -> Self {
-        RoutesApi {
-            backend: Arc::clone(&self.backend),
-            config: self.config,
-        }
+        RoutesApi { backend: Arc::clone(&self.backend), config: self.config }
     }
 }
 
@@ -130,19 +124,14 @@ impl<B: Backend> RoutesApi<B> {
     }
 
     async fn list(&self, query: Option<&str>) -> Result<Response<Full<Bytes>>> {
-        let since = inactive_since_param(query)?
-            .map(|t| wire::parse_datestamp(&t))
-            .transpose()?;
+        let since = inactive_since_param(query)?.map(|t| wire::parse_datestamp(&t)).transpose()?;
         let mut routes = self.backend.list().await?;
         if let Some(since) = since {
             routes.retain(|route| wire::inactive_since(route, since));
         }
         // Sorted keys make the listing stable between calls and replicas.
         routes.sort_unstable_by(|a, b| a.spec().cmp(b.spec()));
-        Ok(crate::error::json_bytes_response(
-            StatusCode::OK,
-            wire::route_table_json(&routes),
-        ))
+        Ok(crate::error::json_bytes_response(StatusCode::OK, wire::route_table_json(&routes)))
     }
 
     async fn read_body<ReqBody>(&self, request: Request<ReqBody>) -> Result<Bytes>
@@ -195,8 +184,8 @@ fn inactive_since_param(query: Option<&str>) -> Result<Option<String>> {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if key == "inactive_since" || key == "inactiveSince" {
             // A literal '+' stays a '+', so an unencoded offset like +02:00 still parses.
-            let value = percent_decode_strict(value)
-                .map_err(|_| Error::InvalidDatestamp(value.to_owned()))?;
+            let value =
+                percent_decode_strict(value).map_err(|_| Error::InvalidDatestamp(value.to_owned()))?;
             return Ok(Some(value));
         }
     }
@@ -238,25 +227,14 @@ mod tests {
     }
 
     fn request(method: Method, uri: &str, body: &str) -> Request<Full<Bytes>> {
-        Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap()
+        Request::builder().method(method).uri(uri).body(Full::new(Bytes::from(body.to_owned()))).unwrap()
     }
 
-    async fn answer(
-        api: &RoutesApi<MockBackend>,
-        request: Request<Full<Bytes>>,
-    ) -> (StatusCode, Value) {
+    async fn answer(api: &RoutesApi<MockBackend>, request: Request<Full<Bytes>>) -> (StatusCode, Value) {
         let response = api.handle(request).await;
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
         (status, body)
     }
 
@@ -275,9 +253,7 @@ mod tests {
                 source: None,
             })
         });
-        let response = api(backend)
-            .handle(request(Method::GET, "/api/routes", ""))
-            .await;
+        let response = api(backend).handle(request(Method::GET, "/api/routes", "")).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
     }
@@ -291,23 +267,12 @@ mod tests {
                 source: None,
             })
         });
-        backend.expect_delete().returning(|_| {
-            Err(Error::Internal {
-                message: "boom".into(),
-                source: None,
-            })
-        });
+        backend.expect_delete().returning(|_| Err(Error::Internal { message: "boom".into(), source: None }));
         let api = api(backend);
-        let (status, body) = answer(
-            &api,
-            request(Method::POST, "/api/routes/x", r#"{"target":"http://a"}"#),
-        )
-        .await;
+        let (status, body) =
+            answer(&api, request(Method::POST, "/api/routes/x", r#"{"target":"http://a"}"#)).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_eq!(
-            body,
-            json!({"error": "cannot patch virtualservices in namespace hub"})
-        );
+        assert_eq!(body, json!({"error": "cannot patch virtualservices in namespace hub"}));
         let (status, _) = answer(&api, request(Method::DELETE, "/api/routes/x", "")).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
@@ -318,37 +283,12 @@ mod tests {
         let api = api(MockBackend::new());
         for (method, uri, body, status) in [
             (Method::POST, "/api/routes/x", "{}", StatusCode::BAD_REQUEST),
-            (
-                Method::POST,
-                "/api/routes/x",
-                r#"{"target":"nope"}"#,
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                Method::POST,
-                "/api/routes/%zz",
-                r#"{"target":"http://a"}"#,
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                Method::DELETE,
-                "/api/routes/a/../b",
-                "",
-                StatusCode::BAD_REQUEST,
-            ),
+            (Method::POST, "/api/routes/x", r#"{"target":"nope"}"#, StatusCode::BAD_REQUEST),
+            (Method::POST, "/api/routes/%zz", r#"{"target":"http://a"}"#, StatusCode::BAD_REQUEST),
+            (Method::DELETE, "/api/routes/a/../b", "", StatusCode::BAD_REQUEST),
             (Method::GET, "/api/routes/%", "", StatusCode::BAD_REQUEST),
-            (
-                Method::GET,
-                "/api/routes?inactive_since=soon",
-                "",
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                Method::PUT,
-                "/api/routes/x",
-                "",
-                StatusCode::METHOD_NOT_ALLOWED,
-            ),
+            (Method::GET, "/api/routes?inactive_since=soon", "", StatusCode::BAD_REQUEST),
+            (Method::PUT, "/api/routes/x", "", StatusCode::METHOD_NOT_ALLOWED),
             (Method::GET, "/api/routesx", "", StatusCode::NOT_FOUND),
             (Method::GET, "/api", "", StatusCode::NOT_FOUND),
         ] {
@@ -366,30 +306,20 @@ mod tests {
             .withf(|route| {
                 route.spec().as_str() == "/user/秀樹"
                     && route.target().as_str() == "http://10.0.0.1:8888"
-                    && route.data()
-                        == json!({"jupyterhub": true, "user": "秀樹"})
-                            .as_object()
-                            .unwrap()
+                    && route.data() == json!({"jupyterhub": true, "user": "秀樹"}).as_object().unwrap()
             })
             .times(1)
             .returning(|_| Ok(()));
         let body = r#"{"target":"http://10.0.0.1:8888","jupyterhub":true,"user":"秀樹"}"#;
-        let (status, body) = answer(
-            &api(backend),
-            request(Method::POST, "/api/routes/user/%E7%A7%80%E6%A8%B9/", body),
-        )
-        .await;
+        let (status, body) =
+            answer(&api(backend), request(Method::POST, "/api/routes/user/%E7%A7%80%E6%A8%B9/", body)).await;
         assert_eq!((status, body), (StatusCode::CREATED, Value::Null));
     }
 
     #[tokio::test]
     async fn delete_of_missing_route_is_404_and_without_path_is_the_root() {
         let mut backend = MockBackend::new();
-        backend
-            .expect_delete()
-            .with(eq(RouteSpec::root()))
-            .times(2)
-            .returning(|_| Ok(false));
+        backend.expect_delete().with(eq(RouteSpec::root())).times(2).returning(|_| Ok(false));
         let api = api(backend);
         for uri in ["/api/routes", "/api/routes/"] {
             let (status, _) = answer(&api, request(Method::DELETE, uri, "")).await;
@@ -402,10 +332,7 @@ mod tests {
         let mut backend = MockBackend::new();
         backend.expect_list().returning(|| {
             let old = RouteSpec::new("/old", RoutingMode::Path).unwrap();
-            let data = json!({"last_activity": "2020-01-01T00:00:00Z"})
-                .as_object()
-                .unwrap()
-                .clone();
+            let data = json!({"last_activity": "2020-01-01T00:00:00Z"}).as_object().unwrap().clone();
             let old = Arc::new(Route::new(old, Target::parse("http://o").unwrap(), data).unwrap());
             Ok(vec![route("/z", "http://z"), old, route("/a", "http://a")])
         });
@@ -421,11 +348,7 @@ mod tests {
             let uri = format!("/api/routes?{param}=2021-01-01T00:00:00%2B00:00");
             let (status, body) = answer(&api, request(Method::GET, &uri, "")).await;
             assert_eq!(status, StatusCode::OK);
-            assert_eq!(
-                body.as_object().unwrap().keys().collect::<Vec<_>>(),
-                ["/old"],
-                "{param}"
-            );
+            assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["/old"], "{param}");
         }
     }
 }

@@ -59,9 +59,7 @@ pub enum Error {
     BodyRead(#[source] BoxError),
 
     /// No `Authorization: token <token>` header with the right token.
-    #[error(
-        "missing or wrong token: send the header 'Authorization: token <CONFIGPROXY_AUTH_TOKEN>'"
-    )]
+    #[error("missing or wrong token: send the header 'Authorization: token <CONFIGPROXY_AUTH_TOKEN>'")]
     Unauthenticated,
 
     /// No such route, or no such endpoint.
@@ -129,20 +127,11 @@ impl Error {
     /// The response for this error: its status, `{"error": "..."}`, and `Retry-After` where
     /// the backend said when to come back.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let mut response = json_response(
-            self.status(),
-            &serde_json::json!({ "error": self.to_string() }),
-        );
-        if let Error::Unavailable {
-            retry_after: Some(after),
-            ..
-        } = &self
-        {
+        let mut response = json_response(self.status(), &serde_json::json!({ "error": self.to_string() }));
+        if let Error::Unavailable { retry_after: Some(after), .. } = &self {
             // Round up: `Retry-After: 0` would invite a busy loop.
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
     }
@@ -159,10 +148,7 @@ pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Respon
 pub(crate) fn json_bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -204,30 +190,12 @@ mod tests {
     #[test]
     fn statuses_tell_jupyterhub_what_to_retry() {
         let retried = |e: Error| e.status().is_server_error();
-        assert!(retried(Error::Unavailable {
-            message: String::new(),
-            retry_after: None,
-            source: None
-        }));
-        assert!(retried(Error::Internal {
-            message: String::new(),
-            source: None
-        }));
-        assert!(!retried(Error::Forbidden {
-            message: String::new(),
-            source: None
-        }));
-        assert!(!retried(Error::InvalidBody {
-            reason: String::new()
-        }));
-        assert_eq!(
-            Error::BodyTooLarge { limit: 1 }.status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        assert_eq!(
-            Error::MethodNotAllowed.status(),
-            StatusCode::METHOD_NOT_ALLOWED
-        );
+        assert!(retried(Error::Unavailable { message: String::new(), retry_after: None, source: None }));
+        assert!(retried(Error::Internal { message: String::new(), source: None }));
+        assert!(!retried(Error::Forbidden { message: String::new(), source: None }));
+        assert!(!retried(Error::InvalidBody { reason: String::new() }));
+        assert_eq!(Error::BodyTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(Error::MethodNotAllowed.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(Error::Unauthenticated.status(), StatusCode::FORBIDDEN);
     }
 }

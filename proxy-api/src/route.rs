@@ -31,16 +31,9 @@ impl Route {
     /// A route from its parts; `data` must not hold `target`, which has a field of its own.
     pub fn new(spec: RouteSpec, target: Target, data: Map<String, Value>) -> Result<Self> {
         if data.contains_key("target") {
-            return Err(Error::InvalidBody {
-                reason: "'target' is not route data".to_owned(),
-            });
+            return Err(Error::InvalidBody { reason: "'target' is not route data".to_owned() });
         }
-        Ok(Route {
-            spec,
-            target,
-            data,
-            wire: OnceLock::new(),
-        })
+        Ok(Route { spec, target, data, wire: OnceLock::new() })
     }
 
     /// The route's spec, its key.
@@ -61,8 +54,7 @@ impl Route {
     /// The route in configurable-http-proxy's wire format, `{"target": ..., <data>...}`.
     pub fn wire_json(&self) -> &str {
         self.wire.get_or_init(|| {
-            let json =
-                serde_json::to_string(&crate::wire::WireRoute(self)).expect("routes serialise");
+            let json = serde_json::to_string(&crate::wire::WireRoute(self)).expect("routes serialise");
             json.into_boxed_str()
         })
     }

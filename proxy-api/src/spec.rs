@@ -33,10 +33,7 @@ pub struct RouteSpec {
 impl RouteSpec {
     /// The root route `/`, which catches every request no other route matches.
     pub fn root() -> Self {
-        RouteSpec {
-            key: "/".to_owned(),
-            host_end: 0,
-        }
+        RouteSpec { key: "/".to_owned(), host_end: 0 }
     }
 
     /// Parses a spec as it stands, percent-encoded, in a request path.
@@ -48,20 +45,15 @@ impl RouteSpec {
     /// assert!(RouteSpec::from_encoded("/user/%zz", RoutingMode::Path).is_err());
     /// ```
     pub fn from_encoded(encoded: &str, mode: RoutingMode) -> Result<Self> {
-        let decoded = percent_decode_strict(encoded).map_err(|reason| Error::InvalidSpec {
-            spec: encoded.to_owned(),
-            reason,
-        })?;
+        let decoded = percent_decode_strict(encoded)
+            .map_err(|reason| Error::InvalidSpec { spec: encoded.to_owned(), reason })?;
         Self::new(&decoded, mode)
     }
 
     /// Parses an already decoded spec, normalising it: a leading `/` is added and one trailing
     /// `/` removed, so `user/alice/` and `/user/alice` are the same route.
     pub fn new(decoded: &str, mode: RoutingMode) -> Result<Self> {
-        let invalid = |reason| Error::InvalidSpec {
-            spec: decoded.to_owned(),
-            reason,
-        };
+        let invalid = |reason| Error::InvalidSpec { spec: decoded.to_owned(), reason };
         if decoded.chars().any(char::is_control) {
             return Err(invalid("control characters cannot be part of a route"));
         }
@@ -135,13 +127,9 @@ fn check_host(host: &str) -> std::result::Result<(), &'static str> {
     if host.is_empty() {
         return Err("host routing needs a host as the first segment");
     }
-    let valid = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    let valid = host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     if !valid || host.starts_with('.') || host.ends_with('.') {
-        return Err(
-            "the first segment must be a host name (letters, digits, '-', '.', '_'; no port)",
-        );
+        return Err("the first segment must be a host name (letters, digits, '-', '.', '_'; no port)");
     }
     Ok(())
 }
@@ -232,10 +220,7 @@ mod tests {
     #[test]
     fn malformed_escapes_are_refused() {
         for bad in ["/user/%", "/user/%2", "/user/%zz", "/user/%%41", "/%g0/x"] {
-            assert!(
-                reason(path(bad)).contains("malformed percent-escape"),
-                "{bad}"
-            );
+            assert!(reason(path(bad)).contains("malformed percent-escape"), "{bad}");
         }
         assert!(reason(path("/user/%FF%FE")).contains("UTF-8"));
     }
@@ -255,14 +240,7 @@ mod tests {
 
     #[test]
     fn host_routing_refuses_what_is_not_a_host() {
-        for bad in [
-            "/host:8000/x",
-            "/a b/x",
-            "/*.hub.org/x",
-            "/.hub.org/x",
-            "/hub.org./x",
-            "/ho%C3%BCst/x",
-        ] {
+        for bad in ["/host:8000/x", "/a b/x", "/*.hub.org/x", "/.hub.org/x", "/hub.org./x", "/ho%C3%BCst/x"] {
             assert!(reason(host(bad)).contains("host name"), "{bad}");
         }
     }

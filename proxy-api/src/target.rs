@@ -56,10 +56,8 @@ pub struct Target {
 impl Target {
     /// Parses and validates a target, keeping the string exactly as given.
     pub fn parse(raw: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidTarget {
-            target: raw.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let invalid =
+            |reason: &str| Error::InvalidTarget { target: raw.to_owned(), reason: reason.to_owned() };
         let (scheme, rest_at) = if starts_with_ignore_case(raw, "http://") {
             (Scheme::Http, "http://".len())
         } else if starts_with_ignore_case(raw, "https://") {
@@ -68,9 +66,7 @@ impl Target {
             return Err(invalid("the target must be an http:// or https:// URL"));
         };
         if let Some(bad) = raw.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid(&format!(
-                "the target contains the character {bad:?}"
-            )));
+            return Err(invalid(&format!("the target contains the character {bad:?}")));
         }
         if raw.contains('?') || raw.contains('#') {
             return Err(invalid("the target must not have a query or fragment"));
@@ -133,29 +129,19 @@ impl fmt::Display for Target {
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.get(..prefix.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    s.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
 }
 
 /// Splits `host[:port]` or `[v6]:port`, checking the host's characters and the port's range.
 fn split_host_port(authority: &str) -> std::result::Result<(&str, Option<u16>), &'static str> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or("an IPv6 host needs a closing ']'")?;
+        let (host, after) = v6.split_once(']').ok_or("an IPv6 host needs a closing ']'")?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err("the host in brackets is not an IPv6 address");
         }
         match after {
             "" => (host, None),
-            _ => (
-                host,
-                Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or("unexpected characters after the IPv6 host")?,
-                ),
-            ),
+            _ => (host, Some(after.strip_prefix(':').ok_or("unexpected characters after the IPv6 host")?)),
         }
     } else {
         match authority.split_once(':') {
@@ -164,9 +150,7 @@ fn split_host_port(authority: &str) -> std::result::Result<(&str, Option<u16>), 
         }
     };
     if !authority.starts_with('[') {
-        let valid = host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        let valid = host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
         if !valid {
             return Err("the host may hold only letters, digits, '-', '.' and '_'");
         }

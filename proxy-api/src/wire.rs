@@ -23,17 +23,12 @@ use crate::{Error, Result, Route, RouteSpec, Target};
 /// assert_eq!(route.data()["jupyterhub"], true);
 /// ```
 pub fn route_from_body(spec: RouteSpec, body: &[u8]) -> Result<Route> {
-    let invalid = |reason: &str| Error::InvalidBody {
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| Error::InvalidBody { reason: reason.to_owned() };
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(invalid(
-            "the body is empty; send a JSON object with a \"target\"",
-        ));
+        return Err(invalid("the body is empty; send a JSON object with a \"target\""));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| Error::InvalidBody {
-        reason: format!("the body is not JSON: {e}"),
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::InvalidBody { reason: format!("the body is not JSON: {e}") })?;
     let Value::Object(object) = value else {
         return Err(invalid("the body must be a JSON object with a \"target\""));
     };
@@ -45,14 +40,10 @@ pub fn route_from_object(spec: RouteSpec, mut object: Map<String, Value>) -> Res
     let target = match object.remove("target") {
         Some(Value::String(target)) => Target::parse(&target)?,
         Some(_) => {
-            return Err(Error::InvalidBody {
-                reason: "\"target\" must be a string".to_owned(),
-            });
+            return Err(Error::InvalidBody { reason: "\"target\" must be a string".to_owned() });
         }
         None => {
-            return Err(Error::InvalidBody {
-                reason: "the body has no \"target\"".to_owned(),
-            });
+            return Err(Error::InvalidBody { reason: "the body has no \"target\"".to_owned() });
         }
     };
     Route::new(spec, target, object)
@@ -83,10 +74,8 @@ impl Serialize for WireRoute<'_> {
 /// assert_eq!(wire::route_table_json(&[hub]), br#"{"/":{"target":"http://hub:8081"}}"#);
 /// ```
 pub fn route_table_json<R: AsRef<Route>>(routes: &[R]) -> Vec<u8> {
-    let size: usize = routes
-        .iter()
-        .map(|r| r.as_ref().spec().as_str().len() + r.as_ref().wire_json().len() + 4)
-        .sum();
+    let size: usize =
+        routes.iter().map(|r| r.as_ref().spec().as_str().len() + r.as_ref().wire_json().len() + 4).sum();
     let mut json = Vec::with_capacity(size + 2);
     json.push(b'{');
     for (i, route) in routes.iter().enumerate() {
@@ -94,8 +83,7 @@ pub fn route_table_json<R: AsRef<Route>>(routes: &[R]) -> Vec<u8> {
         if i > 0 {
             json.push(b',');
         }
-        serde_json::to_writer(&mut json, route.spec().as_str())
-            .expect("writing to a Vec cannot fail");
+        serde_json::to_writer(&mut json, route.spec().as_str()).expect("writing to a Vec cannot fail");
         json.push(b':');
         json.extend_from_slice(route.wire_json().as_bytes());
     }
@@ -129,10 +117,7 @@ pub fn parse_datestamp(text: &str) -> Result<DateTime<Utc>> {
         }
     }
     if let Ok(date) = NaiveDate::parse_from_str(trimmed, "%Y-%m-%d") {
-        return Ok(date
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc());
+        return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
     }
     Err(Error::InvalidDatestamp(text.to_owned()))
 }
@@ -164,10 +149,7 @@ mod tests {
     fn reason(body: &[u8]) -> String {
         match route_from_body(spec("/x"), body) {
             Err(Error::InvalidBody { reason }) => reason,
-            other => panic!(
-                "expected {:?} to be refused, got {other:?}",
-                String::from_utf8_lossy(body)
-            ),
+            other => panic!("expected {:?} to be refused, got {other:?}", String::from_utf8_lossy(body)),
         }
     }
 
@@ -184,10 +166,7 @@ mod tests {
         assert_eq!(route.target().as_str(), "http://10.0.0.7:8888/x");
         assert!(!route.data().contains_key("target"));
         assert_eq!(serde_json::to_value(WireRoute(&route)).unwrap(), body);
-        assert_eq!(
-            serde_json::from_str::<Value>(route.wire_json()).unwrap(),
-            body
-        );
+        assert_eq!(serde_json::from_str::<Value>(route.wire_json()).unwrap(), body);
     }
 
     #[test]
@@ -206,20 +185,13 @@ mod tests {
     #[test]
     fn unroutable_target_in_body_is_a_target_error() {
         let result = route_from_body(spec("/x"), br#"{"target": "not a url"}"#);
-        assert!(
-            matches!(result, Err(Error::InvalidTarget { .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(Error::InvalidTarget { .. })), "{result:?}");
     }
 
     #[test]
     fn table_is_keyed_by_decoded_spec() {
         let routes = vec![
-            route_from_body(
-                spec("/"),
-                br#"{"target": "http://hub:8081", "jupyterhub": true}"#,
-            )
-            .unwrap(),
+            route_from_body(spec("/"), br#"{"target": "http://hub:8081", "jupyterhub": true}"#).unwrap(),
             route_from_body(spec("/has space"), br#"{"target": "http://a:1"}"#).unwrap(),
         ];
         let table: Value = serde_json::from_slice(&route_table_json(&routes)).unwrap();
@@ -242,17 +214,8 @@ mod tests {
         assert_eq!(at("2026-11-26T10:00:00.5"), "2026-11-26T10:00:00.500+00:00");
         assert_eq!(at("2026-11-26T10:00"), "2026-11-26T10:00:00+00:00");
         assert_eq!(at("2026-11-26"), "2026-11-26T00:00:00+00:00");
-        for bad in [
-            "",
-            "garbage",
-            "2026-13-01",
-            "1700000000",
-            "2026-11-26 10:00:00 PST",
-        ] {
-            assert!(
-                matches!(parse_datestamp(bad), Err(Error::InvalidDatestamp(s)) if s == bad),
-                "{bad}"
-            );
+        for bad in ["", "garbage", "2026-13-01", "1700000000", "2026-11-26 10:00:00 PST"] {
+            assert!(matches!(parse_datestamp(bad), Err(Error::InvalidDatestamp(s)) if s == bad), "{bad}");
         }
     }
 
@@ -268,10 +231,7 @@ mod tests {
             &route(r#"{"target":"http://a","last_activity":"2026-11-27T00:00:00Z"}"#),
             since
         ));
-        assert!(!inactive_since(
-            &route(r#"{"target":"http://a","last_activity":"nonsense"}"#),
-            since
-        ));
+        assert!(!inactive_since(&route(r#"{"target":"http://a","last_activity":"nonsense"}"#), since));
         assert!(!inactive_since(&route(r#"{"target":"http://a"}"#), since));
     }
 }

@@ -14,10 +14,7 @@ pub struct ChpTable {
 impl ChpTable {
     /// An empty table; `host_routing` as `--host-routing`.
     pub fn new(host_routing: bool) -> Self {
-        ChpTable {
-            specs: BTreeSet::new(),
-            host_routing,
-        }
+        ChpTable { specs: BTreeSet::new(), host_routing }
     }
 
     /// Adds or replaces a route.
@@ -45,12 +42,7 @@ impl ChpTable {
             let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
             segments.push(name.to_ascii_lowercase());
         }
-        segments.extend(
-            decoded
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        );
+        segments.extend(decoded.split('/').filter(|s| !s.is_empty()).map(str::to_owned));
         // The longest prefix first: walk back from the whole path to the root.
         for length in (0..=segments.len()).rev() {
             let candidate = format!("/{}", segments[..length].join("/"));
@@ -72,23 +64,11 @@ mod tests {
         for spec in ["/", "/user/alice", "/user/alice/foo"] {
             table.add(spec);
         }
-        assert_eq!(
-            table.route("h", "/user/alice/foo/lab").as_deref(),
-            Some("/user/alice/foo")
-        );
-        assert_eq!(
-            table.route("h", "/user/alice/lab?x=1").as_deref(),
-            Some("/user/alice")
-        );
-        assert_eq!(
-            table.route("h", "/user/alice").as_deref(),
-            Some("/user/alice")
-        );
+        assert_eq!(table.route("h", "/user/alice/foo/lab").as_deref(), Some("/user/alice/foo"));
+        assert_eq!(table.route("h", "/user/alice/lab?x=1").as_deref(), Some("/user/alice"));
+        assert_eq!(table.route("h", "/user/alice").as_deref(), Some("/user/alice"));
         assert_eq!(table.route("h", "/user/alice2").as_deref(), Some("/"));
-        assert_eq!(
-            table.route("h", "/user/%61lice/").as_deref(),
-            Some("/user/alice")
-        );
+        assert_eq!(table.route("h", "/user/%61lice/").as_deref(), Some("/user/alice"));
         table.delete("/");
         assert_eq!(table.route("h", "/hub"), None);
     }
@@ -102,9 +82,6 @@ mod tests {
             table.route("alice.hub.org:443", "/user/alice/x").as_deref(),
             Some("/alice.hub.org/user/alice")
         );
-        assert_eq!(
-            table.route("bob.hub.org", "/user/alice/x").as_deref(),
-            Some("/")
-        );
+        assert_eq!(table.route("bob.hub.org", "/user/alice/x").as_deref(), Some("/"));
     }
 }

@@ -25,22 +25,15 @@ pub struct ApiResponse {
 impl ApiResponse {
     /// The body as JSON; panics, naming the body, when it is not.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The `error` message of a JSON error body; panics when there is none.
     pub fn error(&self) -> String {
         match self.json().get("error").and_then(|e| e.as_str()) {
             Some(message) => message.to_owned(),
-            None => panic!(
-                "no error message in {:?}",
-                String::from_utf8_lossy(&self.body)
-            ),
+            None => panic!("no error message in {:?}", String::from_utf8_lossy(&self.body)),
         }
     }
 
@@ -54,10 +47,7 @@ impl ApiResponse {
 
     /// The `Content-Type` header, or "" when there is none.
     pub fn content_type(&self) -> &str {
-        self.headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
+        self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default()
     }
 }
 
@@ -73,19 +63,12 @@ impl ApiClient {
     /// A client for the proxy at `addr`.
     pub fn new(addr: SocketAddr, token: Option<&str>) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        ApiClient {
-            addr,
-            token: token.map(str::to_owned),
-            client,
-        }
+        ApiClient { addr, token: token.map(str::to_owned), client }
     }
 
     /// The same client with another token, or none.
     pub fn with_token(&self, token: Option<&str>) -> Self {
-        ApiClient {
-            token: token.map(str::to_owned),
-            ..self.clone()
-        }
+        ApiClient { token: token.map(str::to_owned), ..self.clone() }
     }
 
     /// `GET path`.
@@ -112,31 +95,19 @@ impl ApiClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> ApiResponse {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
+        let mut request = Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("token {token}"));
         }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request
-            .body(Full::new(Bytes::copy_from_slice(body)))
-            .expect("a valid request");
+        let request = request.body(Full::new(Bytes::copy_from_slice(body))).expect("a valid request");
         let call = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .expect("the proxy answers");
+            let response = self.client.request(request).await.expect("the proxy answers");
             let (parts, body) = response.into_parts();
             let body = body.collect().await.expect("the body arrives").to_bytes();
-            ApiResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            }
+            ApiResponse { status: parts.status, headers: parts.headers, body }
         };
         tokio::time::timeout(Duration::from_secs(10), call)
             .await

@@ -22,6 +22,8 @@ pub struct Routed {
     pub port: Option<u32>,
     /// The path forwarded, after any rewrite.
     pub path: String,
+    /// Response headers the route sets.
+    pub response_headers: std::collections::BTreeMap<String, String>,
 }
 
 /// One Envoy route: a single match of an http route of a VirtualService.
@@ -96,12 +98,7 @@ pub struct Gateway {
 /// `pilot/pkg/model/config.go`, `configCompareByCreationTime`: creation time (seconds), then
 /// name, then namespace.
 fn istio_order(a: &VirtualService, b: &VirtualService) -> Ordering {
-    let created = |o: &VirtualService| {
-        o.metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second())
-    };
+    let created = |o: &VirtualService| o.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
     created(a)
         .cmp(&created(b))
         .then_with(|| a.metadata.name.cmp(&b.metadata.name))
@@ -112,13 +109,11 @@ fn istio_order(a: &VirtualService, b: &VirtualService) -> Ordering {
 /// its `gateways` name it as `namespace/name`, or as `name` in the VirtualService's namespace.
 fn binds(object: &VirtualService, gateway: &str) -> bool {
     let namespace = object.metadata.namespace.as_deref().unwrap_or("default");
-    object.spec.gateways.iter().any(|g| {
-        if g.contains('/') {
-            g == gateway
-        } else {
-            format!("{namespace}/{g}") == gateway
-        }
-    })
+    object
+        .spec
+        .gateways
+        .iter()
+        .any(|g| if g.contains('/') { g == gateway } else { format!("{namespace}/{g}") == gateway })
 }
 
 /// Whether a VirtualService host and a gateway server host intersect (`*` and `*.suffix`
@@ -142,12 +137,7 @@ impl Gateway {
             .iter()
             .map(Arc::as_ref)
             .filter(|o| binds(o, gateway))
-            .filter(|o| {
-                o.spec
-                    .hosts
-                    .iter()
-                    .any(|h| server_hosts.iter().any(|s| hosts_intersect(h, s)))
-            })
+            .filter(|o| o.spec.hosts.iter().any(|h| server_hosts.iter().any(|s| hosts_intersect(h, s))))
             .collect();
         bound.sort_by(|a, b| istio_order(a, b));
 
@@ -160,20 +150,15 @@ impl Gateway {
             for host in &object.spec.hosts {
                 match virtual_hosts.iter_mut().find(|v| &v.domain == host) {
                     Some(virtual_host) => virtual_host.routes.extend(routes.iter().cloned()),
-                    None => virtual_hosts.push(VirtualHost {
-                        domain: host.clone(),
-                        routes: routes.clone(),
-                    }),
+                    None => virtual_hosts.push(VirtualHost { domain: host.clone(), routes: routes.clone() }),
                 }
             }
         }
         // `route.go`, `SortVHostRoutes`: catch-all routes move to the end; every other route
         // keeps its relative order (a stable partition).
         for virtual_host in &mut virtual_hosts {
-            let (catch_all, specific): (Vec<_>, Vec<_>) = virtual_host
-                .routes
-                .drain(..)
-                .partition(EnvoyRoute::is_catch_all);
+            let (catch_all, specific): (Vec<_>, Vec<_>) =
+                virtual_host.routes.drain(..).partition(EnvoyRoute::is_catch_all);
             virtual_host.routes = specific.into_iter().chain(catch_all).collect();
         }
         Gateway { virtual_hosts }
@@ -185,35 +170,34 @@ impl Gateway {
         let virtual_host = self.virtual_host(host)?;
         let path = path.split('?').next().unwrap_or_default();
         // Envoy takes the first route that matches.
-        let chosen = virtual_host
-            .routes
-            .iter()
-            .find(|r| matches(r, host, path))?;
+        let chosen = virtual_host.routes.iter().find(|r| matches(r, host, path))?;
         let destination = &chosen.route.route.first()?.destination;
         Some(Routed {
             virtual_service: chosen.virtual_service.clone(),
             host: destination.host.clone(),
             port: destination.port.as_ref().map(|p| p.number),
             path: rewrite(&chosen.route, &chosen.matcher, path),
+            response_headers: chosen
+                .route
+                .headers
+                .as_ref()
+                .and_then(|h| h.response.as_ref())
+                .map(|r| r.set.clone())
+                .unwrap_or_default(),
         })
     }
 
     /// Envoy's virtual host selection: an exact domain, then the longest `*.suffix`, then `*`.
     /// The port of the `Host` header is not part of the name.
     fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        let name = host
-            .rsplit_once(':')
-            .map_or(host, |(name, _)| name)
-            .to_ascii_lowercase();
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name).to_ascii_lowercase();
         if let Some(exact) = self.virtual_hosts.iter().find(|v| v.domain == name) {
             return Some(exact);
         }
         let suffix = self
             .virtual_hosts
             .iter()
-            .filter(|v| {
-                v.domain.len() > 1 && v.domain.starts_with('*') && name.ends_with(&v.domain[1..])
-            })
+            .filter(|v| v.domain.len() > 1 && v.domain.starts_with('*') && name.ends_with(&v.domain[1..]))
             .max_by_key(|v| v.domain.len());
         suffix.or_else(|| self.virtual_hosts.iter().find(|v| v.domain == "*"))
     }
@@ -226,11 +210,8 @@ fn envoy_routes(object: &VirtualService) -> Vec<EnvoyRoute> {
     let name = object.metadata.name.clone().unwrap_or_default();
     let mut routes = Vec::new();
     for http in &object.spec.http {
-        let matchers = if http.matches.is_empty() {
-            vec![HttpMatchRequest::default()]
-        } else {
-            http.matches.clone()
-        };
+        let matchers =
+            if http.matches.is_empty() { vec![HttpMatchRequest::default()] } else { http.matches.clone() };
         for matcher in matchers {
             let route = EnvoyRoute {
                 virtual_service: name.clone(),
@@ -251,10 +232,7 @@ fn envoy_routes(object: &VirtualService) -> Vec<EnvoyRoute> {
 
 fn matches(route: &EnvoyRoute, host: &str, path: &str) -> bool {
     route.uri.as_ref().is_none_or(|uri| uri.matches(path))
-        && route
-            .authority
-            .as_ref()
-            .is_none_or(|authority| authority.matches(host))
+        && route.authority.as_ref().is_none_or(|authority| authority.matches(host))
 }
 
 /// `rewrite.uri` replaces the matched prefix, or the whole path after an exact or regex match;
@@ -284,9 +262,7 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use istio_routes::resources::{
-        Destination, HttpRouteDestination, IstioVersion, VirtualServiceSpec,
-    };
+    use istio_routes::resources::{Destination, HttpRouteDestination, IstioVersion, VirtualServiceSpec};
 
     fn object(name: &str, created: i64, prefix: &str, host: &str) -> Arc<VirtualService> {
         let metadata = ObjectMeta {
@@ -300,42 +276,25 @@ mod tests {
                 uri: Some(StringMatch::Prefix(prefix.into())),
                 authority: None,
             }],
-            route: vec![HttpRouteDestination {
-                destination: Destination {
-                    host: host.into(),
-                    port: None,
-                },
-            }],
+            route: vec![HttpRouteDestination { destination: Destination { host: host.into(), port: None } }],
             ..HttpRoute::default()
         };
-        let spec = VirtualServiceSpec {
-            hosts: vec!["*".into()],
-            gateways: vec!["gw".into()],
-            http: vec![http],
-        };
+        let spec =
+            VirtualServiceSpec { hosts: vec!["*".into()], gateways: vec!["gw".into()], http: vec![http] };
         Arc::new(VirtualService::new(IstioVersion::V1, metadata, spec))
     }
 
     #[test]
     fn older_virtual_services_win_overlaps_as_the_reference_says() {
         // The Go proxy's failure: `/jhub/` created first shadows the later `/jhub/user/alice/`.
-        let objects = [
-            object("hub", 1, "/jhub/", "hub"),
-            object("alice", 2, "/jhub/user/alice/", "alice"),
-        ];
+        let objects = [object("hub", 1, "/jhub/", "hub"), object("alice", 2, "/jhub/user/alice/", "alice")];
         let gateway = Gateway::build(&objects, "hub/gw", &["*"]);
-        assert_eq!(
-            gateway.route("x", "/jhub/user/alice/lab").unwrap().host,
-            "hub"
-        );
+        assert_eq!(gateway.route("x", "/jhub/user/alice/lab").unwrap().host, "hub");
     }
 
     #[test]
     fn catch_alls_go_last_whatever_their_age() {
-        let objects = [
-            object("root", 1, "/", "hub"),
-            object("alice", 2, "/user/alice/", "alice"),
-        ];
+        let objects = [object("root", 1, "/", "hub"), object("alice", 2, "/user/alice/", "alice")];
         let gateway = Gateway::build(&objects, "hub/gw", &["*"]);
         assert_eq!(gateway.route("x", "/user/alice/lab").unwrap().host, "alice");
         assert_eq!(gateway.route("x", "/other").unwrap().host, "hub");
@@ -343,10 +302,7 @@ mod tests {
 
     #[test]
     fn ties_of_creation_time_go_by_name() {
-        let objects = [
-            object("b", 1, "/a/", "second"),
-            object("a", 1, "/a/", "first"),
-        ];
+        let objects = [object("b", 1, "/a/", "second"), object("a", 1, "/a/", "first")];
         let gateway = Gateway::build(&objects, "hub/gw", &["*"]);
         assert_eq!(gateway.route("x", "/a/b").unwrap().host, "first");
     }
@@ -354,15 +310,7 @@ mod tests {
     #[test]
     fn unbound_or_foreign_hosts_are_not_routed() {
         let objects = [object("a", 1, "/", "hub")];
-        assert!(
-            Gateway::build(&objects, "hub/other", &["*"])
-                .route("x", "/")
-                .is_none()
-        );
-        assert!(
-            Gateway::build(&objects, "istio-system/gw", &["*"])
-                .route("x", "/")
-                .is_none()
-        );
+        assert!(Gateway::build(&objects, "hub/other", &["*"]).route("x", "/").is_none());
+        assert!(Gateway::build(&objects, "istio-system/gw", &["*"]).route("x", "/").is_none());
     }
 }

@@ -16,6 +16,8 @@ pub struct ProxyProcess {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// The tasks copying stdout and stderr into `log`; done at end of file.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ProxyProcess {
@@ -35,11 +37,7 @@ impl ProxyProcess {
     /// Starts a prepared command, which must make the proxy listen, and waits as
     /// [`start`](Self::start) does.
     pub async fn spawn(mut command: Command) -> ProxyProcess {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = command.spawn().expect("the proxy binary starts");
         let log = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = oneshot::channel();
@@ -47,7 +45,7 @@ impl ProxyProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr_log = Arc::clone(&log);
-        tokio::spawn(async move {
+        let stderr_reader = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(addr) = listening_addr(&line)
@@ -61,7 +59,7 @@ impl ProxyProcess {
             }
         });
         let stdout_log = Arc::clone(&log);
-        tokio::spawn(async move {
+        let stdout_reader = tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut log = stdout_log.lock().unwrap();
@@ -70,7 +68,7 @@ impl ProxyProcess {
             }
         });
         match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
-            Ok(Ok(addr)) => ProxyProcess { child, addr, log },
+            Ok(Ok(addr)) => ProxyProcess { child, addr, log, readers: vec![stderr_reader, stdout_reader] },
             _ => {
                 let _ = child.kill().await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -89,17 +87,17 @@ impl ProxyProcess {
         self.log.lock().unwrap().clone()
     }
 
-    /// Sends SIGTERM and waits up to `timeout` for the proxy to exit.
+    /// Sends SIGTERM and waits up to `timeout` for the proxy to exit and for its last output
+    /// to reach [`log`](Self::log).
     pub async fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let pid = self.child.id().expect("the proxy is running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
-        tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok)
+        let status = tokio::time::timeout(timeout, self.child.wait()).await.ok().and_then(Result::ok);
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+        }
+        status
     }
 }
 
@@ -114,10 +112,7 @@ mod tests {
     #[test]
     fn finds_the_address_in_the_log_line() {
         let line = "2026-11-26T23:34:58Z  INFO jupyterhub_istio_proxy: listening on http://127.0.0.1:18555 store=Memory";
-        assert_eq!(
-            super::listening_addr(line),
-            Some("127.0.0.1:18555".parse().unwrap())
-        );
+        assert_eq!(super::listening_addr(line), Some("127.0.0.1:18555".parse().unwrap()));
         assert_eq!(super::listening_addr("listening on nothing"), None);
     }
 }

@@ -21,34 +21,20 @@ pub fn jupyterhub_python() -> PathBuf {
     }
     // Tests of one binary run on threads; let one of them build the venv.
     static BUILDING: Mutex<()> = Mutex::new(());
-    let _guard = BUILDING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = BUILDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
 
     let requirements_path = scripts_dir().join("requirements.txt");
-    let requirements =
-        std::fs::read_to_string(&requirements_path).expect("testkit/python/requirements.txt");
+    let requirements = std::fs::read_to_string(&requirements_path).expect("testkit/python/requirements.txt");
     let venv = target_dir().join("testkit/venv");
     let python = venv.join("bin/python");
     let stamp = venv.join("requirements.installed");
-    if std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == requirements)
-        && python.exists()
-    {
+    if std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == requirements) && python.exists() {
         return python;
     }
     let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    run(Command::new(&system_python)
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv));
+    run(Command::new(&system_python).args(["-m", "venv", "--clear"]).arg(&venv));
     run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
         .arg(&requirements_path));
     std::fs::write(&stamp, requirements).expect("write the venv stamp");
     python
@@ -57,16 +43,11 @@ pub fn jupyterhub_python() -> PathBuf {
 /// The cargo target dir this test binary was built into (`<target>/<profile>/deps/<test>`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| crate::workspace_root().join("target"))
+    exe.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
 fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         output.status.success(),
         "{command:?} failed:\n{}\n{}",
@@ -84,10 +65,7 @@ pub fn run_script(script: &str, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {script} with {}: {e}", python.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }

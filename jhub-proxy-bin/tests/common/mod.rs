@@ -45,10 +45,7 @@ pub(crate) async fn serve<B: Backend>(
 ) -> TestProxy {
     let options = app::AppOptions {
         token: TOKEN.to_owned(),
-        api: ApiConfig {
-            routing_mode: mode,
-            ..ApiConfig::default()
-        },
+        api: ApiConfig { routing_mode: mode, ..ApiConfig::default() },
         request_timeout,
         ready: Arc::new(|| true),
         ready_wait: Duration::from_secs(10),
@@ -65,21 +62,13 @@ pub(crate) async fn serve<B: Backend>(
         },
         Duration::from_secs(5),
     ));
-    TestProxy {
-        addr,
-        api: ApiClient::new(addr, Some(TOKEN)),
-        shutdown: Some(tx),
-        served,
-    }
+    TestProxy { addr, api: ApiClient::new(addr, Some(TOKEN)), shutdown: Some(tx), served }
 }
 
 /// A proxy over a fresh memory store, with the Istio translation as `--store memory` runs it.
 pub(crate) async fn memory(mode: RoutingMode) -> TestProxy {
-    let translation = istio_routes::Translation {
-        routing_mode: mode,
-        ..istio_routes::Translation::default()
-    };
-    let backend =
-        istio_routes::IstioBackend::new(Arc::new(istio_routes::MemoryStore::new()), translation);
+    let translation =
+        istio_routes::Translation { routing_mode: mode, ..istio_routes::Translation::default() };
+    let backend = istio_routes::IstioBackend::new(Arc::new(istio_routes::MemoryStore::new()), translation);
     serve(Arc::new(backend), mode, Duration::from_secs(30)).await
 }

@@ -1,0 +1,144 @@
+//! Warm-up: a POST is answered once Istio's gateway serves the new route.
+//!
+//! The gateway here is `testkit::istio_model` serving a snapshot of the store that is taken
+//! only every so often, as istiod pushes configuration to gateways some time after a write.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::serve;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use istio_routes::resources::VirtualService;
+use istio_routes::{IstioBackend, MemoryStore, RouteStore, Translation};
+use jhub_proxy_bin::warmup::{Warmup, WarmupOptions};
+use proxy_api::RoutingMode;
+use testkit::istio_model::Gateway;
+
+const GATEWAY: &str = "istio-system/jupyterhub-gateway";
+
+type Snapshot = Arc<Mutex<Vec<Arc<VirtualService>>>>;
+
+/// A gateway on loopback that routes by the model over `snapshot`, answering with the
+/// response headers of the route it picked, or 404.
+async fn gateway(snapshot: Snapshot) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let snapshot = Arc::clone(&snapshot);
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let objects = snapshot.lock().unwrap().clone();
+                async move {
+                    let host =
+                        request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+                    let routed = Gateway::build(&objects, GATEWAY, &["*"]).route(host, request.uri().path());
+                    let mut response = Response::new(Full::new(Bytes::new()));
+                    match routed {
+                        Some(routed) => {
+                            for (name, value) in routed.response_headers {
+                                response.headers_mut().insert(
+                                    http::HeaderName::try_from(name).unwrap(),
+                                    http::HeaderValue::try_from(value).unwrap(),
+                                );
+                            }
+                        }
+                        None => *response.status_mut() = StatusCode::NOT_FOUND,
+                    }
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+struct Setup {
+    proxy: common::TestProxy,
+    warmup: Arc<Warmup<IstioBackend<MemoryStore>>>,
+    gateway: String,
+}
+
+/// The `jupyter-proxy-id` the gateway sends for a path now.
+async fn served_id(gateway: &str, path: &str) -> Option<String> {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let request = Request::get(format!("{gateway}{path}"))
+        .header(header::HOST, "hub.example.org")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    response.headers().get(istio_routes::PROXY_ID_HEADER).map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A proxy with warm-up over a memory store, whose gateway sees the store's objects every
+/// `push` (never, when `None`).
+async fn setup(push: Option<Duration>, timeout: Duration, strict: bool) -> Setup {
+    let store = Arc::new(MemoryStore::new());
+    let translation =
+        Translation { gateways: vec![GATEWAY.into()], hosts: vec!["*".into()], ..Translation::default() };
+    let snapshot: Snapshot = Arc::default();
+    if let Some(push) = push {
+        let (store, snapshot) = (Arc::clone(&store), Arc::clone(&snapshot));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(push).await;
+                *snapshot.lock().unwrap() = store.virtual_services();
+            }
+        });
+    }
+    let url = gateway(snapshot).await;
+    let options =
+        WarmupOptions { url: url.parse().unwrap(), public_host: "hub.example.org".into(), timeout, strict };
+    let warmup = Arc::new(Warmup::new(Arc::new(IstioBackend::new(store, translation)), options));
+    let proxy = serve(Arc::clone(&warmup), RoutingMode::Path, Duration::from_secs(30)).await;
+    Setup { proxy, warmup, gateway: url }
+}
+
+#[tokio::test]
+async fn a_post_is_answered_once_the_gateway_serves_the_route() {
+    let Setup { proxy, warmup, gateway } =
+        setup(Some(Duration::from_millis(400)), Duration::from_secs(5), false).await;
+    for target in ["http://10.0.0.1:8888", "http://10.0.0.2:8888"] {
+        let body = format!(r#"{{"target": "{target}"}}"#);
+        assert_eq!(proxy.api.post("/api/routes/user/alice", &body).await.status, StatusCode::CREATED);
+        // The gateway's snapshot lags by up to 400 ms, and yet at the 201 it serves this very
+        // version of the route.
+        let spec = proxy_api::RouteSpec::new("/user/alice", RoutingMode::Path).unwrap();
+        let route =
+            proxy_api::Route::new(spec, proxy_api::Target::parse(target).unwrap(), Default::default())
+                .unwrap();
+        assert_eq!(served_id(&gateway, "/user/alice/lab").await, Some(istio_routes::revision(&route)));
+    }
+    assert_eq!(warmup.timeouts(), 0);
+}
+
+#[tokio::test]
+async fn a_gateway_that_never_serves_the_route_times_out_and_still_answers_201() {
+    let Setup { proxy, warmup, .. } = setup(None, Duration::from_secs(1), false).await;
+    let started = Instant::now();
+    assert_eq!(proxy.api.post("/api/routes/user/alice", r#"{"target": "http://a:1"}"#).await.status, 201);
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert_eq!(warmup.timeouts(), 1);
+}
+
+#[tokio::test]
+async fn strict_warm_up_answers_503_so_jupyterhub_retries() {
+    let Setup { proxy, warmup, .. } = setup(None, Duration::from_secs(1), true).await;
+    let response = proxy.api.post("/api/routes/user/alice", r#"{"target": "http://a:1"}"#).await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.error().contains("did not serve route /user/alice"), "{}", response.error());
+    assert_eq!(warmup.timeouts(), 1);
+    // The route was written all the same; a retry finds it.
+    assert_eq!(proxy.api.get("/api/routes").await.keys(), ["/user/alice"]);
+}
