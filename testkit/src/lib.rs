@@ -4,6 +4,7 @@
 //!   [`chp`]: how configurable-http-proxy would route it; property tests compare the two.
 //! - [`client`]: an HTTP client for the routes API, and raw requests for what a well-behaved
 //!   client would never send.
+//! - [`fake_kube`]: a fake Kubernetes API server for kube-rs clients, with failure injection.
 //! - [`process`]: the proxy binary as a child process, with its log.
 //! - [`python`]: a virtualenv with JupyterHub from PyPI, whose own proxy client drives ours.
 //!
@@ -21,6 +22,7 @@
 
 pub mod chp;
 pub mod client;
+pub mod fake_kube;
 pub mod istio_model;
 pub mod process;
 pub mod python;
