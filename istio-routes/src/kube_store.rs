@@ -7,7 +7,7 @@
 //! field manager, so several replicas writing the same route converge instead of conflicting.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,10 @@ pub struct KubeStore {
     service_entries: Api<ServiceEntry>,
     namespace: String,
     cache: reflector::Store<VirtualService>,
-    ready: Arc<AtomicBool>,
+    /// Set by the watch loop on the first complete list. (kube-runtime's
+    /// `Store::wait_until_ready` missed that wake-up on a current-thread runtime, and would
+    /// hold readiness back until something else polled it.)
+    ready: tokio::sync::watch::Receiver<bool>,
     overlay: Mutex<HashMap<String, Pending>>,
     stats: Arc<WatchStats>,
 }
@@ -83,7 +86,7 @@ impl KubeStore {
 
         let writer = Writer::new(version);
         let cache = writer.as_reader();
-        let ready = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let stats = Arc::new(WatchStats::default());
         let config = watcher::Config::default().labels(&translation.label_selector());
         let watch_stats = Arc::clone(&stats);
@@ -98,6 +101,7 @@ impl KubeStore {
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(watcher::Event::InitDone) => {
+                        ready_tx.send_replace(true);
                         watch_stats.lists.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("route cache synced with the Kubernetes API server");
                     }
@@ -107,13 +111,6 @@ impl KubeStore {
                         tracing::warn!(%error, "watching VirtualServices failed; retrying");
                     }
                 }
-            }
-        });
-        let ready_flag = Arc::clone(&ready);
-        let ready_cache = cache.clone();
-        tokio::spawn(async move {
-            if ready_cache.wait_until_ready().await.is_ok() {
-                ready_flag.store(true, Ordering::Release);
             }
         });
         Ok(KubeStore {
@@ -134,7 +131,8 @@ impl KubeStore {
 
     /// Waits until the first list has arrived.
     pub async fn wait_until_ready(&self) {
-        let _ = self.cache.wait_until_ready().await;
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|ready| *ready).await;
     }
 
     fn remember(&self, name: &str, object: Option<Arc<VirtualService>>) {
@@ -174,7 +172,7 @@ impl KubeStore {
 #[async_trait]
 impl RouteStore for KubeStore {
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        *self.ready.borrow()
     }
 
     fn virtual_services(&self) -> Vec<Arc<VirtualService>> {

@@ -1,0 +1,259 @@
+//! The Kubernetes store against testkit's fake API server: what it writes, that reads come
+//! from its watch cache, how it recovers, and what API failures become.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use istio_routes::{Error, IstioBackend, KubeStore, RouteStore, Translation};
+use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
+use serde_json::json;
+use testkit::fake_kube::{Answer, FailureRule, FakeKube};
+use testkit::istio_model::Gateway;
+
+const NAMESPACE: &str = "hub";
+const GATEWAY: &str = "istio-system/jupyterhub-gateway";
+
+fn translation() -> Translation {
+    Translation {
+        namespace: NAMESPACE.into(),
+        gateways: vec![GATEWAY.into()],
+        hosts: vec!["*".into()],
+        ..Translation::default()
+    }
+}
+
+async fn start(fake: &FakeKube) -> Result<IstioBackend<KubeStore>, Error> {
+    let client = kube::Client::try_from(fake.kubeconfig(NAMESPACE)).unwrap();
+    let store = KubeStore::start(client, &translation()).await?;
+    tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await.expect("the cache syncs");
+    Ok(IstioBackend::new(Arc::new(store), translation()))
+}
+
+fn route(spec: &str, target: &str) -> Route {
+    let spec = RouteSpec::new(spec, RoutingMode::Path).unwrap();
+    Route::new(spec, Target::parse(target).unwrap(), Default::default()).unwrap()
+}
+
+fn spec(s: &str) -> RouteSpec {
+    RouteSpec::new(s, RoutingMode::Path).unwrap()
+}
+
+async fn listed(backend: &IstioBackend<KubeStore>) -> Vec<String> {
+    backend.list().await.unwrap().iter().map(|r| r.spec().to_string()).collect()
+}
+
+/// Polls until `check` holds, for at most 5 s: the watch delivers asynchronously.
+async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn routes_become_labelled_objects_and_read_back_at_once() {
+    let fake = FakeKube::start().await;
+    let backend = start(&fake).await.unwrap();
+    backend.add(route("/user/alice", "http://10.0.0.1:8888")).await.unwrap();
+    // Read-your-writes: listed at once, whatever the watch is doing.
+    assert_eq!(listed(&backend).await, ["/user/alice"]);
+
+    let objects = fake.objects("virtualservices");
+    assert_eq!(objects.len(), 1);
+    let labels = &objects[0]["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "jupyterhub-istio-proxy");
+    assert_eq!(labels["jupyterhub-istio-proxy/instance"], "jupyter");
+    assert_eq!(fake.objects("serviceentries").len(), 1, "the pod IP's ServiceEntry");
+
+    assert!(backend.delete(&spec("/user/alice")).await.unwrap());
+    assert!(listed(&backend).await.is_empty());
+    assert!(fake.objects("virtualservices").is_empty() && fake.objects("serviceentries").is_empty());
+    assert!(!backend.delete(&spec("/user/alice")).await.unwrap(), "a missing route is a 404, not an error");
+}
+
+#[tokio::test]
+async fn reads_come_from_the_watch_cache_not_the_api_server() {
+    let fake = FakeKube::start().await;
+    let backend = start(&fake).await.unwrap();
+    backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+    fake.clear_requests();
+    for _ in 0..50 {
+        assert_eq!(listed(&backend).await.len(), 1);
+        assert!(backend.get(&spec("/user/alice")).await.unwrap().is_some());
+    }
+    let reads: Vec<_> =
+        fake.requests().into_iter().filter(|r| r.method == Method::GET && !r.is_watch()).collect();
+    assert!(reads.is_empty(), "reads reached the API server: {reads:?}");
+}
+
+#[tokio::test]
+async fn other_writers_show_up_through_the_watch_even_after_it_breaks() {
+    let fake = FakeKube::start().await;
+    let backend = start(&fake).await.unwrap();
+    let other = start(&fake).await.unwrap();
+    other.add(route("/user/bob", "http://jupyter-bob:8888")).await.unwrap();
+    eventually("the first replica sees bob", async || listed(&backend).await == ["/user/bob"]).await;
+
+    fake.break_watches();
+    other.add(route("/user/carol", "http://jupyter-carol:8888")).await.unwrap();
+    fake.compact();
+    other.delete(&spec("/user/bob")).await.unwrap();
+    eventually("the first replica converges after the watch broke", async || {
+        listed(&backend).await == ["/user/carol"]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn api_failures_become_statuses_jupyterhub_understands() {
+    let fake = FakeKube::start().await;
+    let backend = start(&fake).await.unwrap();
+
+    fake.fail_next(FailureRule::new(Answer::status(403, "Forbidden")).method(Method::PATCH));
+    let error = backend.add(route("/user/a", "http://jupyter-a:8888")).await.unwrap_err();
+    assert_eq!(error.status(), 403);
+    assert!(
+        error
+            .to_string()
+            .contains("needs 'patch' on virtualservices.networking.istio.io in namespace \"hub\""),
+        "{error}"
+    );
+
+    fake.fail_next(FailureRule::new(Answer::status(500, "InternalError")).method(Method::PATCH));
+    let error = backend.add(route("/user/a", "http://jupyter-a:8888")).await.unwrap_err();
+    assert_eq!(error.status(), 503, "{error}");
+
+    // Nothing half-written: the failed adds left no objects.
+    assert!(fake.objects("virtualservices").is_empty());
+    backend.add(route("/user/a", "http://jupyter-a:8888")).await.unwrap();
+    assert_eq!(listed(&backend).await, ["/user/a"]);
+}
+
+#[tokio::test]
+async fn missing_crds_or_permissions_stop_the_start_with_what_to_do() {
+    let fake = FakeKube::start().await;
+    fake.fail_next(FailureRule::new(Answer::NotServed).path_contains("virtualservices"));
+    let error = start(&fake).await.unwrap_err();
+    assert!(matches!(error, Error::NotInstalled { .. }), "{error:?}");
+    assert!(error.to_string().contains("install Istio's CRDs (networking.istio.io v1)"), "{error}");
+
+    fake.fail_next(FailureRule::new(Answer::status(403, "Forbidden")).path_contains("serviceentries"));
+    let error = start(&fake).await.unwrap_err();
+    assert!(error.to_string().contains("needs 'list' on serviceentries.networking.istio.io"), "{error}");
+}
+
+#[tokio::test]
+async fn the_store_is_not_ready_until_the_first_list() {
+    let fake = FakeKube::start().await;
+    let client = kube::Client::try_from(fake.kubeconfig(NAMESPACE)).unwrap();
+    let store = KubeStore::start(client, &translation()).await.unwrap();
+    // The watch was spawned but has not run yet (one-thread runtime): slow its first list.
+    fake.set_latency(Duration::from_millis(500));
+    assert!(!store.is_ready());
+    let backend = IstioBackend::new(Arc::new(store), translation());
+    let error = backend.list().await.unwrap_err();
+    assert_eq!(error.status(), 503);
+    assert!(error.to_string().contains("still loading"), "{error}");
+    tokio::time::timeout(Duration::from_secs(10), backend.store().wait_until_ready()).await.unwrap();
+    fake.set_latency(Duration::ZERO);
+    assert!(backend.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_go_proxys_objects_are_adopted_listed_and_replaced() {
+    let fake = FakeKube::start().await;
+    let legacy = json!({"route_spec": "/user/alice/", "target": "http://jupyter-alice:8888", "jupyterhub": true,
+                        "data": {"user": "alice", "server_name": ""}});
+    use base64::Engine;
+    let annotation = base64::engine::general_purpose::STANDARD.encode(legacy.to_string());
+    fake.insert(
+        "networking.istio.io",
+        "v1",
+        "virtualservices",
+        NAMESPACE,
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "jupyter-0123", "annotations": {"jupyter.splunk.io/proxy-data": annotation}},
+            "spec": {"hosts": ["*"], "gateways": ["jupyterhub-gateway"],
+                     "http": [{"match": [{"uri": {"prefix": "/user/alice/"}}],
+                               "route": [{"destination": {"host": "jupyter-alice.hub.svc.cluster.local"}}]}]}
+        }),
+    );
+    // Another program's object, which must be left alone.
+    fake.insert(
+        "networking.istio.io",
+        "v1",
+        "virtualservices",
+        NAMESPACE,
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "grafana"},
+               "spec": {"hosts": ["*"]}}),
+    );
+    let backend = start(&fake).await.unwrap();
+    assert_eq!(listed(&backend).await, ["/user/alice"]);
+    let adopted = fake.object("virtualservices", NAMESPACE, "jupyter-0123").unwrap();
+    assert_eq!(adopted["metadata"]["labels"]["jupyterhub-istio-proxy/instance"], "jupyter");
+    assert!(fake.object("virtualservices", NAMESPACE, "grafana").unwrap()["metadata"]["labels"].is_null());
+
+    backend.add(route("/user/alice", "http://10.0.0.5:8888")).await.unwrap();
+    assert!(
+        fake.object("virtualservices", NAMESPACE, "jupyter-0123").is_none(),
+        "replaced on the next write"
+    );
+    assert_eq!(listed(&backend).await, ["/user/alice"]);
+}
+
+#[tokio::test]
+async fn two_replicas_writing_overlapping_routes_route_as_chp_does() {
+    let fake = FakeKube::start().await;
+    fake.set_clock(1_700_000_000);
+    let replicas = [start(&fake).await.unwrap(), start(&fake).await.unwrap()];
+    let specs =
+        ["/jhub", "/jhub/user/alice", "/jhub/user/alice/foo", "/jhub/user/bob", "/jhub/services/x", "/"];
+    for round in 0..3 {
+        let writes = specs.iter().enumerate().map(|(i, s)| {
+            let replica = &replicas[(i + round) % 2];
+            replica.add(route(s, &format!("http://10.0.{round}.{i}:8888")))
+        });
+        for result in futures::future::join_all(writes).await {
+            result.unwrap();
+        }
+        fake.advance_clock(1);
+    }
+    eventually("both replicas list every route", async || {
+        for replica in &replicas {
+            if listed(replica).await.len() != specs.len() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // Exactly one object per route: no duplicates, no orphans.
+    assert_eq!(fake.objects("virtualservices").len(), specs.len());
+
+    let store = replicas[0].store();
+    let gateway = Gateway::build(&store.virtual_services(), GATEWAY, &["*"]);
+    let mut chp = testkit::chp::ChpTable::new(false);
+    specs.iter().for_each(|s| chp.add(s));
+    for path in [
+        "/jhub/user/alice/foo/lab",
+        "/jhub/user/alice/lab",
+        "/jhub/user/bob",
+        "/jhub/hub/home",
+        "/jhub/services/x/",
+        "/other",
+    ] {
+        let routed = gateway.route("hub.org", path).unwrap();
+        let object = store
+            .virtual_services()
+            .into_iter()
+            .find(|o| o.metadata.name.as_deref() == Some(&routed.virtual_service))
+            .unwrap();
+        let chosen = replicas[0].translation().read(&object).unwrap().unwrap().route.spec().to_string();
+        assert_eq!(Some(chosen), chp.route("hub.org", path), "{path}");
+    }
+}
