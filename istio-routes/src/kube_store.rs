@@ -2,14 +2,12 @@
 //! a label-selected watch cache.
 //!
 //! Reads never reach the API server: a kube-runtime reflector keeps this instance's
-//! VirtualServices in memory, and writes show in reads at once (read-your-writes) through a
-//! short-lived overlay until the watch delivers them. Writes are server-side applies with our
+//! VirtualServices in memory, and writes show in reads at once (read-your-writes) through an
+//! overlay until the watch delivers them (see `overlay`). Writes are server-side applies with our
 //! field manager, so several replicas writing the same route converge instead of conflicting.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -18,6 +16,7 @@ use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
+use crate::overlay::Overlay;
 use crate::read::Origin;
 use crate::resources::{
     IstioKind, IstioObject, IstioVersion, ServiceEntry, ServiceEntrySpec, VirtualService, VirtualServiceSpec,
@@ -28,18 +27,6 @@ use crate::{Error, Result};
 
 /// The field manager of our server-side applies.
 pub const FIELD_MANAGER: &str = "jupyterhub-istio-proxy";
-
-/// How long a write stays in the overlay if the watch does not deliver it: a watch that is
-/// down must not hide other writers' changes for long.
-const OVERLAY_TTL: Duration = Duration::from_secs(10);
-
-/// A write not yet seen in the watch cache.
-#[derive(Debug)]
-struct Pending {
-    /// The object as written, or `None` for a delete.
-    object: Option<Arc<VirtualService>>,
-    at: Instant,
-}
 
 /// Counters of the watch, for logs and metrics.
 #[derive(Debug, Default)]
@@ -60,7 +47,7 @@ pub struct KubeStore {
     /// `Store::wait_until_ready` missed that wake-up on a current-thread runtime, and would
     /// hold readiness back until something else polled it.)
     ready: tokio::sync::watch::Receiver<bool>,
-    overlay: Mutex<HashMap<String, Pending>>,
+    overlay: Arc<Overlay>,
     stats: Arc<WatchStats>,
 }
 
@@ -90,6 +77,8 @@ impl KubeStore {
         let stats = Arc::new(WatchStats::default());
         let config = watcher::Config::default().labels(&translation.label_selector());
         let watch_stats = Arc::clone(&stats);
+        let overlay = Arc::new(Overlay::default());
+        let watch_overlay = Arc::clone(&overlay);
         let stream = watcher(virtual_services.clone(), config)
             .default_backoff()
             // What we never read, we need not keep: at 10,000 routes managed fields are most
@@ -99,6 +88,9 @@ impl KubeStore {
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
+                if let Ok(event) = &event {
+                    watch_overlay.saw(event);
+                }
                 match event {
                     Ok(watcher::Event::InitDone) => {
                         ready_tx.send_replace(true);
@@ -113,15 +105,7 @@ impl KubeStore {
                 }
             }
         });
-        Ok(KubeStore {
-            virtual_services,
-            service_entries,
-            namespace,
-            cache,
-            ready,
-            overlay: Mutex::default(),
-            stats,
-        })
+        Ok(KubeStore { virtual_services, service_entries, namespace, cache, ready, overlay, stats })
     }
 
     /// The watch's counters.
@@ -136,32 +120,13 @@ impl KubeStore {
     }
 
     fn remember(&self, name: &str, object: Option<Arc<VirtualService>>) {
-        let mut overlay = self.overlay.lock().unwrap_or_else(PoisonError::into_inner);
-        overlay.insert(name.to_owned(), Pending { object, at: Instant::now() });
+        let cached = || self.cache.state().iter().any(|o| o.metadata.name.as_deref() == Some(name));
+        self.overlay.wrote(name, object, cached);
     }
 
     /// The cached objects, with our writes the watch has not delivered yet.
     fn current(&self) -> Vec<Arc<VirtualService>> {
-        let mut objects = self.cache.state();
-        let mut overlay = self.overlay.lock().unwrap_or_else(PoisonError::into_inner);
-        if overlay.is_empty() {
-            return objects;
-        }
-        // Drop what the watch has caught up with, or what waited too long.
-        overlay.retain(|name, pending| {
-            let cached = objects.iter().find(|o| o.metadata.name.as_deref() == Some(name));
-            let caught_up = match (&pending.object, cached) {
-                (Some(written), Some(cached)) => {
-                    written.metadata.resource_version == cached.metadata.resource_version
-                }
-                (None, None) => true,
-                _ => false,
-            };
-            !caught_up && pending.at.elapsed() < OVERLAY_TTL
-        });
-        objects.retain(|o| !overlay.contains_key(o.metadata.name.as_deref().unwrap_or_default()));
-        objects.extend(overlay.values().filter_map(|p| p.object.clone()));
-        objects
+        self.overlay.apply(self.cache.state())
     }
 
     fn namespace(&self) -> String {
@@ -224,7 +189,12 @@ impl RouteStore for KubeStore {
                 return Err(classify::<VirtualServiceSpec>(error, "delete", name, &self.namespace()));
             }
         };
-        self.remember(name, None);
+        // A delete that found nothing changed nothing, and its event (someone else's) has
+        // passed or will pass the cache anyway: remembering it would hide the name until the
+        // overlay's time limit, even if it is created again meanwhile.
+        if existed {
+            self.remember(name, None);
+        }
         Ok(existed)
     }
 

@@ -36,6 +36,7 @@ mod error;
 mod kube_store;
 mod memory;
 pub mod order;
+mod overlay;
 mod read;
 pub mod resources;
 mod store;

@@ -10,6 +10,10 @@ const TOKEN: &str = "jupyterhub-client-token";
 
 async fn drive(proxy_args: &[&str], driver_args: &[&str]) {
     let proxy = ProxyProcess::start(BIN, proxy_args, TOKEN).await;
+    drive_started(&proxy, driver_args).await;
+}
+
+async fn drive_started(proxy: &ProxyProcess, driver_args: &[&str]) {
     let api_url = format!("http://{}", proxy.addr());
     let mut args: Vec<String> = vec!["--api-url".into(), api_url, "--token".into(), TOKEN.into()];
     args.extend(driver_args.iter().map(|arg| arg.to_string()));
@@ -28,6 +32,31 @@ async fn drive(proxy_args: &[&str], driver_args: &[&str]) {
 #[tokio::test]
 async fn routes_round_trip_through_jupyterhubs_client() {
     drive(&["--store", "memory"], &[]).await;
+}
+
+/// The same, with the Kubernetes store writing VirtualServices to testkit's fake API server.
+#[tokio::test]
+async fn routes_round_trip_through_the_kubernetes_store() {
+    let fake = testkit::fake_kube::FakeKube::start().await;
+    let kubeconfig = std::env::temp_dir().join(format!("jhub-proxy-kubeconfig-{}", std::process::id()));
+    fake.write_kubeconfig(&kubeconfig, "hub");
+    let mut command = tokio::process::Command::new(BIN);
+    command.env_clear().env("KUBECONFIG", &kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", TOKEN).args([
+        "--store",
+        "kubernetes",
+        "--listen",
+        "127.0.0.1:0",
+        "--istio-gateway",
+        "istio-system/gw",
+    ]);
+    let proxy = ProxyProcess::spawn(command).await;
+    drive_started(&proxy, &[]).await;
+    // The routes went through the API server: the driver deleted what it added, and the
+    // objects it wrote are gone again, no orphans.
+    assert!(fake.requests().iter().any(|r| r.method == http::Method::PATCH));
+    assert!(fake.objects("virtualservices").is_empty(), "{:#?}", fake.objects("virtualservices"));
+    assert!(fake.objects("serviceentries").is_empty());
+    let _ = std::fs::remove_file(kubeconfig);
 }
 
 #[tokio::test]

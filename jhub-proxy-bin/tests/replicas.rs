@@ -1,0 +1,145 @@
+//! Several proxy processes on one Kubernetes API server (testkit's fake), taking overlapping
+//! routes at once from concurrent clients: one object per route, nothing left behind, and the
+//! gateway routes every probe as configurable-http-proxy would.
+
+use std::sync::Arc;
+
+use istio_routes::resources::VirtualService;
+use istio_routes::{MANAGED_BY, Translation};
+use testkit::chp::ChpTable;
+use testkit::client::ApiClient;
+use testkit::fake_kube::FakeKube;
+use testkit::istio_model::Gateway;
+use testkit::process::ProxyProcess;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
+const TOKEN: &str = "replicas-token";
+const GATEWAY: &str = "istio-system/jupyterhub-gateway";
+
+async fn replica(kubeconfig: &std::path::Path) -> ProxyProcess {
+    let mut command = Command::new(BIN);
+    command.env_clear().env("KUBECONFIG", kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", TOKEN).args([
+        "--store",
+        "kubernetes",
+        "--listen",
+        "127.0.0.1:0",
+        "--istio-gateway",
+        GATEWAY,
+    ]);
+    ProxyProcess::spawn(command).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_writing_overlapping_routes_at_once() {
+    let fake = FakeKube::start().await;
+    fake.set_clock(1_700_000_000);
+    let kubeconfig = std::env::temp_dir().join(format!("jhub-proxy-replicas-{}", std::process::id()));
+    fake.write_kubeconfig(&kubeconfig, "hub");
+    let replicas = [replica(&kubeconfig).await, replica(&kubeconfig).await, replica(&kubeconfig).await];
+    let clients: Vec<ApiClient> = replicas.iter().map(|r| ApiClient::new(r.addr(), Some(TOKEN))).collect();
+
+    // A hub under a base URL, users, named servers, a service; every route written twice,
+    // through different replicas, with the second target winning or the first: either is a
+    // valid state, a mix is not.
+    let specs =
+        ["/jhub", "/jhub/user/alice", "/jhub/user/alice/foo", "/jhub/user/bob", "/jhub/services/x", "/"];
+    for round in 0..3u8 {
+        let posts =
+            specs.iter().enumerate().flat_map(|(i, spec)| (0..2u8).map(move |writer| (i, *spec, writer)));
+        let tasks: Vec<_> = posts
+            .map(|(i, spec, writer)| {
+                let client = clients[(i + usize::from(writer) + usize::from(round)) % clients.len()].clone();
+                let body =
+                    format!(r#"{{"target": "http://10.{round}.{writer}.{i}:8888", "jupyterhub": true}}"#);
+                let path = format!("/api/routes{spec}");
+                tokio::spawn(async move { client.post(&path, &body).await.status })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 201);
+        }
+        fake.advance_clock(1);
+    }
+
+    // One object per route: no duplicates, no orphans.
+    let objects: Vec<Arc<VirtualService>> = fake
+        .objects("virtualservices")
+        .into_iter()
+        .map(|value| Arc::new(serde_json::from_value(value).unwrap()))
+        .collect();
+    assert_eq!(
+        objects.len(),
+        specs.len(),
+        "{:#?}",
+        objects.iter().map(|o| &o.metadata.name).collect::<Vec<_>>()
+    );
+    assert!(
+        objects
+            .iter()
+            .all(|o| o.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"] == MANAGED_BY)
+    );
+    assert_eq!(fake.objects("serviceentries").len(), specs.len(), "each pod IP route has its ServiceEntry");
+
+    // Every replica lists what the API server holds, once its watch has delivered the other
+    // replicas' writes (a replica sees its own at once).
+    let stored = |spec: &str| {
+        let object = objects
+            .iter()
+            .find(|o| o.metadata.annotations.as_ref().unwrap()["jupyterhub-istio-proxy/route-spec"] == spec);
+        let route: serde_json::Value = serde_json::from_str(
+            &object.unwrap().metadata.annotations.as_ref().unwrap()["jupyterhub-istio-proxy/route"],
+        )
+        .unwrap();
+        route["target"].as_str().unwrap().to_owned()
+    };
+    for (i, spec) in specs.iter().enumerate() {
+        let target = stored(spec);
+        assert!(
+            target == format!("http://10.2.0.{i}:8888") || target == format!("http://10.2.1.{i}:8888"),
+            "{spec}: {target}"
+        );
+    }
+    for client in &clients {
+        let mut converged = false;
+        let mut last = serde_json::Value::Null;
+        for _ in 0..200 {
+            let listing = client.get("/api/routes").await.json();
+            last = listing.clone();
+            let listing = listing.as_object().unwrap().clone();
+            converged = listing.len() == specs.len()
+                && specs.iter().all(|spec| listing[*spec]["target"] == stored(spec));
+            if converged {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let held: Vec<(String, String)> = specs.iter().map(|s| (s.to_string(), stored(s))).collect();
+        assert!(
+            converged,
+            "a replica still lists other targets than the API server holds after 5 s:\n{last:#}\nheld: {held:?}"
+        );
+    }
+
+    // And Istio routes as CHP would.
+    let translation = Translation::default();
+    let gateway = Gateway::build(&objects, GATEWAY, &["*"]);
+    let mut chp = ChpTable::new(false);
+    specs.iter().for_each(|spec| chp.add(spec));
+    for path in [
+        "/jhub/user/alice/foo/lab",
+        "/jhub/user/alice/",
+        "/jhub/user/alice2",
+        "/jhub/user/bob/x",
+        "/jhub/hub/login",
+        "/jhub/services/x",
+        "/",
+    ] {
+        let routed = gateway.route("hub.example.org", path).expect("routed");
+        let object =
+            objects.iter().find(|o| o.metadata.name.as_deref() == Some(&routed.virtual_service)).unwrap();
+        let chosen = translation.read(object).unwrap().unwrap().route.spec().to_string();
+        assert_eq!(Some(chosen), chp.route("hub.example.org", path), "{path}");
+    }
+    let _ = std::fs::remove_file(kubeconfig);
+}
