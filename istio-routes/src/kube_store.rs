@@ -77,13 +77,12 @@ impl KubeStore {
         let stats = Arc::new(WatchStats::default());
         let config = watcher::Config::default().labels(&translation.label_selector());
         let watch_stats = Arc::clone(&stats);
+        let legacy_annotation = translation.legacy_annotation();
         let overlay = Arc::new(Overlay::default());
         let watch_overlay = Arc::clone(&overlay);
         let stream = watcher(virtual_services.clone(), config)
             .default_backoff()
-            // What we never read, we need not keep: at 10,000 routes managed fields are most
-            // of an object's memory.
-            .modify(|object: &mut VirtualService| object.metadata.managed_fields = None)
+            .modify(move |object: &mut VirtualService| slim(object, &legacy_annotation))
             .reflect(writer);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
@@ -214,6 +213,18 @@ impl RouteStore for KubeStore {
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
             Err(error) => Err(classify::<ServiceEntrySpec>(error, "delete", name, &self.namespace())),
         }
+    }
+}
+
+/// Drops from a cached object what reading routes never needs: routes are rebuilt from the
+/// name, creation time, resource version, labels and our annotations. At 10,000 routes the
+/// spec and managed fields are most of the cache's memory, and a foreign annotation (kubectl's
+/// last-applied configuration) can be as large as the object.
+fn slim(object: &mut VirtualService, legacy_annotation: &str) {
+    object.metadata.managed_fields = None;
+    object.spec = Default::default();
+    if let Some(annotations) = &mut object.metadata.annotations {
+        annotations.retain(|key, _| key.starts_with("jupyterhub-istio-proxy/") || key == legacy_annotation);
     }
 }
 

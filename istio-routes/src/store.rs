@@ -19,7 +19,9 @@ pub trait RouteStore: Send + Sync + 'static {
     /// Whether the cache holds a complete list (the first list after start has finished).
     fn is_ready(&self) -> bool;
 
-    /// Every VirtualService of this proxy instance, from the cache.
+    /// Every VirtualService of this proxy instance, from the cache. A store may leave out what
+    /// reading routes never needs (the `spec`, others' annotations): routes are read from the
+    /// name, creation time, resource version, labels and our annotations.
     fn virtual_services(&self) -> Vec<Arc<VirtualService>>;
 
     /// The VirtualServices of one route (label `jupyterhub-istio-proxy/route=<id>`), from the cache.
