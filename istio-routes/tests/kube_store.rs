@@ -259,3 +259,36 @@ async fn two_replicas_writing_overlapping_routes_route_as_chp_does() {
         assert_eq!(Some(chosen), chp.route("hub.org", path), "{path}");
     }
 }
+
+#[tokio::test]
+async fn an_api_server_outage_is_a_503_for_writes_while_reads_go_on() {
+    let fake = FakeKube::start().await;
+    let backend = start(&fake).await.unwrap();
+    backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+
+    fake.stop().await;
+    assert_eq!(listed(&backend).await, ["/user/alice"], "reads come from the cache");
+    let error = backend.add(route("/user/bob", "http://jupyter-bob:8888")).await.unwrap_err();
+    assert_eq!(error.status(), 503, "{error}");
+
+    fake.restart().await;
+    backend.add(route("/user/bob", "http://jupyter-bob:8888")).await.unwrap();
+    // Another writer's change arrives again once the watch has reconnected.
+    fake.insert(
+        "networking.istio.io",
+        "v1",
+        "virtualservices",
+        NAMESPACE,
+        serde_json::to_value(
+            &translation()
+                .render(&route("/user/carol", "http://jupyter-carol:8888"), 0)
+                .unwrap()
+                .virtual_service,
+        )
+        .unwrap(),
+    );
+    eventually("the watch resumes after the outage", async || {
+        listed(&backend).await == ["/user/alice", "/user/bob", "/user/carol"]
+    })
+    .await;
+}
