@@ -24,6 +24,8 @@ pub struct IstioBackend<S> {
     /// Routes read from objects, by object name, with the resource version they were read at:
     /// a listing decodes only what changed since the last one.
     decoded: Mutex<DecodedRoutes>,
+    /// The last listing, sorted, with the store generation it was built at.
+    listing: Mutex<Option<(u64, Vec<Arc<Route>>)>>,
 }
 
 /// Object name to the resource version it was read at and the route it held.
@@ -45,7 +47,7 @@ fn name_of(object: &VirtualService) -> &str {
 impl<S: RouteStore> IstioBackend<S> {
     /// The backend over `store`, writing objects as `translation` says.
     pub fn new(store: Arc<S>, translation: Translation) -> Self {
-        IstioBackend { store, translation, decoded: Mutex::default() }
+        IstioBackend { store, translation, decoded: Mutex::default(), listing: Mutex::default() }
     }
 
     /// The store.
@@ -206,6 +208,15 @@ impl<S: RouteStore> IstioBackend<S> {
 impl<S: RouteStore> Backend for IstioBackend<S> {
     async fn list(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
         self.ready()?;
+        let generation = self.store.generation();
+        if let Some(generation) = generation {
+            let listing = self.listing.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((built, routes)) = listing.as_ref()
+                && *built == generation
+            {
+                return Ok(routes.clone());
+            }
+        }
         let objects = self.store.virtual_services();
         let mut stored: Vec<StoredRoute> = {
             let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
@@ -221,7 +232,11 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
         // One route per spec: the current object's (see `objects_of`).
         stored.sort_by(|a, b| a.route.spec().cmp(b.route.spec()).then(b.origin.cmp(&a.origin)));
         stored.dedup_by(|later, first| later.route.spec() == first.route.spec());
-        Ok(stored.into_iter().map(|s| s.route).collect())
+        let routes: Vec<Arc<Route>> = stored.into_iter().map(|s| s.route).collect();
+        if let Some(generation) = generation {
+            *self.listing.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, routes.clone()));
+        }
+        Ok(routes)
     }
 
     async fn get(&self, spec: &RouteSpec) -> proxy_api::Result<Option<Arc<Route>>> {
@@ -455,6 +470,31 @@ mod tests {
             error.to_string().contains("needs 'patch' on virtualservices.networking.istio.io"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_listing_is_reused_until_the_store_changes() {
+        let (backend, _clock) = backend();
+        let specs = async |backend: &IstioBackend<MemoryStore>| {
+            backend.list().await.unwrap().iter().map(|r| r.spec().to_string()).collect::<Vec<_>>()
+        };
+        backend.add(route("/user/a", "http://a:1")).await.unwrap();
+        assert_eq!(specs(&backend).await, ["/user/a"]);
+        backend.add(route("/user/b", "http://10.0.0.2:8888")).await.unwrap();
+        assert_eq!(specs(&backend).await, ["/user/a", "/user/b"]);
+        backend.delete(&spec("/user/a")).await.unwrap();
+        assert_eq!(specs(&backend).await, ["/user/b"]);
+        backend.add(route("/user/b", "http://b:2")).await.unwrap();
+        assert_eq!(backend.list().await.unwrap()[0].target().as_str(), "http://b:2");
+
+        // A store that vouches for its generation is read once for two listings.
+        let mut store = MockRouteStore::new();
+        store.expect_is_ready().return_const(true);
+        store.expect_generation().return_const(Some(7));
+        store.expect_virtual_services().times(1).returning(Vec::new);
+        let backend = IstioBackend::new(Arc::new(store), Translation::default());
+        backend.list().await.unwrap();
+        backend.list().await.unwrap();
     }
 
     #[tokio::test]

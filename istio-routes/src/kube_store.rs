@@ -35,6 +35,8 @@ pub struct WatchStats {
     pub errors: AtomicU64,
     /// Completed lists (the first one, and every relist after a broken watch).
     pub lists: AtomicU64,
+    /// Events applied to the cache.
+    pub events: AtomicU64,
 }
 
 /// VirtualServices and ServiceEntries in a Kubernetes namespace.
@@ -88,6 +90,9 @@ impl KubeStore {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 if let Ok(event) = &event {
+                    // Counted after the reflector applied it: a listing built before the count
+                    // changes is rebuilt, never kept stale.
+                    watch_stats.events.fetch_add(1, Ordering::AcqRel);
                     watch_overlay.saw(event);
                 }
                 match event {
@@ -137,6 +142,11 @@ impl KubeStore {
 impl RouteStore for KubeStore {
     fn is_ready(&self) -> bool {
         *self.ready.borrow()
+    }
+
+    fn generation(&self) -> Option<u64> {
+        // The overlay changes what is read without an event; while it holds writes, rebuild.
+        self.overlay.is_empty().then(|| self.stats.events.load(Ordering::Acquire))
     }
 
     fn virtual_services(&self) -> Vec<Arc<VirtualService>> {

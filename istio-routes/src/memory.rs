@@ -170,6 +170,11 @@ impl RouteStore for MemoryStore {
         true
     }
 
+    fn generation(&self) -> Option<u64> {
+        // Every write takes a new resource version.
+        Some(self.read().last_version)
+    }
+
     fn virtual_services(&self) -> Vec<Arc<VirtualService>> {
         self.read().virtual_services.values().cloned().collect()
     }
@@ -200,6 +205,8 @@ impl RouteStore for MemoryStore {
         }
         unindex(&mut state.by_route, &old, name);
         state.virtual_services.remove(name);
+        // A delete is a change too: the API server gives it a resource version of its own.
+        state.next_version();
         Ok(true)
     }
 

@@ -65,6 +65,11 @@ impl Overlay {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether no write is waiting for the watch.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.state().pending.is_empty()
+    }
+
     /// Remembers a write: the object as stored, or `None` for a delete, which `cached` tells
     /// whether the cache still shows.
     pub(crate) fn wrote(

@@ -19,6 +19,13 @@ pub trait RouteStore: Send + Sync + 'static {
     /// Whether the cache holds a complete list (the first list after start has finished).
     fn is_ready(&self) -> bool;
 
+    /// A number that changes whenever [`virtual_services`](Self::virtual_services) would answer
+    /// differently, so a listing built from it can be reused until then; `None` when the store
+    /// cannot vouch for that now (then nothing is reused).
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
     /// Every VirtualService of this proxy instance, from the cache. A store may leave out what
     /// reading routes never needs (the `spec`, others' annotations): routes are read from the
     /// name, creation time, resource version, labels and our annotations.

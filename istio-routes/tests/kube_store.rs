@@ -255,7 +255,7 @@ async fn two_replicas_writing_overlapping_routes_route_as_chp_does() {
         let routed = gateway.route("hub.org", path).unwrap();
         let object =
             objects.iter().find(|o| o.metadata.name.as_deref() == Some(&routed.virtual_service)).unwrap();
-        let chosen = replicas[0].translation().read(&object).unwrap().unwrap().route.spec().to_string();
+        let chosen = replicas[0].translation().read(object).unwrap().unwrap().route.spec().to_string();
         assert_eq!(Some(chosen), chp.route("hub.org", path), "{path}");
     }
 }
