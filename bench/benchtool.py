@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Small helpers for bench/run.sh (Python 3 standard library only).
+"""Small helpers for bench/run.sh and bench/kube.sh (Python 3 standard library only).
 
 Every network call here goes to 127.0.0.1 only, and every loop is bounded
 in count and in time.
@@ -16,17 +16,32 @@ Subcommands:
   rss PID                        print VmRSS in MiB of PID plus its descendants
   wrk-parse FILE                 print key=value lines parsed from a wrk output file
   report RAW_TSV META_ENV OUT_MD render the markdown summary (medians, ratios, PASS/FAIL)
+
+For bench/kube.sh:
+  time-ready PORT SECS LOG -- CMD...
+                                 start CMD (output to LOG), poll GET /readyz on
+                                 127.0.0.1:PORT every 10 ms until 200, print the
+                                 milliseconds from spawn to that 200, stop CMD
+  kube-list URL REPS             fetch the VirtualServices of namespace hub from the API
+                                 server at URL (a loopback http:// URL) as the baseline
+                                 does (label selector, pages of 500), without decoding
+                                 them, REPS times; print the median milliseconds
+  kube-report RAW_TSV META_ENV OUT_MD
+                                 render kube.sh's markdown summary
 """
 
 import http.client
 import json
 import os
 import re
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 HOST = "127.0.0.1"  # the only address this tool ever talks to
 
@@ -102,7 +117,7 @@ def cmd_ping(port):
 # --------------------------------------------------------------------------- loading
 
 def route_body():
-    return json.dumps({"target": "http://127.0.0.1:9000", "jupyterhub": True}).encode()
+    return json.dumps({"target": "http://10.0.0.7:8888", "jupyterhub": True}).encode()
 
 
 def cmd_load(port, n, conns="4"):
@@ -378,6 +393,205 @@ def cmd_report(raw, meta_path, out):
     sys.exit(0 if overall == "PASS" else 3)
 
 
+# --------------------------------------------------------------------------- kube.sh
+
+def cmd_time_ready(port, secs, log, *cmd):
+    """Spawns cmd, polls GET /readyz every ~10 ms, prints ms from spawn to the first 200."""
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        die("time-ready: no command")
+    deadline_s = float(secs)
+
+    def stop(_signum, _frame):
+        raise SystemExit(130)
+
+    signal.signal(signal.SIGTERM, stop)
+    with open(log, "wb") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            last = "no attempt"
+            for _ in range(100000):  # bounded in count as well as time
+                if time.monotonic() - t0 > deadline_s:
+                    die("%s not ready on 127.0.0.1:%s/readyz after %ss (last: %s; log %s)"
+                        % (cmd[0], port, secs, last, log))
+                if proc.poll() is not None:
+                    die("%s exited with %s before it was ready (log %s)" % (cmd[0], proc.returncode, log))
+                try:
+                    status, _ = get(port, "/readyz", timeout=2.0)
+                    if status == 200:
+                        print("%.1f" % ((time.monotonic() - t0) * 1000.0))
+                        return
+                    last = "HTTP %d" % status
+                except OSError as e:
+                    last = repr(e)
+                time.sleep(0.01)
+            die("time-ready: gave up polling")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+KUBE_SELECTOR = "app.kubernetes.io/managed-by=jupyterhub-istio-proxy,jupyterhub-istio-proxy/instance=jupyter"
+CONTINUE_RE = re.compile(rb'"continue":"([^"]*)"')
+
+
+def cmd_kube_list(url, reps):
+    """Times a paginated LIST (pages of 500) of hub's VirtualServices, bytes only."""
+    u = urllib.parse.urlsplit(url)
+    if u.scheme != "http" or u.hostname != HOST:
+        die("kube-list wants http://127.0.0.1:PORT, not %r" % url)
+    base = "/apis/networking.istio.io/v1/namespaces/hub/virtualservices?limit=500&labelSelector=" \
+        + urllib.parse.quote(KUBE_SELECTOR, safe="")
+    times = []
+    conn = http.client.HTTPConnection(HOST, u.port, timeout=60.0)
+    try:
+        for _ in range(int(reps)):
+            t0 = time.monotonic()
+            token, size = None, 0
+            for _page in range(10000):  # bounded
+                path = base + ("&continue=" + urllib.parse.quote(token, safe="") if token else "")
+                conn.request("GET", path, headers={"Accept": "application/json"})
+                r = conn.getresponse()
+                body = r.read()
+                if r.status != 200:
+                    die("LIST %s -> HTTP %d" % (path, r.status))
+                size += len(body)
+                m = CONTINUE_RE.search(body)
+                token = m.group(1).decode() if m and m.group(1) else None
+                if not token:
+                    break
+            times.append((time.monotonic() - t0) * 1000.0)
+    finally:
+        conn.close()
+    print("%.1f" % statistics.median(times))
+
+
+KUBE_METRICS = [
+    # key, label, unit, decimals
+    ("list_p50_ms", "`GET /api/routes` median latency, 10,000 routes (wrk, 1 conn)", "ms", 2),
+    ("ready_ms", "time from start to ready (`/readyz` 200)", "ms", 0),
+    ("rss_mib", "resident memory (VmRSS) after the list load", "MiB", 1),
+]
+
+
+def cmd_kube_report(raw, meta_path, out):
+    meta = read_meta(meta_path)
+    rows = []
+    with open(raw) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            if line.strip():
+                rows.append(dict(zip(header, line.rstrip("\n").split("\t"))))
+    rounds = sorted({int(r["round"]) for r in rows})
+
+    def per_round(server, metric):
+        """{round: median of that round's values}."""
+        by = {}
+        for r in rows:
+            if r["server"] == server and r["metric"] == metric:
+                by.setdefault(int(r["round"]), []).append(float(r["value"]))
+        return {k: statistics.median(v) for k, v in by.items()}
+
+    def med(server, metric):
+        v = list(per_round(server, metric).values())
+        return statistics.median(v) if v else None
+
+    ours_list, base_list = med("ours", "list_p50_ms"), med("baseline", "list_p50_ms")
+    ratio = base_list / ours_list if (ours_list and base_list is not None) else None
+    ready, rss = med("ours", "ready_ms"), med("ours", "rss_mib")
+    checks = [
+        ("list", ratio is not None and ratio >= 100.0),
+        ("ready", ready is not None and ready < 3000.0),
+        ("rss", rss is not None and rss < 64.0),
+    ]
+    verdict = {k: ("PASS" if ok else "FAIL") for k, ok in checks}
+
+    L = []
+    L.append("# jupyterhub-istio-proxy's Kubernetes store at 10,000 routes (issue 3)")
+    L.append("")
+    L.append("- date: %s" % meta.get("date", "?"))
+    L.append("- command: `%s`" % meta.get("command", "?"))
+    L.append("- machine: `nproc` = %s, %s" % (meta.get("nproc", "?"), meta.get("cpu", "?")))
+    L.append("- git commit: %s" % meta.get("git", "?"))
+    routes = fmt(float(meta["routes"]), 0) if meta.get("routes", "").isdigit() else "?"
+    L.append("- API server: testkit's fake (`fake-kube-server`, plain HTTP on 127.0.0.1) holding %s "
+             "VirtualServices in namespace `hub`" % routes)
+    L.append("- baseline: `list-per-request` (the Go proxy's design: a paginated LIST, limit 500, "
+             "per `GET /api/routes`) against the same API server")
+    L.append("- wrk: %s; %s s per measurement; %s round(s); %s timed starts per round; "
+             "medians over rounds (time to ready: median of each round's starts, then over rounds)"
+             % (meta.get("wrk_version", "?"), meta.get("duration", "?"), meta.get("rounds", "?"),
+                meta.get("ready_tries", "?")))
+    L.append("")
+    L.append("> **Noise warning:** %s cores shared by wrk, the fake API server and the server under "
+             "test; absolute figures are rough. Read the ratio from one run." % meta.get("nproc", "?"))
+    L.append("")
+    L.append("| metric | ours (median) | list-per-request (median) | list-per-request ÷ ours | target | result |")
+    L.append("|---|---:|---:|---:|---|---|")
+    L.append("| `GET /api/routes` median latency, 10,000 routes | %s ms | %s ms | %s | ≥ 100 | **%s** |"
+             % (fmt(ours_list, 2), fmt(base_list, 2), fmt(ratio, 1), verdict["list"]))
+    L.append("| time from start to ready | %s ms | — | — | < 3,000 ms | **%s** |"
+             % (fmt(ready, 0), verdict["ready"]))
+    L.append("| resident memory (VmRSS), 10,000 routes | %s MiB | %s MiB | — | < 64 MiB | **%s** |"
+             % (fmt(rss, 1), fmt(med("baseline", "rss_mib"), 1), verdict["rss"]))
+    L.append("")
+    L.append("## Per round")
+    L.append("")
+    L.append("| metric | server | " + " | ".join("round %d" % i for i in rounds) + " |")
+    L.append("|---|---|" + "---:|" * len(rounds))
+    lines = [
+        ("list_p50_ms", "ms", 2, ("ours", "baseline")),
+        ("list_p99_ms", "ms", 2, ("ours", "baseline")),
+        ("list_requests", "count", 0, ("ours", "baseline")),
+        ("ready_ms", "ms, median of the round's starts", 0, ("ours",)),
+        ("rss_mib", "MiB", 1, ("ours", "baseline")),
+        ("fetch_ms", "ms, median of 5", 1, ("fake",)),
+    ]
+    for key, unit, d, servers in lines:
+        for server in servers:
+            by = per_round(server, key)
+            if by:
+                L.append("| %s (%s) | %s | %s |" % (key, unit, server,
+                                                    " | ".join(fmt(by.get(i), d) for i in rounds)))
+    ours_by, base_by = per_round("ours", "list_p50_ms"), per_round("baseline", "list_p50_ms")
+    L.append("| list-per-request ÷ ours (median latencies) | — | %s |" % " | ".join(
+        fmt(base_by[i] / ours_by[i], 1) if ours_by.get(i) and i in base_by else "n/a" for i in rounds))
+    starts = [r for r in rows if r["metric"] == "ready_ms"]
+    if starts:
+        L.append("")
+        L.append("Every timed start (ms): " + "; ".join(
+            "round %d: %s" % (i, ", ".join(fmt(float(r["value"]), 0) for r in starts if int(r["round"]) == i))
+            for i in rounds))
+    L.append("")
+    L.append("`fetch_ms` (fake): the same paginated LIST the baseline makes, fetched by Python without "
+             "decoding: about the API server's share of the baseline's latency.")
+    L.append("Checks: both servers listed exactly %s routes before their load; no non-2xx answers "
+             "or socket errors under wrk." % routes)
+    notes = meta.get("notes", "").strip()
+    if notes:
+        L.append("")
+        L.append("Notes:")
+        for n in notes.split("|"):
+            if n.strip():
+                L.append("- " + n.strip())
+    L.append("")
+    passed = sum(ok for _, ok in checks)
+    overall = "PASS" if passed == len(checks) else "FAIL"
+    L.append("Overall: **%s** (%d of %d targets met)" % (overall, passed, len(checks)))
+    text = "\n".join(L) + "\n"
+    with open(out, "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+    sys.exit(0 if overall == "PASS" else 3)
+
+
 def main(argv):
     if not argv:
         die(__doc__)
@@ -386,6 +600,7 @@ def main(argv):
         "freeports": cmd_freeports, "wait-ready": cmd_wait_ready, "ping": cmd_ping,
         "load": cmd_load, "count": cmd_count, "has": cmd_has, "rss": cmd_rss,
         "wrk-parse": cmd_wrk_parse, "report": cmd_report,
+        "time-ready": cmd_time_ready, "kube-list": cmd_kube_list, "kube-report": cmd_kube_report,
     }
     if cmd not in table:
         die("unknown subcommand %r\n%s" % (cmd, __doc__))

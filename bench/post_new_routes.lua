@@ -7,7 +7,7 @@ local threads = {}
 local next_id = 0
 
 wrk.method = "POST"
-wrk.body = '{"target": "http://127.0.0.1:9000", "jupyterhub": true}'
+wrk.body = '{"target": "http://10.0.0.7:8888", "jupyterhub": true}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "token " .. (os.getenv("BENCH_TOKEN") or "")
 

@@ -1,0 +1,124 @@
+//! testkit's fake Kubernetes API server as a process, seeded with route VirtualServices: the
+//! API server of the Kubernetes-store benchmark (`bench/kube.sh`).
+//!
+//! ```text
+//! fake-kube-server [--routes N] --kubeconfig PATH
+//! ```
+//!
+//! Listens on a free port of 127.0.0.1 (plain HTTP, no authentication), stores `N` (default
+//! 10,000) VirtualServices in namespace `hub`, each as the proxy would write it for the route
+//! `/user/bench-<i>` -> `http://jupyter-bench-<i>:8888` (gateway
+//! `istio-system/jupyterhub-gateway`, prefix `jupyter`), writes a kubeconfig for it to `PATH`,
+//! prints `ready <url>` on stdout, and serves until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use istio_routes::Translation;
+use proxy_api::{RouteSpec, RoutingMode, wire};
+use serde_json::json;
+use testkit::fake_kube::FakeKube;
+use tokio::signal::unix::{SignalKind, signal};
+
+const NAMESPACE: &str = "hub";
+const GATEWAY: &str = "istio-system/jupyterhub-gateway";
+const USAGE: &str = "usage: fake-kube-server [--routes N] --kubeconfig PATH";
+
+struct Args {
+    routes: usize,
+    kubeconfig: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut routes = 10_000;
+    let mut kubeconfig = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--routes" => {
+                let text = value("--routes")?;
+                routes = text.parse().map_err(|_| format!("--routes: not a count: {text:?}"))?;
+            }
+            "--kubeconfig" => kubeconfig = Some(PathBuf::from(value("--kubeconfig")?)),
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let kubeconfig = kubeconfig.ok_or_else(|| format!("--kubeconfig is required\n{USAGE}"))?;
+    Ok(Args { routes, kubeconfig })
+}
+
+/// The VirtualService of benchmark route `i`, as JSON.
+fn virtual_service(translation: &Translation, i: usize) -> Result<serde_json::Value, String> {
+    let user = format!("bench-{i}");
+    let spec = RouteSpec::new(&format!("/user/{user}"), RoutingMode::Path).map_err(|e| e.to_string())?;
+    let body = json!({
+        "target": format!("http://jupyter-{user}:8888"),
+        "jupyterhub": true,
+        "user": user,
+        "server_name": "",
+    });
+    let route = wire::route_from_body(spec, body.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let rendered = translation.render(&route, 0).map_err(|e| format!("route {i}: {e}"))?;
+    if rendered.service_entry.is_some() {
+        return Err(format!("route {i}: a service target should need no ServiceEntry"));
+    }
+    serde_json::to_value(&rendered.virtual_service).map_err(|e| format!("route {i}: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("fake-kube-server: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    // Install the handlers before saying "ready", so a prompt SIGTERM is not lost.
+    let (mut terminate, mut interrupt) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("fake-kube-server: cannot handle signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+
+    let translation = Translation {
+        namespace: NAMESPACE.to_owned(),
+        gateways: vec![GATEWAY.to_owned()],
+        prefix: "jupyter".to_owned(),
+        ..Translation::default()
+    };
+    let started = Instant::now();
+    let fake = FakeKube::start().await;
+    for i in 0..args.routes {
+        let object = match virtual_service(&translation, i) {
+            Ok(object) => object,
+            Err(message) => {
+                eprintln!("fake-kube-server: {message}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let version = translation.version.as_str();
+        fake.insert(istio_routes::resources::ISTIO_GROUP, version, "virtualservices", NAMESPACE, object);
+    }
+    fake.write_kubeconfig(&args.kubeconfig, NAMESPACE);
+    eprintln!(
+        "fake-kube-server: {} VirtualServices in namespace {NAMESPACE} seeded in {:.2} s; kubeconfig {}",
+        args.routes,
+        started.elapsed().as_secs_f64(),
+        args.kubeconfig.display()
+    );
+    println!("ready {}", fake.url());
+
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    eprintln!("fake-kube-server: stopping");
+    ExitCode::SUCCESS
+}
