@@ -136,11 +136,13 @@ impl<S: RouteStore> IstioBackend<S> {
                 created = Some(object);
                 break;
             }
-            // Only a clock running behind on another API server replica gets here.
+            // Only a clock running behind on another API server replica gets here. The object
+            // we made is no use; the next generation tries again.
             tracing::warn!(
                 object = name,
                 "a re-created VirtualService still sorts before its descendant; again"
             );
+            self.store.delete_virtual_service(&name, None).await?;
             generation += 1;
         }
         let created = created.ok_or_else(|| Error::Conflict { name: name_of(old_object).to_owned() })?;
@@ -341,6 +343,35 @@ mod tests {
         clock.advance(10);
         backend.add(route("/jhub/user/alice/lab", "http://10.0.0.2:8888")).await.unwrap();
         assert_eq!(istio_order(&backend), ["/jhub/user/alice/lab", "/jhub/user/alice", "/jhub"]);
+    }
+
+    #[tokio::test]
+    async fn a_clock_running_behind_leaves_no_stray_generations() {
+        use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+        // API server replicas whose clocks disagree: from the `behind_from`-th reading on, the
+        // clock says a minute earlier.
+        let (readings, behind_from) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(usize::MAX)));
+        let now = Arc::new(AtomicI64::new(1_700_000_000));
+        let (r, b, n) = (Arc::clone(&readings), Arc::clone(&behind_from), Arc::clone(&now));
+        let clock: crate::Clock = Arc::new(move || {
+            let behind = r.fetch_add(1, Ordering::SeqCst) >= b.load(Ordering::SeqCst);
+            k8s_openapi::jiff::Timestamp::from_second(n.load(Ordering::SeqCst) - if behind { 60 } else { 0 })
+                .unwrap()
+        });
+        let backend = IstioBackend::new(Arc::new(MemoryStore::with_clock(clock)), Translation::default());
+        backend.add(route("/jhub", "http://hub:8081")).await.unwrap();
+        now.fetch_add(10, Ordering::SeqCst);
+        // The deeper route is created honestly; the hub route's re-creations all run behind.
+        behind_from.store(readings.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+        let error = backend.add(route("/jhub/user", "http://10.0.0.1:8888")).await.unwrap_err();
+        assert_eq!(error.status(), 503, "{error}");
+        assert_eq!(backend.store().virtual_services().len(), 2, "no stray generations of the hub route");
+
+        // Once the clocks agree again, the next write restores the order.
+        behind_from.store(usize::MAX, Ordering::SeqCst);
+        now.fetch_add(10, Ordering::SeqCst);
+        backend.add(route("/jhub/user", "http://10.0.0.1:8888")).await.unwrap();
+        assert_eq!(istio_order(&backend), ["/jhub/user", "/jhub"]);
     }
 
     #[tokio::test]
