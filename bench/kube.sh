@@ -48,32 +48,19 @@ FAKE_BIN=target/release/fake-kube-server
 BASE_BIN=target/release/list-per-request
 TOOL=(python3 "$BENCH_DIR/benchtool.py")
 
-log() { printf '[kube-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+LOG_TAG=kube-bench
+# shellcheck source=bench/common.sh
+source "$BENCH_DIR/common.sh"
 
-[[ $DURATION =~ ^[0-9]+$ ]] && ((DURATION >= 1 && DURATION <= 300)) || die "BENCH_DURATION must be 1..300 seconds"
-[[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 20)) || die "BENCH_ROUNDS must be 1..20"
-[[ $READY_TRIES =~ ^[0-9]+$ ]] && ((READY_TRIES >= 1 && READY_TRIES <= 50)) || die "BENCH_READY_TRIES must be 1..50"
+check_range BENCH_DURATION "$DURATION" 1 300 " seconds"
+check_range BENCH_ROUNDS "$ROUNDS" 1 20
+check_range BENCH_READY_TRIES "$READY_TRIES" 1 50
 # Bound on any one wrk run, however it misbehaves.
 WRK_LIMIT=$((DURATION + 60))
-
-# The exact command, for the report.
-COMMAND=""
-for v in BENCH_DURATION BENCH_ROUNDS BENCH_READY_TRIES BENCH_SKIP_BUILD BENCH_STRICT; do
-  if [[ -n ${!v+x} ]]; then COMMAND+="$v=${!v} "; fi
-done
-COMMAND+="$0"
-for a in "$@"; do COMMAND+=" $a"; done
+COMMAND=$(command_line "$0" "$@")
 
 # ---------------------------------------------------------------- install / build
-if ! command -v wrk >/dev/null 2>&1; then
-  log "wrk not found: installing the Debian package"
-  apt-get update && apt-get install -y wrk
-fi
-command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
+ensure_wrk
 
 if [[ $SKIP_BUILD != 1 ]]; then
   log "cargo build --release -p jhub-proxy-bin -p testkit --bins"

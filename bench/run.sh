@@ -43,31 +43,18 @@ ROUTES=10000 # exactly, by definition of the list-latency metric
 CHP_BIN=bench/node_modules/.bin/configurable-http-proxy
 TOOL=(python3 "$BENCH_DIR/benchtool.py")
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+LOG_TAG=bench
+# shellcheck source=bench/common.sh
+source "$BENCH_DIR/common.sh"
 
-[[ $DURATION =~ ^[0-9]+$ ]] && ((DURATION >= 1 && DURATION <= 300)) || die "BENCH_DURATION must be 1..300 seconds"
-[[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 20)) || die "BENCH_ROUNDS must be 1..20"
+check_range BENCH_DURATION "$DURATION" 1 300 " seconds"
+check_range BENCH_ROUNDS "$ROUNDS" 1 20
 # Bound on any one wrk run, however it misbehaves.
 WRK_LIMIT=$((DURATION + 60))
-
-# The exact command, for the report.
-COMMAND=""
-for v in BENCH_DURATION BENCH_ROUNDS BENCH_SKIP_BUILD BENCH_OURS_BIN BENCH_STRICT; do
-  if [[ -n ${!v+x} ]]; then COMMAND+="$v=${!v} "; fi
-done
-COMMAND+="$0"
-for a in "$@"; do COMMAND+=" $a"; done
+COMMAND=$(command_line "$0" "$@")
 
 # ---------------------------------------------------------------- install / build
-if ! command -v wrk >/dev/null 2>&1; then
-  log "wrk not found: installing the Debian package"
-  apt-get update && apt-get install -y wrk
-fi
-command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
+ensure_wrk
 
 want_chp=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["dependencies"]["configurable-http-proxy"])' bench/package.json)
 have_chp=$(python3 -c 'import json,sys

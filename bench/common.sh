@@ -1,0 +1,35 @@
+# What bench/run.sh and bench/kube.sh share: logging, knob checks, the command line for the
+# report, and wrk. Source it after setting LOG_TAG.
+
+log() { printf '[%s %s] %s\n' "${LOG_TAG:-bench}" "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+# check_range NAME VALUE MIN MAX UNIT: a whole number within bounds, or the run stops.
+check_range() {
+  [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3 && $2 <= $4)) || die "$1 must be $3..$4${5:-}"
+}
+
+# command_line "$0" "$@": the command as run, with the knobs set in the environment, for the report.
+command_line() {
+  local line="" v
+  for v in BENCH_DURATION BENCH_ROUNDS BENCH_READY_TRIES BENCH_SKIP_BUILD BENCH_OURS_BIN BENCH_STRICT; do
+    if [[ -n ${!v+x} ]]; then line+="$v=${!v} "; fi
+  done
+  line+="$1"
+  shift
+  local a
+  for a in "$@"; do line+=" $a"; done
+  printf '%s' "$line"
+}
+
+# wrk from Debian, installed when missing.
+ensure_wrk() {
+  if ! command -v wrk >/dev/null 2>&1; then
+    log "wrk not found: installing the Debian package"
+    apt-get update && apt-get install -y wrk
+  fi
+  command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
+}
