@@ -43,12 +43,23 @@ pub(crate) async fn serve<B: Backend>(
     mode: RoutingMode,
     request_timeout: Duration,
 ) -> TestProxy {
+    serve_with(backend, mode, request_timeout, Arc::new(|| true), Duration::from_secs(10)).await
+}
+
+/// [`serve`], with readiness and the ready gate's wait of the test's choosing.
+pub(crate) async fn serve_with<B: Backend>(
+    backend: Arc<B>,
+    mode: RoutingMode,
+    request_timeout: Duration,
+    ready: jhub_proxy_bin::health::ReadyCheck,
+    ready_wait: Duration,
+) -> TestProxy {
     let options = app::AppOptions {
         token: TOKEN.to_owned(),
         api: ApiConfig { routing_mode: mode, ..ApiConfig::default() },
         request_timeout,
-        ready: Arc::new(|| true),
-        ready_wait: Duration::from_secs(10),
+        ready,
+        ready_wait,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
