@@ -4,6 +4,8 @@
 //!   [`chp`]: how configurable-http-proxy would route it; property tests compare the two.
 //! - [`client`]: an HTTP client for the routes API, and raw requests for what a well-behaved
 //!   client would never send.
+//! - [`apiserver`]: a real Kubernetes API server (apiextensions-apiserver over an embedded
+//!   etcd, built from `testkit/apiserver` with Go) with the Istio and Gateway API CRDs.
 //! - [`fake_kube`]: a fake Kubernetes API server for kube-rs clients, with failure injection.
 //! - [`process`]: the proxy binary as a child process, with its log.
 //! - [`python`]: a virtualenv with JupyterHub from PyPI, whose own proxy client drives ours.
@@ -20,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod apiserver;
 pub mod chp;
 pub mod client;
 pub mod fake_kube;

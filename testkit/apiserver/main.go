@@ -1,0 +1,344 @@
+// Command apiserver runs a real Kubernetes API server for tests, in-process on loopback:
+// k8s.io/apiextensions-apiserver's test server (which serves CRDs and their custom
+// resources) over an embedded etcd whose data lives in a temporary directory.
+//
+// It installs the CRDs found in --crds, waits until they are Established, writes a
+// kubeconfig to --kubeconfig, prints one line `ready <kubeconfig path>` on stdout and runs
+// until SIGTERM or SIGINT (or, with --exit-on-stdin-eof, the end of stdin), then stops the
+// API server and etcd, removes the kubeconfig and its temporary directories and exits 0. Everything else it says goes to stderr.
+//
+// The API server is apiextensions-apiserver alone, not kube-apiserver: it serves
+// apiextensions.k8s.io and custom resources, not core/v1 (no Namespace objects). Admission
+// plugins are off, as in its integration fixtures, so a namespaced custom resource can be
+// created in any namespace without the namespace existing.
+//
+// Build it without -trimpath: the test server finds its serving certificate fixtures
+// through the path of its own source file.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	servertesting "k8s.io/apiextensions-apiserver/pkg/cmd/server/testing"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	restclient "k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+func main() {
+	kubeconfig := flag.String("kubeconfig", "", "where to write the kubeconfig for the API server (required)")
+	crds := flag.String("crds", "", "a folder of CRD manifests (*.yaml, *.yml) to install; several documents per file are fine")
+	dataDir := flag.String("data-dir", "", "where etcd and the API server keep their data (default: a new temporary folder, removed at exit)")
+	stdinEOF := flag.Bool("exit-on-stdin-eof", false, "stop as on SIGTERM when stdin reaches its end: a parent that holds the other end of a pipe stops this server by exiting, however it exits")
+	flag.Parse()
+	if *kubeconfig == "" {
+		fmt.Fprintln(os.Stderr, "--kubeconfig is required")
+		os.Exit(2)
+	}
+	if err := run(*kubeconfig, *crds, *dataDir, *stdinEOF); err != nil {
+		fmt.Fprintf(os.Stderr, "apiserver: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(kubeconfigPath, crdDir, dataDir string, stdinEOF bool) (err error) {
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	stdinClosed := make(chan struct{})
+	if stdinEOF {
+		// The parent that holds stdin may hold stdout and stderr too: once it is gone, a write
+		// to them must fail rather than kill this process before it cleans up.
+		signal.Ignore(syscall.SIGPIPE)
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			close(stdinClosed)
+		}()
+	}
+
+	if dataDir == "" {
+		dataDir, err = os.MkdirTemp("", "testkit-apiserver-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dataDir)
+	}
+
+	etcd, etcdURL, err := startEtcd(filepath.Join(dataDir, "etcd"))
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer etcd.Close()
+
+	// The fixtures' flags (apiextensions-apiserver test/integration/fixtures/server.go): the
+	// delegated authentication and authorization need a kubeconfig, which is never used.
+	fakeKubeconfig := filepath.Join(dataDir, "delegation.kubeconfig")
+	if err := os.WriteFile(fakeKubeconfig, []byte(fakeKubeconfigText), 0o600); err != nil {
+		return err
+	}
+	server, err := servertesting.StartTestServer(stderrLogger{}, nil, []string{
+		"--etcd-prefix", "/testkit",
+		"--etcd-servers", etcdURL,
+		"--authentication-skip-lookup",
+		"--authentication-kubeconfig", fakeKubeconfig,
+		"--authorization-kubeconfig", fakeKubeconfig,
+		"--kubeconfig", fakeKubeconfig,
+		"--enable-priority-and-fairness=false",
+		"--disable-admission-plugins", "NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,MutatingAdmissionPolicy",
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("API server: %w", err)
+	}
+	defer server.TearDownFn()
+
+	if crdDir != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := installCRDs(ctx, server.ClientConfig, crdDir)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("CRDs: %w", err)
+		}
+	}
+
+	if err := writeKubeconfig(kubeconfigPath, server.ClientConfig); err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	defer os.Remove(kubeconfigPath) // its credentials die with this server
+	fmt.Printf("ready %s\n", kubeconfigPath)
+	os.Stdout.Sync()
+
+	select {
+	case sig := <-signals:
+		fmt.Fprintf(os.Stderr, "apiserver: %v, stopping\n", sig)
+	case <-stdinClosed:
+		fmt.Fprintln(os.Stderr, "apiserver: stdin closed, stopping")
+	case err := <-etcd.Err():
+		return fmt.Errorf("etcd stopped: %w", err)
+	}
+	return nil
+}
+
+const fakeKubeconfigText = `
+apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    server: http://127.1.2.3:12345
+  name: integration
+contexts:
+- context:
+    cluster: integration
+    user: test
+  name: default-context
+current-context: default-context
+users:
+- name: test
+  user:
+    password: test
+    username: test
+`
+
+// startEtcd starts a single-member etcd on free loopback ports, keeping its data in dir.
+func startEtcd(dir string) (*embed.Etcd, string, error) {
+	clientPort, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	peerPort, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	clientURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", clientPort)}
+	peerURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", peerPort)}
+
+	cfg := embed.NewConfig()
+	cfg.Name = "testkit"
+	cfg.Dir = dir
+	cfg.ListenClientUrls = []url.URL{clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{clientURL}
+	cfg.ListenPeerUrls = []url.URL{peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.ListenMetricsUrls = nil
+	cfg.Logger = "zap"
+	cfg.LogLevel = "error"
+	cfg.LogOutputs = []string{"stderr"}
+	cfg.UnsafeNoFsync = true // test data: durability does not matter, speed does
+
+	etcd, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	select {
+	case <-etcd.Server.ReadyNotify():
+	case <-time.After(time.Minute):
+		etcd.Close()
+		return nil, "", errors.New("not ready after a minute")
+	}
+	return etcd, clientURL.String(), nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// installCRDs creates every CustomResourceDefinition in the YAML files of dir and waits
+// until each is Established.
+func installCRDs(ctx context.Context, config *restclient.Config, dir string) error {
+	client, err := clientset.NewForConfig(config)
+	if err != nil {
+		return err
+	}
+	crds, err := readCRDs(dir)
+	if err != nil {
+		return err
+	}
+	for _, crd := range crds {
+		_, err := client.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, crd, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating %s: %w", crd.Name, err)
+		}
+	}
+	for _, crd := range crds {
+		name := crd.Name
+		err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			got, err := client.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			for _, c := range got.Status.Conditions {
+				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return fmt.Errorf("waiting for %s to be Established: %w", name, err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "apiserver: %d CRDs Established\n", len(crds))
+	return nil
+}
+
+func readCRDs(dir string) ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	var crds []*apiextensionsv1.CustomResourceDefinition
+	for _, name := range names {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+		for {
+			doc, err := reader.Read()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			if len(bytes.TrimSpace(doc)) == 0 {
+				continue
+			}
+			var crd apiextensionsv1.CustomResourceDefinition
+			if err := utilyaml.Unmarshal(doc, &crd); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			if crd.Kind == "" && crd.Name == "" {
+				continue // a document of comments only
+			}
+			if crd.Kind != "CustomResourceDefinition" {
+				return nil, fmt.Errorf("%s: a %q, not a CustomResourceDefinition", name, crd.Kind)
+			}
+			crds = append(crds, &crd)
+		}
+	}
+	if len(crds) == 0 {
+		return nil, fmt.Errorf("no CustomResourceDefinition in %s", dir)
+	}
+	return crds, nil
+}
+
+// writeKubeconfig writes a kubeconfig for the loopback client config of the API server: its
+// URL, CA, TLS server name (the loopback certificate is for apiserver-loopback-client, not
+// for the IP) and bearer token.
+func writeKubeconfig(path string, config *restclient.Config) error {
+	cluster := clientcmdapi.NewCluster()
+	cluster.Server = config.Host
+	cluster.CertificateAuthorityData = config.TLSClientConfig.CAData
+	cluster.TLSServerName = config.TLSClientConfig.ServerName
+	user := clientcmdapi.NewAuthInfo()
+	user.Token = config.BearerToken
+	user.ClientCertificateData = config.TLSClientConfig.CertData
+	user.ClientKeyData = config.TLSClientConfig.KeyData
+	context := clientcmdapi.NewContext()
+	context.Cluster = "testkit"
+	context.AuthInfo = "testkit"
+	context.Namespace = "default"
+
+	kubeconfig := clientcmdapi.NewConfig()
+	kubeconfig.Clusters["testkit"] = cluster
+	kubeconfig.AuthInfos["testkit"] = user
+	kubeconfig.Contexts["testkit"] = context
+	kubeconfig.CurrentContext = "testkit"
+
+	// Write then rename, so a reader never sees half a file.
+	tmp := path + ".tmp"
+	if err := clientcmd.WriteToFile(*kubeconfig, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// stderrLogger is the test server's logger.
+type stderrLogger struct{}
+
+func (stderrLogger) Errorf(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "apiserver: error: "+format+"\n", args...)
+}
+
+func (stderrLogger) Fatalf(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "apiserver: fatal: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func (stderrLogger) Logf(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "apiserver: "+format+"\n", args...)
+}
