@@ -33,3 +33,26 @@ ensure_wrk() {
   fi
   command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
 }
+
+# run_wrk OUTFILE WRK-ARGS...: run wrk, bounded by WRK_LIMIT seconds, with BENCH_TOKEN=$TOKEN
+# for the Lua scripts; parse its output (benchtool.py, the TOOL array) into W[], and stop the
+# run on any non-2xx answer or socket error.
+declare -A W
+run_wrk() {
+  local out=$1
+  shift
+  if ! BENCH_TOKEN=$TOKEN timeout -k 5 "$WRK_LIMIT" wrk --timeout 30s "$@" >"$out" 2>&1; then
+    cat "$out" >&2
+    die "wrk failed: wrk $*"
+  fi
+  "${TOOL[@]}" wrk-parse "$out" >"$out.parsed" || die "cannot parse $out"
+  W=()
+  local k v
+  while IFS='=' read -r k v; do W[$k]=$v; done <"$out.parsed"
+  if ((W[non2xx] != 0 || W[sockerr] != 0)); then
+    cat "$out" >&2
+    die "wrk saw ${W[non2xx]} non-2xx answers and ${W[sockerr]} socket errors ($out)"
+  fi
+  # A server slower than the run is long completes nothing, and has no latency to report.
+  ((${W[requests]:-0} > 0)) || die "wrk completed no request ($out): raise BENCH_DURATION"
+}

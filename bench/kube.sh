@@ -162,25 +162,6 @@ start_server() {
   kill -0 "$SERVER_PID" 2>/dev/null || die "$kind exited right after start (see $log_file)"
 }
 
-# run_wrk OUTFILE WRK-ARGS...: run wrk (bounded in time), parse its output into W[].
-declare -A W
-run_wrk() {
-  local out=$1
-  shift
-  if ! BENCH_TOKEN=$TOKEN timeout -k 5 "$WRK_LIMIT" wrk --timeout 30s "$@" >"$out" 2>&1; then
-    cat "$out" >&2
-    die "wrk failed: wrk $*"
-  fi
-  "${TOOL[@]}" wrk-parse "$out" >"$out.parsed" || die "cannot parse $out"
-  W=()
-  local k v
-  while IFS='=' read -r k v; do W[$k]=$v; done <"$out.parsed"
-  if ((W[non2xx] != 0 || W[sockerr] != 0)); then
-    cat "$out" >&2
-    die "wrk saw ${W[non2xx]} non-2xx answers and ${W[sockerr]} socket errors ($out)"
-  fi
-}
-
 # time_ready ROUND: BENCH_READY_TRIES timed starts of ours.
 time_ready() {
   local round=$1 t port ms

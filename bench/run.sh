@@ -138,25 +138,6 @@ start_server() {
   fi
 }
 
-# run_wrk OUTFILE WRK-ARGS...: run wrk (bounded in time), parse its output into W[].
-declare -A W
-run_wrk() {
-  local out=$1
-  shift
-  if ! BENCH_TOKEN=$TOKEN timeout -k 5 "$WRK_LIMIT" wrk --timeout 30s "$@" >"$out" 2>&1; then
-    cat "$out" >&2
-    die "wrk failed: wrk $*"
-  fi
-  "${TOOL[@]}" wrk-parse "$out" >"$out.parsed" || die "cannot parse $out"
-  W=()
-  local k v
-  while IFS='=' read -r k v; do W[$k]=$v; done <"$out.parsed"
-  if ((W[non2xx] != 0 || W[sockerr] != 0)); then
-    cat "$out" >&2
-    die "wrk saw ${W[non2xx]} non-2xx answers and ${W[sockerr]} socket errors ($out)"
-  fi
-}
-
 # 1. new-route POSTs per second
 measure_post() {
   local kind=$1 round=$2 tag="r$2-$1-post" stored
