@@ -44,6 +44,7 @@ pub struct KubeStore {
     virtual_services: Api<VirtualService>,
     service_entries: Api<ServiceEntry>,
     namespace: String,
+    version: IstioVersion,
     cache: reflector::Store<VirtualService>,
     /// Set by the watch loop on the first complete list. (kube-runtime's
     /// `Store::wait_until_ready` missed that wake-up on a current-thread runtime, and would
@@ -109,7 +110,7 @@ impl KubeStore {
                 }
             }
         });
-        Ok(KubeStore { virtual_services, service_entries, namespace, cache, ready, overlay, stats })
+        Ok(KubeStore { virtual_services, service_entries, namespace, version, cache, ready, overlay, stats })
     }
 
     /// The watch's counters.
@@ -124,7 +125,8 @@ impl KubeStore {
     }
 
     fn remember(&self, name: &str, object: Option<Arc<VirtualService>>) {
-        let cached = || self.cache.state().iter().any(|o| o.metadata.name.as_deref() == Some(name));
+        let key = reflector::ObjectRef::new_with(name, self.version).within(&self.namespace);
+        let cached = || self.cache.get(&key).is_some();
         self.overlay.wrote(name, object, cached);
     }
 
