@@ -74,17 +74,6 @@ async fn run(config: Config) -> Result<(), Error> {
         .map_err(|source| Error::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
     tracing::info!(store = store_name, host_routing = config.host_routing, "listening on http://{addr}");
-    if let Some(warmup) = config.warmup()? {
-        if config.public_host.is_none()
-            && config.sub_domain_host.as_deref().is_none_or(|host| host.contains('*'))
-        {
-            tracing::warn!(
-                host = warmup.public_host,
-                "warm-up asks the gateway with this Host; set PUBLIC_HOST to the hub's public host name if the gateway does not serve it"
-            );
-        }
-        tracing::info!(url = %warmup.url, host = warmup.public_host, timeout_s = warmup.timeout.as_secs(), strict = warmup.strict, "waiting for warm-up after writes");
-    }
     server::serve(listener, service, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
     Ok(())
 }
@@ -99,7 +88,18 @@ fn http_service<B: Backend>(backend: Arc<B>, config: &Config, ready: ReadyCheck)
         ready_wait: config.ready_wait,
     };
     match config.warmup().expect("checked by Config::from_args") {
-        Some(warmup) => app::service(Arc::new(Warmup::new(backend, warmup)), options),
+        Some(warmup) => {
+            if config.public_host.is_none()
+                && config.sub_domain_host.as_deref().is_none_or(|host| host.contains('*'))
+            {
+                tracing::warn!(
+                    host = warmup.public_host,
+                    "warm-up asks the gateway with this Host; set PUBLIC_HOST to the hub's public host name if the gateway does not serve it"
+                );
+            }
+            tracing::info!(url = %warmup.url, host = warmup.public_host, timeout_s = warmup.timeout.as_secs(), strict = warmup.strict, "waiting for warm-up after writes");
+            app::service(Arc::new(Warmup::new(backend, warmup)), options)
+        }
         None => app::service(backend, options),
     }
 }
