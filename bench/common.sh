@@ -56,3 +56,9 @@ run_wrk() {
   # A server slower than the run is long completes nothing, and has no latency to report.
   ((${W[requests]:-0} > 0)) || die "wrk completed no request ($out): raise BENCH_DURATION"
 }
+
+# tool ARGS...: benchtool.py (the TOOL array) with the run's token in BENCH_TOKEN.
+tool() { BENCH_TOKEN=$TOKEN "${TOOL[@]}" "$@"; }
+
+# record ROUND SERVER METRIC VALUE: one figure into the run's raw.tsv (RAW).
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"; }

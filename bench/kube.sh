@@ -81,8 +81,6 @@ printf 'round\tserver\tmetric\tvalue\n' >"$RAW"
 KUBECONFIG_FILE=$RUN_DIR/kubeconfig
 NOTES=""
 
-tool() { BENCH_TOKEN=$TOKEN "${TOOL[@]}" "$@"; }
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"; }
 
 FAKE_PID=""
 SERVER_PID=""

@@ -82,8 +82,6 @@ RAW=$RUN_DIR/raw.tsv
 printf 'round\tserver\tmetric\tvalue\n' >"$RAW"
 NOTES=""
 
-tool() { BENCH_TOKEN=$TOKEN "${TOOL[@]}" "$@"; }
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"; }
 
 SERVER_PID=""
 SERVER_LOG=""
