@@ -3,9 +3,14 @@
 // resources) over an embedded etcd whose data lives in a temporary directory.
 //
 // It installs the CRDs found in --crds, waits until they are Established, writes a
-// kubeconfig to --kubeconfig, prints one line `ready <kubeconfig path>` on stdout and runs
-// until SIGTERM or SIGINT (or, with --exit-on-stdin-eof, the end of stdin), then stops the
-// API server and etcd, removes the kubeconfig and its temporary directories and exits 0. Everything else it says goes to stderr.
+// kubeconfig to --kubeconfig (and one for a read-only user to --readonly-kubeconfig), prints
+// one line `ready <kubeconfig path>` on stdout and runs until SIGTERM or SIGINT (or, with
+// --exit-on-stdin-eof, the end of stdin), then stops the API server and etcd, removes its
+// temporary directories and exits 0. Everything else it says goes to stderr.
+//
+// Started again with the same --data-dir and --port, it serves the same objects at the same
+// address to the same credentials: a test can stop the API server under a client and bring
+// it back. See access.go.
 //
 // The API server is apiextensions-apiserver alone, not kube-apiserver: it serves
 // apiextensions.k8s.io and custom resources, not core/v1 (no Namespace objects). Admission
@@ -52,18 +57,20 @@ func main() {
 	crds := flag.String("crds", "", "a folder of CRD manifests (*.yaml, *.yml) to install; several documents per file are fine")
 	dataDir := flag.String("data-dir", "", "where etcd and the API server keep their data (default: a new temporary folder, removed at exit)")
 	stdinEOF := flag.Bool("exit-on-stdin-eof", false, "stop as on SIGTERM when stdin reaches its end: a parent that holds the other end of a pipe stops this server by exiting, however it exits")
+	port := flag.Int("port", 0, "the loopback port clients reach the server on (default: a free one); a server restarted with the same --port and --data-dir keeps its address, credentials and objects")
+	readOnly := flag.String("readonly-kubeconfig", "", "where to write a kubeconfig for a user that may only get, list and watch")
 	flag.Parse()
 	if *kubeconfig == "" {
 		fmt.Fprintln(os.Stderr, "--kubeconfig is required")
 		os.Exit(2)
 	}
-	if err := run(*kubeconfig, *crds, *dataDir, *stdinEOF); err != nil {
+	if err := run(*kubeconfig, *readOnly, *crds, *dataDir, *port, *stdinEOF); err != nil {
 		fmt.Fprintf(os.Stderr, "apiserver: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfigPath, crdDir, dataDir string, stdinEOF bool) (err error) {
+func run(kubeconfigPath, readOnlyPath, crdDir, dataDir string, port int, stdinEOF bool) (err error) {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	stdinClosed := make(chan struct{})
@@ -91,10 +98,24 @@ func run(kubeconfigPath, crdDir, dataDir string, stdinEOF bool) (err error) {
 	}
 	defer etcd.Close()
 
+	creds, err := loadOrCreateCredentials(filepath.Join(dataDir, "pki"))
+	if err != nil {
+		return fmt.Errorf("client credentials: %w", err)
+	}
 	// The fixtures' flags (apiextensions-apiserver test/integration/fixtures/server.go): the
-	// delegated authentication and authorization need a kubeconfig, which is never used.
+	// delegated authentication needs a kubeconfig, which is never used, as clients present
+	// certificates; authorization asks our webhook about users outside system:masters.
 	fakeKubeconfig := filepath.Join(dataDir, "delegation.kubeconfig")
 	if err := os.WriteFile(fakeKubeconfig, []byte(fakeKubeconfigText), 0o600); err != nil {
+		return err
+	}
+	authorizerKubeconfig, stopAuthorizer, err := startAuthorizer()
+	if err != nil {
+		return fmt.Errorf("authorization webhook: %w", err)
+	}
+	defer stopAuthorizer()
+	authorizerKubeconfigPath := filepath.Join(dataDir, "authorization.kubeconfig")
+	if err := os.WriteFile(authorizerKubeconfigPath, []byte(authorizerKubeconfig), 0o600); err != nil {
 		return err
 	}
 	server, err := servertesting.StartTestServer(stderrLogger{}, nil, []string{
@@ -102,7 +123,8 @@ func run(kubeconfigPath, crdDir, dataDir string, stdinEOF bool) (err error) {
 		"--etcd-servers", etcdURL,
 		"--authentication-skip-lookup",
 		"--authentication-kubeconfig", fakeKubeconfig,
-		"--authorization-kubeconfig", fakeKubeconfig,
+		"--authorization-kubeconfig", authorizerKubeconfigPath,
+		"--client-ca-file", creds.caFile,
 		"--kubeconfig", fakeKubeconfig,
 		"--enable-priority-and-fairness=false",
 		"--disable-admission-plugins", "NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,MutatingAdmissionPolicy",
@@ -121,10 +143,30 @@ func run(kubeconfigPath, crdDir, dataDir string, stdinEOF bool) (err error) {
 		}
 	}
 
-	if err := writeKubeconfig(kubeconfigPath, server.ClientConfig); err != nil {
+	upstream, err := url.Parse(server.ClientConfig.Host)
+	if err != nil {
+		return fmt.Errorf("the server's address: %w", err)
+	}
+	front, err := startRelay(port, upstream.Host)
+	if err != nil {
+		return fmt.Errorf("listening on port %d: %w", port, err)
+	}
+	defer front.close()
+	// The serving certificate comes from the test server's fixtures, so it is the same after
+	// a restart; its file holds the chain up to its CA.
+	servingCA, err := os.ReadFile(server.ServerOpts.RecommendedOptions.SecureServing.ServerCert.CertKey.CertFile)
+	if err != nil {
+		return fmt.Errorf("the serving certificate: %w", err)
+	}
+	address := "https://" + front.addr()
+	if err := writeKubeconfig(kubeconfigPath, address, servingCA, creds.adminCert, creds.adminKey); err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
-	defer os.Remove(kubeconfigPath) // its credentials die with this server
+	if readOnlyPath != "" {
+		if err := writeKubeconfig(readOnlyPath, address, servingCA, creds.readCert, creds.readKey); err != nil {
+			return fmt.Errorf("read-only kubeconfig: %w", err)
+		}
+	}
 	fmt.Printf("ready %s\n", kubeconfigPath)
 	os.Stdout.Sync()
 
@@ -296,18 +338,15 @@ func readCRDs(dir string) ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	return crds, nil
 }
 
-// writeKubeconfig writes a kubeconfig for the loopback client config of the API server: its
-// URL, CA, TLS server name (the loopback certificate is for apiserver-loopback-client, not
-// for the IP) and bearer token.
-func writeKubeconfig(path string, config *restclient.Config) error {
+// writeKubeconfig writes a kubeconfig for the server at address, trusting ca, as the user of
+// the client certificate and key.
+func writeKubeconfig(path, address string, ca, cert, key []byte) error {
 	cluster := clientcmdapi.NewCluster()
-	cluster.Server = config.Host
-	cluster.CertificateAuthorityData = config.TLSClientConfig.CAData
-	cluster.TLSServerName = config.TLSClientConfig.ServerName
+	cluster.Server = address
+	cluster.CertificateAuthorityData = ca
 	user := clientcmdapi.NewAuthInfo()
-	user.Token = config.BearerToken
-	user.ClientCertificateData = config.TLSClientConfig.CertData
-	user.ClientKeyData = config.TLSClientConfig.KeyData
+	user.ClientCertificateData = cert
+	user.ClientKeyData = key
 	context := clientcmdapi.NewContext()
 	context.Cluster = "testkit"
 	context.AuthInfo = "testkit"

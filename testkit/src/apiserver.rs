@@ -6,6 +6,11 @@
 //! namespaced custom resource can be created in any namespace (admission is off), so
 //! [`ApiServer::new_namespace`] only hands out a fresh name.
 //!
+//! A server of its own ([`ApiServer::start`]) can be stopped and started again at the same
+//! address with the same objects ([`ApiServer::stop`], [`ApiServer::restart`]), for tests of
+//! an outage. Besides the admin's kubeconfig there is one for a user who may only get, list
+//! and watch ([`ApiServer::readonly_kube_config`]), for tests of denied writes.
+//!
 //! The binary is built once per test process with the machine's `go` (or by CI beforehand)
 //! into `<cargo target dir>/testkit-apiserver/apiserver`; when it cannot be built or does not
 //! start, the test panics with why: these tests never skip.
@@ -33,68 +38,62 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// A running API server, stopped (SIGTERM, then waited for) when dropped.
 #[derive(Debug)]
 pub struct ApiServer {
-    child: Mutex<Child>,
-    kubeconfig: PathBuf,
+    child: Mutex<Option<Child>>,
+    launch: Launch,
     config: kube::Config,
     log: Arc<Mutex<String>>,
     namespaces: AtomicU32,
 }
 
+/// What the server is started with, the same on a restart.
+#[derive(Debug, Clone)]
+struct Launch {
+    kubeconfig: PathBuf,
+    readonly_kubeconfig: PathBuf,
+    /// Where etcd keeps the objects; `None` lets the server use a temporary folder it removes
+    /// when it exits, and then it cannot be restarted.
+    data_dir: Option<PathBuf>,
+    port: u16,
+}
+
 impl ApiServer {
     /// The API server this test process shares, started by the first caller. It is never
     /// dropped: it stops when this process exits, because it watches its stdin, a pipe from us.
+    /// It keeps its data in a temporary folder of its own, so it cannot be restarted.
     pub async fn shared() -> &'static ApiServer {
         static SHARED: tokio::sync::OnceCell<ApiServer> = tokio::sync::OnceCell::const_new();
-        SHARED.get_or_init(ApiServer::start).await
+        SHARED.get_or_init(|| ApiServer::launch(Launch::new(false))).await
     }
 
     /// Builds the binary if needed and starts a new API server, waiting until it is ready.
     /// Panics, with its output, when it cannot be built or does not get ready in 120 s.
     pub async fn start() -> ApiServer {
-        let (child, kubeconfig, log) =
-            tokio::task::spawn_blocking(Self::spawn).await.expect("starting the API server");
-        let file = Kubeconfig::read_from(&kubeconfig).expect("the server's kubeconfig reads");
-        let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-            .await
-            .expect("the server's kubeconfig is a kube-rs configuration");
-        ApiServer { child: Mutex::new(child), kubeconfig, config, log, namespaces: AtomicU32::new(0) }
+        ApiServer::launch(Launch::new(true)).await
     }
 
-    /// Starts the server and waits until it is ready: its process, kubeconfig and log.
-    fn spawn() -> (Child, PathBuf, Arc<Mutex<String>>) {
-        let bin = Self::build();
-        let kubeconfig = unique_kubeconfig_path();
-        let crds = crds_dir();
-        let mut child = Command::new(&bin)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--crds")
-            .arg(&crds)
-            .arg("--exit-on-stdin-eof")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    async fn launch(launch: Launch) -> ApiServer {
         let log = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        copy_lines(stdout, Arc::clone(&log), Some(ready_tx));
-        copy_lines(stderr, Arc::clone(&log), None);
-        match ready_rx.recv_timeout(READY_TIMEOUT) {
-            Ok(()) => (child, kubeconfig, log),
-            Err(e) => {
-                let status = stop(&mut child);
-                // The readers finish at end of file, soon after the process exits.
-                std::thread::sleep(Duration::from_millis(200));
-                panic!(
-                    "the test API server ({}) did not get ready ({e}); it exited with {status:?}. Its output:\n{}",
-                    bin.display(),
-                    log.lock().unwrap_or_else(|e| e.into_inner())
-                );
-            }
+        let child = spawn(&launch, &log).await;
+        let config = kube_config(&launch.kubeconfig).await;
+        ApiServer { child: Mutex::new(Some(child)), launch, config, log, namespaces: AtomicU32::new(0) }
+    }
+
+    /// Stops the server (SIGTERM, waited for), keeping its objects for [`ApiServer::restart`].
+    /// Its clients see connections refused.
+    pub async fn stop(&self) {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut child) = child {
+            tokio::task::spawn_blocking(move || stop(&mut child)).await.expect("stopping the API server");
         }
+    }
+
+    /// Starts the stopped server again, at the same address, with the same credentials and
+    /// objects, and waits until it is ready. Panics for the [`ApiServer::shared`] server.
+    pub async fn restart(&self) {
+        assert!(self.launch.data_dir.is_some(), "the shared API server cannot be restarted");
+        self.stop().await;
+        let child = spawn(&self.launch, &self.log).await;
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
     }
 
     /// Builds `testkit/apiserver` with `go build` into `<target>/testkit-apiserver/apiserver`,
@@ -109,11 +108,13 @@ impl ApiServer {
         let source = crate::workspace_root().join("testkit/apiserver");
         let bin = target_dir().join("testkit-apiserver/apiserver");
         std::fs::create_dir_all(bin.parent().expect("a folder")).expect("the binary's folder");
-        let newest_source = ["main.go", "go.mod", "go.sum"]
-            .iter()
-            .filter_map(|f| modified(&source.join(f)))
+        let newest_source = std::fs::read_dir(&source)
+            .expect("testkit/apiserver is there")
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == "go" || e == "mod" || e == "sum"))
+            .filter_map(|path| modified(&path))
             .max()
-            .expect("testkit/apiserver has main.go, go.mod and go.sum");
+            .expect("testkit/apiserver has Go sources");
         if modified(&bin).is_none_or(|b| b < newest_source) {
             // Build next to the binary, then rename, so another process never runs half a file.
             let partial = bin.with_file_name(format!("apiserver.{}.partial", std::process::id()));
@@ -153,7 +154,18 @@ impl ApiServer {
 
     /// Where the server's kubeconfig is.
     pub fn kubeconfig_path(&self) -> &Path {
-        &self.kubeconfig
+        &self.launch.kubeconfig
+    }
+
+    /// Where the kubeconfig of a user who may only get, list and watch is; the server
+    /// answers its other requests 403 Forbidden.
+    pub fn readonly_kubeconfig_path(&self) -> &Path {
+        &self.launch.readonly_kubeconfig
+    }
+
+    /// A kube-rs configuration for the user who may only get, list and watch.
+    pub async fn readonly_kube_config(&self) -> kube::Config {
+        kube_config(&self.launch.readonly_kubeconfig).await
     }
 
     /// A namespace name no other caller of this server gets, starting with `prefix` (a DNS
@@ -181,8 +193,95 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        stop(self.child.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if let Some(child) = self.child.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            stop(child);
+        }
+        let _ = std::fs::remove_file(&self.launch.kubeconfig);
+        let _ = std::fs::remove_file(&self.launch.readonly_kubeconfig);
+        if let Some(dir) = &self.launch.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+impl Launch {
+    /// Paths no other server uses, and a free port; a data folder when `restartable`.
+    fn new(restartable: bool) -> Launch {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let base = std::env::temp_dir().join(format!(
+            "testkit-apiserver-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        // The server binds it again at once; another process taking it in between is unlikely
+        // on loopback, and would fail the start loudly.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        Launch {
+            kubeconfig: base.with_extension("kubeconfig"),
+            readonly_kubeconfig: base.with_extension("readonly.kubeconfig"),
+            data_dir: restartable.then(|| base.with_extension("data")),
+            port,
+        }
+    }
+}
+
+/// Starts the server and waits until it is ready; its output goes to `log`.
+async fn spawn(launch: &Launch, log: &Arc<Mutex<String>>) -> Child {
+    let launch = launch.clone();
+    let log = Arc::clone(log);
+    tokio::task::spawn_blocking(move || spawn_blocking(&launch, log)).await.expect("starting the API server")
+}
+
+fn spawn_blocking(launch: &Launch, log: Arc<Mutex<String>>) -> Child {
+    let bin = ApiServer::build();
+    let mut command = Command::new(&bin);
+    command
+        .arg("--kubeconfig")
+        .arg(&launch.kubeconfig)
+        .arg("--readonly-kubeconfig")
+        .arg(&launch.readonly_kubeconfig)
+        .arg("--crds")
+        .arg(crds_dir())
+        .arg("--port")
+        .arg(launch.port.to_string())
+        .arg("--exit-on-stdin-eof");
+    if let Some(dir) = &launch.data_dir {
+        command.arg("--data-dir").arg(dir);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    copy_lines(stdout, Arc::clone(&log), Some(ready_tx));
+    copy_lines(stderr, Arc::clone(&log), None);
+    match ready_rx.recv_timeout(READY_TIMEOUT) {
+        Ok(()) => child,
+        Err(e) => {
+            let status = stop(&mut child);
+            // The readers finish at end of file, soon after the process exits.
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "the test API server ({}) did not get ready ({e}); it exited with {status:?}. Its output:\n{}",
+                bin.display(),
+                log.lock().unwrap_or_else(|e| e.into_inner())
+            );
+        }
+    }
+}
+
+async fn kube_config(path: &Path) -> kube::Config {
+    let file = Kubeconfig::read_from(path).expect("the server's kubeconfig reads");
+    kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+        .await
+        .expect("the server's kubeconfig is a kube-rs configuration")
 }
 
 /// Stops the server: SIGTERM, then SIGKILL after 20 s. Returns how it exited.
@@ -231,16 +330,6 @@ fn crds_dir() -> PathBuf {
     dir
 }
 
-/// Where a new server writes its kubeconfig; the server removes it when it stops.
-fn unique_kubeconfig_path() -> PathBuf {
-    static COUNT: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!(
-        "testkit-apiserver-{}-{}.kubeconfig",
-        std::process::id(),
-        COUNT.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
 /// The cargo target dir this test binary was built into (`<target>/<profile>/deps/<test>`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -269,9 +358,61 @@ mod tests {
         assert!(names.contains(&"virtualservices.networking.istio.io".to_owned()), "{names:?}");
         assert!(names.contains(&"httproutes.gateway.networking.k8s.io".to_owned()), "{names:?}");
         assert_ne!(server.new_namespace("a").await, server.new_namespace("a").await);
-        let pid = server.child.lock().unwrap().id();
+        let pid = server.child.lock().unwrap().as_ref().unwrap().id();
         drop(server);
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the server exited");
-        assert!(!kubeconfig.exists(), "the server removed its kubeconfig");
+        assert!(!kubeconfig.exists(), "dropping the server removed its kubeconfig");
+    }
+
+    fn virtual_services(client: kube::Client, namespace: &str) -> kube::Api<kube::api::DynamicObject> {
+        let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "virtualservices");
+        kube::Api::namespaced_with(client, namespace, &resource)
+    }
+
+    fn virtual_service(name: &str) -> kube::api::DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": name},
+            "spec": {"hosts": ["*"]},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_restarted_server_keeps_its_address_credentials_and_objects() {
+        let server = ApiServer::start().await;
+        let api = virtual_services(server.client(), "restart");
+        let created = api.create(&Default::default(), &virtual_service("kept")).await.expect("create");
+
+        server.stop().await;
+        let error = api.list(&Default::default()).await.expect_err("nothing answers while stopped");
+        assert!(matches!(error, kube::Error::HyperError(_) | kube::Error::Service(_)), "{error:?}");
+
+        server.restart().await;
+        // The same client, built before the restart, reads what was written before it.
+        let kept = api.get("kept").await.unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+        assert_eq!(kept.metadata.uid, created.metadata.uid);
+    }
+
+    #[tokio::test]
+    async fn the_readonly_user_reads_and_is_forbidden_to_write() {
+        let server = ApiServer::shared().await;
+        let namespace = server.new_namespace("readonly").await;
+        let admin = virtual_services(server.client(), &namespace);
+        admin.create(&Default::default(), &virtual_service("seen")).await.expect("the admin writes");
+        let client = kube::Client::try_from(server.readonly_kube_config().await).unwrap();
+        let reader = virtual_services(client, &namespace);
+        let listed = reader.list(&Default::default()).await.expect("the read-only user lists");
+        assert_eq!(listed.items.len(), 1);
+        match reader.delete("seen", &Default::default()).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 403, "{status:?}");
+                assert!(status.message.contains("cannot delete"), "{status:?}");
+            }
+            other => panic!("a delete by the read-only user answered {other:?}"),
+        }
+        admin.get("seen").await.expect("still there");
     }
 }
