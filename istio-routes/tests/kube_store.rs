@@ -8,6 +8,7 @@ use http::Method;
 use istio_routes::{Error, IstioBackend, KubeStore, RouteStore, Translation};
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 use serde_json::json;
+use testkit::eventually;
 use testkit::fake_kube::{Answer, FailureRule, FakeKube};
 use testkit::istio_model::Gateway;
 
@@ -41,17 +42,6 @@ fn spec(s: &str) -> RouteSpec {
 
 async fn listed(backend: &IstioBackend<KubeStore>) -> Vec<String> {
     backend.list().await.unwrap().iter().map(|r| r.spec().to_string()).collect()
-}
-
-/// Polls until `check` holds, for at most 5 s: the watch delivers asynchronously.
-async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("never: {what}");
 }
 
 #[tokio::test]
@@ -96,13 +86,13 @@ async fn other_writers_show_up_through_the_watch_even_after_it_breaks() {
     let backend = start(&fake).await.unwrap();
     let other = start(&fake).await.unwrap();
     other.add(route("/user/bob", "http://jupyter-bob:8888")).await.unwrap();
-    eventually("the first replica sees bob", async || listed(&backend).await == ["/user/bob"]).await;
+    eventually("the first replica sees bob", || async { listed(&backend).await == ["/user/bob"] }).await;
 
     fake.break_watches();
     other.add(route("/user/carol", "http://jupyter-carol:8888")).await.unwrap();
     fake.compact();
     other.delete(&spec("/user/bob")).await.unwrap();
-    eventually("the first replica converges after the watch broke", async || {
+    eventually("the first replica converges after the watch broke", || async {
         listed(&backend).await == ["/user/carol"]
     })
     .await;
@@ -223,7 +213,7 @@ async fn two_replicas_writing_overlapping_routes_route_as_chp_does() {
         }
         fake.advance_clock(1);
     }
-    eventually("both replicas list every route", async || {
+    eventually("both replicas list every route", || async {
         for replica in &replicas {
             if listed(replica).await.len() != specs.len() {
                 return false;
@@ -287,7 +277,7 @@ async fn an_api_server_outage_is_a_503_for_writes_while_reads_go_on() {
         )
         .unwrap(),
     );
-    eventually("the watch resumes after the outage", async || {
+    eventually("the watch resumes after the outage", || async {
         listed(&backend).await == ["/user/alice", "/user/bob", "/user/carol"]
     })
     .await;

@@ -37,3 +37,13 @@ pub fn workspace_root() -> std::path::PathBuf {
         .expect("testkit lives inside the workspace")
         .to_path_buf()
 }
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after 15 s. For what
+/// arrives asynchronously, such as a watch event.
+pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !condition().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,6 +1,5 @@
 //! The fake Kubernetes API server, driven by kube-rs itself.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -13,6 +12,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use testkit::eventually;
 use testkit::fake_kube::{Answer, FailureRule, FakeKube};
 
 const NS: &str = "jhub";
@@ -40,15 +40,6 @@ fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::core::S
     match result {
         Err(kube::Error::Api(status)) => *status,
         other => panic!("expected an API error, got {other:?}"),
-    }
-}
-
-/// Polls `condition` until it holds, for up to 15 s.
-async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
