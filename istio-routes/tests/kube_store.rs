@@ -1,47 +1,28 @@
 //! The Kubernetes store against testkit's fake API server: what it writes, that reads come
 //! from its watch cache, how it recovers, and what API failures become.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{GATEWAY, listed, route, spec};
 use http::Method;
 use istio_routes::{Error, IstioBackend, KubeStore, RouteStore, Translation};
-use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
+use proxy_api::Backend;
 use serde_json::json;
 use testkit::eventually;
 use testkit::fake_kube::{Answer, FailureRule, FakeKube};
 use testkit::istio_model::Gateway;
 
 const NAMESPACE: &str = "hub";
-const GATEWAY: &str = "istio-system/jupyterhub-gateway";
 
 fn translation() -> Translation {
-    Translation {
-        namespace: NAMESPACE.into(),
-        gateways: vec![GATEWAY.into()],
-        hosts: vec!["*".into()],
-        ..Translation::default()
-    }
+    common::translation(NAMESPACE)
 }
 
 async fn start(fake: &FakeKube) -> Result<IstioBackend<KubeStore>, Error> {
-    let client = kube::Client::try_from(fake.kubeconfig(NAMESPACE)).unwrap();
-    let store = KubeStore::start(client, &translation()).await?;
-    tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await.expect("the cache syncs");
-    Ok(IstioBackend::new(Arc::new(store), translation()))
-}
-
-fn route(spec: &str, target: &str) -> Route {
-    let spec = RouteSpec::new(spec, RoutingMode::Path).unwrap();
-    Route::new(spec, Target::parse(target).unwrap(), Default::default()).unwrap()
-}
-
-fn spec(s: &str) -> RouteSpec {
-    RouteSpec::new(s, RoutingMode::Path).unwrap()
-}
-
-async fn listed(backend: &IstioBackend<KubeStore>) -> Vec<String> {
-    backend.list().await.unwrap().iter().map(|r| r.spec().to_string()).collect()
+    common::start(fake.kubeconfig(NAMESPACE), NAMESPACE).await
 }
 
 #[tokio::test]

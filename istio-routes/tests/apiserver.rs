@@ -1,0 +1,254 @@
+//! The Kubernetes store against a real API server (testkit's apiextensions-apiserver over
+//! etcd, with Istio's CRDs): what it writes, reading through the watch, two writers at once,
+//! and what denied and invalid writes return. The fake API server's tests
+//! (`kube_store.rs`) cover failure injection; these check that the real server agrees.
+
+mod common;
+
+use common::{listed, route, spec};
+use istio_routes::resources::{IstioVersion, VirtualService};
+use istio_routes::{Error, IstioBackend, KubeStore, RouteStore, Translation};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
+use proxy_api::Backend;
+use testkit::apiserver::ApiServer;
+use testkit::eventually;
+
+async fn start(server: &ApiServer, namespace: &str) -> IstioBackend<KubeStore> {
+    common::start(server.kube_config(), namespace)
+        .await
+        .unwrap_or_else(|e| panic!("the store starts: {e}\n{}", server.log()))
+}
+
+/// What is in the namespace, read with the admin's credentials past any cache.
+struct Namespace {
+    virtual_services: Api<VirtualService>,
+    service_entries: Api<istio_routes::resources::ServiceEntry>,
+    translation: Translation,
+}
+
+impl Namespace {
+    fn new(server: &ApiServer, namespace: &str) -> Namespace {
+        let client = server.client();
+        Namespace {
+            virtual_services: Api::namespaced_with(client.clone(), namespace, &IstioVersion::V1),
+            service_entries: Api::namespaced_with(client, namespace, &IstioVersion::V1),
+            translation: common::translation(namespace),
+        }
+    }
+
+    async fn virtual_services(&self) -> Vec<VirtualService> {
+        let labelled = ListParams::default().labels(&self.translation.label_selector());
+        self.virtual_services.list(&labelled).await.expect("list VirtualServices").items
+    }
+
+    /// The route each VirtualService holds, as `spec -> target`, sorted.
+    async fn routes(&self) -> Vec<String> {
+        let mut routes: Vec<String> = self
+            .virtual_services()
+            .await
+            .iter()
+            .map(|object| {
+                let stored = self.translation.read(object).expect("ours").expect("readable");
+                format!("{} -> {}", stored.route.spec(), stored.route.target())
+            })
+            .collect();
+        routes.sort();
+        routes
+    }
+
+    async fn service_entry_count(&self) -> usize {
+        let labelled = ListParams::default().labels(&self.translation.label_selector());
+        self.service_entries.list(&labelled).await.expect("list ServiceEntries").items.len()
+    }
+}
+
+#[tokio::test]
+async fn routes_are_applied_updated_listed_and_deleted() {
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("crud").await;
+    let objects = Namespace::new(server, &namespace);
+    let backend = start(server, &namespace).await;
+
+    backend.add(route("/user/alice", "http://10.0.0.1:8888")).await.unwrap();
+    backend.add(route("/user/bob", "http://jupyter-bob:8888")).await.unwrap();
+    assert_eq!(
+        objects.routes().await,
+        ["/user/alice -> http://10.0.0.1:8888", "/user/bob -> http://jupyter-bob:8888"]
+    );
+    assert_eq!(objects.service_entry_count().await, 1, "alice's pod IP has a ServiceEntry");
+    let alice = &objects.virtual_services().await[0];
+    let created = alice.metadata.creation_timestamp.clone().expect("the server stamps creation");
+
+    // An update changes the object in place: same name, new resourceVersion, no orphan.
+    backend.add(route("/user/alice", "http://10.0.0.2:8888")).await.unwrap();
+    let updated = &objects.virtual_services().await[0];
+    assert_eq!(updated.metadata.name, alice.metadata.name);
+    assert_ne!(updated.metadata.resource_version, alice.metadata.resource_version);
+    assert_eq!(updated.metadata.creation_timestamp, Some(created));
+    assert_eq!(
+        objects.routes().await,
+        ["/user/alice -> http://10.0.0.2:8888", "/user/bob -> http://jupyter-bob:8888"]
+    );
+
+    // A store started afresh lists the same routes from the server.
+    let fresh = start(server, &namespace).await;
+    assert_eq!(listed(&fresh).await, ["/user/alice", "/user/bob"]);
+    let got = fresh.get(&spec("/user/alice")).await.unwrap().expect("alice");
+    assert_eq!(got.target().as_str(), "http://10.0.0.2:8888");
+
+    assert!(backend.delete(&spec("/user/alice")).await.unwrap());
+    assert_eq!(objects.routes().await, ["/user/bob -> http://jupyter-bob:8888"]);
+    assert_eq!(objects.service_entry_count().await, 0, "the ServiceEntry went with its route");
+    // Deleting what is gone is no error, through the backend or the store.
+    assert!(!backend.delete(&spec("/user/alice")).await.unwrap());
+    assert!(!backend.store().delete_virtual_service("jupyter-97-nothing-0", None).await.unwrap());
+    assert!(!backend.store().delete_service_entry("jupyter-nothing").await.unwrap());
+}
+
+#[tokio::test]
+async fn the_watch_brings_other_writers_changes() {
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("watch").await;
+    let objects = Namespace::new(server, &namespace);
+    let (first, second) = (start(server, &namespace).await, start(server, &namespace).await);
+
+    first.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+    eventually("the second replica sees alice", || async { listed(&second).await == ["/user/alice"] }).await;
+
+    second.add(route("/user/alice", "http://jupyter-alice-2:8888")).await.unwrap();
+    eventually("the first replica sees the new target", || async {
+        let got = first.get(&spec("/user/alice")).await.unwrap();
+        got.is_some_and(|r| r.target().as_str() == "http://jupyter-alice-2:8888")
+    })
+    .await;
+
+    // An object deleted behind the proxies' backs (kubectl delete) leaves their listings.
+    let name = objects.virtual_services().await[0].metadata.name.clone().unwrap();
+    objects.virtual_services.delete(&name, &DeleteParams::default()).await.unwrap();
+    eventually("both replicas see the delete", || async {
+        listed(&first).await.is_empty() && listed(&second).await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_writers_of_one_route_leave_one_object() {
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("conflict").await;
+    let objects = Namespace::new(server, &namespace);
+    let writers = [start(server, &namespace).await, start(server, &namespace).await];
+
+    // The hub under a base URL, then a user under it, then the hub again: the hub's object is
+    // re-created as a newer generation to sort after the user's, while the other writer
+    // rewrites it. Whatever the interleaving, every route ends as exactly one object.
+    for round in 0..4 {
+        let writes = ["/jhub", "/jhub/user/alice", "/jhub"].iter().enumerate().flat_map(|(i, path)| {
+            writers.iter().enumerate().map(move |(w, writer)| {
+                let target = format!("http://jupyter-{round}-{i}-{w}:8888");
+                async move { writer.add(route(path, &target)).await }
+            })
+        });
+        for result in futures::future::join_all(writes).await {
+            // Losing a race is a 503 JupyterHub retries; anything else is a bug.
+            if let Err(error) = result {
+                assert_eq!(error.status(), 503, "{error}");
+            }
+        }
+    }
+    let routes = objects.routes().await;
+    let specs: Vec<&str> = routes.iter().map(|r| r.split(" -> ").next().unwrap()).collect();
+    assert_eq!(specs, ["/jhub", "/jhub/user/alice"], "one object per route: {routes:#?}");
+    eventually("both writers list what the server holds", || async {
+        let mut listings = Vec::new();
+        for writer in &writers {
+            let mut listing: Vec<String> = writer
+                .list()
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| format!("{} -> {}", r.spec(), r.target()))
+                .collect();
+            listing.sort();
+            listings.push(listing);
+        }
+        listings.iter().all(|listing| *listing == routes)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_server_answers_preconditions_and_existing_names_as_the_store_expects() {
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("precondition").await;
+    let objects = Namespace::new(server, &namespace);
+    let backend = start(server, &namespace).await;
+    backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+    let object = objects.virtual_services().await.remove(0);
+    let name = object.metadata.name.clone().unwrap();
+
+    let again = backend.store().create_virtual_service(without_server_fields(&object)).await;
+    assert!(matches!(again, Err(Error::AlreadyExists { .. })), "{again:?}");
+
+    let stale = Some("1".to_owned());
+    let error = backend.store().delete_virtual_service(&name, stale).await.unwrap_err();
+    assert!(matches!(error, Error::Conflict { .. }), "{error:?}");
+    assert_eq!(objects.virtual_services().await.len(), 1, "a failed precondition deletes nothing");
+
+    let current = object.metadata.resource_version.clone();
+    assert!(backend.store().delete_virtual_service(&name, current).await.unwrap());
+    assert!(objects.virtual_services().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_denied_write_is_403_naming_the_verb_and_changes_nothing() {
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("denied").await;
+    let objects = Namespace::new(server, &namespace);
+    // The read-only user may list and watch, so the store starts and syncs; writing fails.
+    let backend = common::start(server.readonly_kube_config().await, &namespace)
+        .await
+        .expect("listing and watching are allowed");
+    // A pod IP's ServiceEntry is written first, then the VirtualService.
+    for (target, resource) in
+        [("http://10.0.0.1:8888", "serviceentries"), ("http://jupyter-alice:8888", "virtualservices")]
+    {
+        let error = backend.add(route("/user/alice", target)).await.unwrap_err();
+        assert_eq!(error.status(), 403, "{error}");
+        let grant = format!("needs 'patch' on {resource}.networking.istio.io in namespace \"{namespace}\"");
+        assert!(error.to_string().contains(&grant), "the error says what to grant: {error}");
+    }
+    assert!(objects.virtual_services().await.is_empty());
+    assert_eq!(objects.service_entry_count().await, 0);
+    assert!(listed(&backend).await.is_empty(), "nothing half-written shows in the cache");
+}
+
+#[tokio::test]
+async fn an_invalid_object_is_refused_with_the_servers_reason() {
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("invalid").await;
+    let backend = start(server, &namespace).await;
+    let rendered = common::translation(&namespace)
+        .render(&route("/user/alice", "http://jupyter-alice:8888"), 0)
+        .expect("renders");
+    let mut object = rendered.virtual_service;
+    // Not a DNS-1123 name: the API server refuses it before any schema.
+    object.metadata.name = Some("Not_A_Name".into());
+    let error = backend.store().apply_virtual_service(object).await.unwrap_err();
+    match &error {
+        Error::Invalid { message, .. } => assert!(message.contains("Not_A_Name"), "{message}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(proxy_api::Error::from(error).status(), 500, "our bug, not the client's");
+}
+
+/// The object as a client would send it: no server-set fields.
+fn without_server_fields(object: &VirtualService) -> VirtualService {
+    let mut object = object.clone();
+    object.metadata.resource_version = None;
+    object.metadata.uid = None;
+    object.metadata.creation_timestamp = None;
+    object.metadata.generation = None;
+    object.metadata.managed_fields = None;
+    object
+}
