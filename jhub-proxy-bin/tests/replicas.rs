@@ -1,11 +1,14 @@
-//! Several proxy processes on one Kubernetes API server (testkit's fake), taking overlapping
-//! routes at once from concurrent clients: one object per route, nothing left behind, and the
-//! gateway routes every probe as configurable-http-proxy would.
+//! Several proxy processes on one Kubernetes API server, testkit's fake and the real one,
+//! taking overlapping routes at once from concurrent clients: one object per route, nothing
+//! left behind, and the gateway routes every probe as configurable-http-proxy would.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use istio_routes::resources::VirtualService;
+use istio_routes::resources::{IstioVersion, ServiceEntry, VirtualService};
 use istio_routes::{MANAGED_BY, Translation};
+use kube::Api;
+use testkit::apiserver::ApiServer;
 use testkit::chp::ChpTable;
 use testkit::client::ApiClient;
 use testkit::fake_kube::FakeKube;
@@ -17,26 +20,99 @@ const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
 const TOKEN: &str = "replicas-token";
 const GATEWAY: &str = "istio-system/jupyterhub-gateway";
 
-async fn replica(kubeconfig: &std::path::Path) -> ProxyProcess {
-    let mut command = Command::new(BIN);
-    command.env_clear().env("KUBECONFIG", kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", TOKEN).args([
-        "--store",
-        "kubernetes",
-        "--listen",
-        "127.0.0.1:0",
-        "--istio-gateway",
-        GATEWAY,
-    ]);
-    ProxyProcess::spawn(command).await
+/// The API server the replicas share.
+enum Cluster {
+    Fake { fake: FakeKube, kubeconfig: PathBuf },
+    Real { server: &'static ApiServer, namespace: String },
+}
+
+impl Cluster {
+    async fn fake() -> Cluster {
+        let fake = FakeKube::start().await;
+        fake.set_clock(1_700_000_000);
+        let kubeconfig = std::env::temp_dir().join(format!("jhub-proxy-replicas-{}", std::process::id()));
+        fake.write_kubeconfig(&kubeconfig, "hub");
+        Cluster::Fake { fake, kubeconfig }
+    }
+
+    async fn real() -> Cluster {
+        let server = ApiServer::shared().await;
+        Cluster::Real { server, namespace: server.new_namespace("replicas").await }
+    }
+
+    async fn replica(&self) -> ProxyProcess {
+        let (kubeconfig, namespace) = match self {
+            Cluster::Fake { kubeconfig, .. } => (kubeconfig.as_path(), "hub"),
+            Cluster::Real { server, namespace } => (server.kubeconfig_path(), namespace.as_str()),
+        };
+        let mut command = Command::new(BIN);
+        command.env_clear().env("KUBECONFIG", kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", TOKEN).args([
+            "--store",
+            "kubernetes",
+            "--listen",
+            "127.0.0.1:0",
+            "--k8s-namespace",
+            namespace,
+            "--istio-gateway",
+            GATEWAY,
+        ]);
+        ProxyProcess::spawn(command).await
+    }
+
+    /// Lets a second pass on the fake's clock; the real server's is the machine's.
+    fn tick(&self) {
+        if let Cluster::Fake { fake, .. } = self {
+            fake.advance_clock(1);
+        }
+    }
+
+    async fn virtual_services(&self) -> Vec<Arc<VirtualService>> {
+        match self {
+            Cluster::Fake { fake, .. } => fake
+                .objects("virtualservices")
+                .into_iter()
+                .map(|value| Arc::new(serde_json::from_value(value).unwrap()))
+                .collect(),
+            Cluster::Real { server, namespace } => {
+                let api: Api<VirtualService> =
+                    Api::namespaced_with(server.client(), namespace, &IstioVersion::V1);
+                api.list(&Default::default()).await.unwrap().items.into_iter().map(Arc::new).collect()
+            }
+        }
+    }
+
+    async fn service_entry_count(&self) -> usize {
+        match self {
+            Cluster::Fake { fake, .. } => fake.objects("serviceentries").len(),
+            Cluster::Real { server, namespace } => {
+                let api: Api<ServiceEntry> =
+                    Api::namespaced_with(server.client(), namespace, &IstioVersion::V1);
+                api.list(&Default::default()).await.unwrap().items.len()
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Cluster::Fake { kubeconfig, .. } = self {
+            let _ = std::fs::remove_file(kubeconfig);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_writing_overlapping_routes_at_once() {
-    let fake = FakeKube::start().await;
-    fake.set_clock(1_700_000_000);
-    let kubeconfig = std::env::temp_dir().join(format!("jhub-proxy-replicas-{}", std::process::id()));
-    fake.write_kubeconfig(&kubeconfig, "hub");
-    let replicas = [replica(&kubeconfig).await, replica(&kubeconfig).await, replica(&kubeconfig).await];
+    three_replicas(Cluster::fake().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_the_real_api_server() {
+    three_replicas(Cluster::real().await).await;
+}
+
+async fn three_replicas(cluster: Cluster) {
+    let replicas = [cluster.replica().await, cluster.replica().await, cluster.replica().await];
     let clients: Vec<ApiClient> = replicas.iter().map(|r| ApiClient::new(r.addr(), Some(TOKEN))).collect();
 
     // A hub under a base URL, users, named servers, a service; every route written twice,
@@ -59,15 +135,11 @@ async fn three_replicas_writing_overlapping_routes_at_once() {
         for task in tasks {
             assert_eq!(task.await.unwrap(), 201);
         }
-        fake.advance_clock(1);
+        cluster.tick();
     }
 
     // One object per route: no duplicates, no orphans.
-    let objects: Vec<Arc<VirtualService>> = fake
-        .objects("virtualservices")
-        .into_iter()
-        .map(|value| Arc::new(serde_json::from_value(value).unwrap()))
-        .collect();
+    let objects = cluster.virtual_services().await;
     assert_eq!(
         objects.len(),
         specs.len(),
@@ -79,7 +151,7 @@ async fn three_replicas_writing_overlapping_routes_at_once() {
             .iter()
             .all(|o| o.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"] == MANAGED_BY)
     );
-    assert_eq!(fake.objects("serviceentries").len(), specs.len(), "each pod IP route has its ServiceEntry");
+    assert_eq!(cluster.service_entry_count().await, specs.len(), "each pod IP route has its ServiceEntry");
 
     // Every replica lists what the API server holds, once its watch has delivered the other
     // replicas' writes (a replica sees its own at once).
@@ -141,5 +213,4 @@ async fn three_replicas_writing_overlapping_routes_at_once() {
         let chosen = translation.read(object).unwrap().unwrap().route.spec().to_string();
         assert_eq!(Some(chosen), chp.route("hub.example.org", path), "{path}");
     }
-    let _ = std::fs::remove_file(kubeconfig);
 }
