@@ -284,8 +284,8 @@ async fn kube_config(path: &Path) -> kube::Config {
         .expect("the server's kubeconfig is a kube-rs configuration")
 }
 
-/// Stops the server: SIGTERM, then SIGKILL after 20 s. Returns how it exited.
-fn stop(child: &mut Child) -> Option<std::process::ExitStatus> {
+/// Stops a child process: SIGTERM, then SIGKILL after 20 s. Returns how it exited.
+pub(crate) fn stop(child: &mut Child) -> Option<std::process::ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }
@@ -302,7 +302,11 @@ fn stop(child: &mut Child) -> Option<std::process::ExitStatus> {
 }
 
 /// Copies the lines of `from` into `log` on a thread; the first `ready ` line is signalled.
-fn copy_lines(from: impl Read + Send + 'static, log: Arc<Mutex<String>>, ready: Option<mpsc::Sender<()>>) {
+pub(crate) fn copy_lines(
+    from: impl Read + Send + 'static,
+    log: Arc<Mutex<String>>,
+    ready: Option<mpsc::Sender<()>>,
+) {
     std::thread::spawn(move || {
         let mut ready = ready;
         for line in BufReader::new(from).lines() {

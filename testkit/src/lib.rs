@@ -9,6 +9,8 @@
 //! - [`fake_kube`]: a fake Kubernetes API server for kube-rs clients, with failure injection.
 //! - [`process`]: the proxy binary as a child process, with its log.
 //! - [`python`]: a virtualenv with JupyterHub from PyPI, whose own proxy client drives ours.
+//! - [`jupyterhub`]: a real JupyterHub from that venv, spawning mock servers, driven through
+//!   its REST API, for end-to-end tests.
 //!
 //! ```no_run
 //! use testkit::{client::ApiClient, process::ProxyProcess};
@@ -27,6 +29,7 @@ pub mod chp;
 pub mod client;
 pub mod fake_kube;
 pub mod istio_model;
+pub mod jupyterhub;
 pub mod process;
 pub mod python;
 

@@ -1,0 +1,44 @@
+# JupyterHub configuration for the end-to-end tests (testkit/src/jupyterhub.rs): a hub that
+# does not start a proxy but talks to ours at E2E_PROXY_API_URL, and spawns each server as a
+# local process running JupyterHub's mock single-user server. Everything is set from the
+# environment so one file serves every test.
+import os
+import sys
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+
+c = get_config()  # noqa: F821 (JupyterHub's config loader provides it)
+
+state_dir = os.environ["E2E_STATE_DIR"]
+
+c.JupyterHub.base_url = os.environ.get("E2E_BASE_URL", "/")
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = int(os.environ["E2E_HUB_PORT"])
+c.JupyterHub.db_url = "sqlite:///" + os.path.join(state_dir, "jupyterhub.sqlite")
+c.JupyterHub.cookie_secret_file = os.path.join(state_dir, "jupyterhub_cookie_secret")
+c.JupyterHub.pid_file = os.path.join(state_dir, "jupyterhub.pid")
+c.JupyterHub.allow_named_servers = True
+# Stop the servers when the hub stops, so no mock server outlives a test.
+c.JupyterHub.cleanup_servers = True
+# Answer a start or stop request after 2 s at most (202 while pending): the tests poll, and
+# their HTTP client gives up after 10 s.
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 2, "slow_stop_timeout": 2}
+
+c.ConfigurableHTTPProxy.should_start = False
+c.ConfigurableHTTPProxy.api_url = os.environ["E2E_PROXY_API_URL"]
+c.ConfigurableHTTPProxy.auth_token = os.environ["E2E_PROXY_TOKEN"]
+
+# Nobody logs in; the tests act through the API with the service's token.
+c.JupyterHub.authenticator_class = "null"
+c.Authenticator.allow_all = True
+c.JupyterHub.services = [{"name": "e2e", "api_token": os.environ["E2E_ADMIN_TOKEN"]}]
+c.JupyterHub.load_roles = [{"name": "admin", "services": ["e2e"]}]
+
+# SimpleLocalProcessSpawner needs no system users. Instead of jupyterhub-singleuser, run
+# jupyterhub/tests/mocksu.py (it echoes paths and serves its environment at `.../env`) on the
+# port the hub chose; it imports no test framework.
+c.JupyterHub.spawner_class = SimpleLocalProcessSpawner
+c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.tests.mocksu"]
+c.Spawner.args = []
+c.SimpleLocalProcessSpawner.home_dir_template = os.path.join(state_dir, "home", "{username}")
+c.Spawner.ip = "127.0.0.1"
