@@ -8,11 +8,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
@@ -84,7 +87,7 @@ impl KubeStore {
         let overlay = Arc::new(Overlay::default());
         let watch_overlay = Arc::clone(&overlay);
         let stream = watcher(virtual_services.clone(), config)
-            .default_backoff()
+            .backoff(watch_backoff())
             .modify(move |object: &mut VirtualService| slim(object, &legacy_annotation))
             .reflect(writer);
         tokio::spawn(async move {
@@ -274,6 +277,21 @@ fn classify<S: IstioKind>(error: kube::Error, verb: &'static str, name: &str, na
         // The connection failed, timed out, or the client's stack did: the server may be back soon.
         other => Error::Unavailable(Box::new(other)),
     }
+}
+
+/// How the watch retries: kube-runtime's default (client-go's) waits up to 30 s between
+/// attempts, and after an API-server outage of a few seconds a replica would keep listing
+/// stale routes for that long. A restarted API server also answers the first watch 410 Gone,
+/// which costs a second wait before the relist. One watch per replica is no load worth
+/// protecting the server from, so the wait is capped at 2 s (4 s with jitter).
+fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(2))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(120))
 }
 
 /// Fails start-up, with what to do, when the API does not serve a kind to us.
