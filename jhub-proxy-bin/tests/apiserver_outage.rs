@@ -1,0 +1,197 @@
+//! The real Kubernetes API server stopped under load and started again: while it is gone the
+//! proxy answers writes 503 (which JupyterHub retries) and reads from its cache; it resumes
+//! by itself; and every route it answered 201 for is in the API server afterwards.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use http::StatusCode;
+use istio_routes::Translation;
+use istio_routes::resources::{IstioVersion, VirtualService};
+use kube::Api;
+use testkit::apiserver::ApiServer;
+use testkit::client::ApiClient;
+use testkit::eventually;
+use testkit::process::ProxyProcess;
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
+const TOKEN: &str = "outage-token";
+const WRITERS: usize = 3;
+
+/// Where the API server is while a request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Phase {
+    Up = 0,
+    Down = 1,
+    Back = 2,
+}
+
+impl Phase {
+    fn of(value: u8) -> Phase {
+        [Phase::Up, Phase::Down, Phase::Back][usize::from(value)]
+    }
+}
+
+/// One answered POST: the route, the phase when it was sent and when it was answered.
+#[derive(Debug)]
+struct Answered {
+    spec: String,
+    sent: Phase,
+    received: Phase,
+    status: StatusCode,
+}
+
+async fn proxy(server: &ApiServer, namespace: &str) -> ProxyProcess {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .env("CONFIGPROXY_AUTH_TOKEN", TOKEN)
+        .args([
+            "--store",
+            "kubernetes",
+            "--listen",
+            "127.0.0.1:0",
+            "--k8s-namespace",
+            namespace,
+            "--istio-gateway",
+            "istio-system/jupyterhub-gateway",
+        ]);
+    ProxyProcess::spawn(command).await
+}
+
+/// Posts new routes one after another until `stop`, recording every answer.
+async fn write_until(
+    client: ApiClient,
+    writer: usize,
+    phase: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answered>>>,
+) {
+    for n in 0.. {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let spec = format!("/user/w{writer}-{n}");
+        let sent = Phase::of(phase.load(Ordering::SeqCst));
+        let body = format!(r#"{{"target": "http://10.1.{writer}.{}:8888", "jupyterhub": true}}"#, n % 250);
+        let status = client.post(&format!("/api/routes{spec}"), &body).await.status;
+        let received = Phase::of(phase.load(Ordering::SeqCst));
+        answers.lock().await.push(Answered { spec, sent, received, status });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_outage_under_load_loses_no_route() {
+    let server = ApiServer::start().await;
+    let namespace = server.new_namespace("outage").await;
+    let first = proxy(&server, &namespace).await;
+    let client = ApiClient::new(first.addr(), Some(TOKEN));
+    let logs = |proxies: &[&ProxyProcess]| {
+        let logs: Vec<String> = proxies.iter().map(|p| p.log()).collect();
+        format!("proxy logs:\n{}\nAPI server log (tail):\n{}", logs.join("\n---\n"), tail(&server.log()))
+    };
+
+    let phase = Arc::new(AtomicU8::new(Phase::Up as u8));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(write_until(client.clone(), w, phase.clone(), stop.clone(), answers.clone())))
+        .collect();
+    let created = |answers: &[Answered], phase: Phase| -> usize {
+        answers.iter().filter(|a| a.sent == phase && a.status == StatusCode::CREATED).count()
+    };
+    eventually("routes are written before the outage", || async {
+        created(&answers.lock().await, Phase::Up) >= 10
+    })
+    .await;
+
+    server.stop().await;
+    phase.store(Phase::Down as u8, Ordering::SeqCst);
+    let before: BTreeSet<String> = answers
+        .lock()
+        .await
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .map(|a| a.spec.clone())
+        .collect();
+    eventually("writes are answered while the API server is down", || async {
+        answers.lock().await.iter().filter(|a| a.sent == Phase::Down).count() >= 5
+    })
+    .await;
+    // Reads come from the cache, with every route answered 201 so far. Readiness stays: all
+    // replicas share the API server, and taking every one out of its Service would turn the
+    // hub's reads and its clear 503s into connection errors.
+    let listing = client.get("/api/routes").await;
+    assert_eq!(listing.status, 200, "{}", logs(&[&first]));
+    let listed: BTreeSet<String> = listing.keys().into_iter().collect();
+    assert!(before.is_subset(&listed), "missing from the cache: {:?}", before.difference(&listed));
+    assert_eq!(client.get("/readyz").await.status, 200);
+    assert_eq!(client.get(&format!("/api/routes{}", before.first().unwrap())).await.status, 200);
+
+    server.restart().await;
+    phase.store(Phase::Back as u8, Ordering::SeqCst);
+    eventually("every writer gets a 201 again, from the same proxy process", || async {
+        let answers = answers.lock().await;
+        (0..WRITERS).all(|w| {
+            answers.iter().any(|a| {
+                a.sent == Phase::Back
+                    && a.status == StatusCode::CREATED
+                    && a.spec.starts_with(&format!("/user/w{w}-"))
+            })
+        })
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let answers = std::mem::take(&mut *answers.lock().await);
+    // While the API server was down from send to answer, no write was acknowledged, and
+    // every answer was a 503 JupyterHub retries, not a hang (the client panics after 10 s).
+    let down: Vec<&Answered> =
+        answers.iter().filter(|a| a.sent == Phase::Down && a.received == Phase::Down).collect();
+    assert!(!down.is_empty());
+    assert!(down.iter().all(|a| a.status == StatusCode::SERVICE_UNAVAILABLE), "{down:#?}");
+
+    // Every route answered 201 is in the API server, and the proxy lists each of them.
+    let acknowledged: BTreeSet<String> =
+        answers.iter().filter(|a| a.status == StatusCode::CREATED).map(|a| a.spec.clone()).collect();
+    let translation = Translation { namespace: namespace.clone(), ..Translation::default() };
+    let api: Api<VirtualService> = Api::namespaced_with(server.client(), &namespace, &IstioVersion::V1);
+    let stored: BTreeSet<String> = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|object| translation.read(object)?.ok())
+        .map(|stored| stored.route.spec().to_string())
+        .collect();
+    let lost: Vec<&String> = acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "routes answered 201 but not in the API server: {lost:?}\n{}", logs(&[&first]));
+    let listed: BTreeSet<String> = client.get("/api/routes").await.keys().into_iter().collect();
+    assert!(acknowledged.is_subset(&listed), "{:?}", acknowledged.difference(&listed));
+
+    // The watch resumed too: another replica's write reaches the first without a restart.
+    let second = proxy(&server, &namespace).await;
+    let other = ApiClient::new(second.addr(), Some(TOKEN));
+    let body = r#"{"target": "http://10.9.9.9:8888"}"#;
+    assert_eq!(other.post("/api/routes/user/after-the-outage", body).await.status, 201);
+    eventually("the first proxy's watch delivers the second's write", || async {
+        client.get("/api/routes/user/after-the-outage").await.status == 200
+    })
+    .await;
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
