@@ -34,22 +34,29 @@ async fn routes_round_trip_through_jupyterhubs_client() {
     drive(&["--store", "memory"], &[]).await;
 }
 
+/// Runs the binary with the Kubernetes store, on the kubeconfig's cluster, in `namespace`.
+async fn kubernetes_proxy(kubeconfig: &std::path::Path, namespace: &str) -> ProxyProcess {
+    let mut command = tokio::process::Command::new(BIN);
+    command.env_clear().env("KUBECONFIG", kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", TOKEN).args([
+        "--store",
+        "kubernetes",
+        "--listen",
+        "127.0.0.1:0",
+        "--k8s-namespace",
+        namespace,
+        "--istio-gateway",
+        "istio-system/gw",
+    ]);
+    ProxyProcess::spawn(command).await
+}
+
 /// The same, with the Kubernetes store writing VirtualServices to testkit's fake API server.
 #[tokio::test]
 async fn routes_round_trip_through_the_kubernetes_store() {
     let fake = testkit::fake_kube::FakeKube::start().await;
     let kubeconfig = std::env::temp_dir().join(format!("jhub-proxy-kubeconfig-{}", std::process::id()));
     fake.write_kubeconfig(&kubeconfig, "hub");
-    let mut command = tokio::process::Command::new(BIN);
-    command.env_clear().env("KUBECONFIG", &kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", TOKEN).args([
-        "--store",
-        "kubernetes",
-        "--listen",
-        "127.0.0.1:0",
-        "--istio-gateway",
-        "istio-system/gw",
-    ]);
-    let proxy = ProxyProcess::spawn(command).await;
+    let proxy = kubernetes_proxy(&kubeconfig, "hub").await;
     drive_started(&proxy, &[]).await;
     // The routes went through the API server: the driver deleted what it added, and the
     // objects it wrote are gone again, no orphans.
@@ -57,6 +64,20 @@ async fn routes_round_trip_through_the_kubernetes_store() {
     assert!(fake.objects("virtualservices").is_empty(), "{:#?}", fake.objects("virtualservices"));
     assert!(fake.objects("serviceentries").is_empty());
     let _ = std::fs::remove_file(kubeconfig);
+}
+
+/// The same on the real API server, whose schemas validate every object the driver's
+/// routes become.
+#[tokio::test]
+async fn routes_round_trip_through_the_real_api_server() {
+    let server = testkit::apiserver::ApiServer::shared().await;
+    let namespace = server.new_namespace("jupyterhub-client").await;
+    let proxy = kubernetes_proxy(server.kubeconfig_path(), &namespace).await;
+    drive_started(&proxy, &[]).await;
+    let api: kube::Api<istio_routes::resources::VirtualService> =
+        kube::Api::namespaced_with(server.client(), &namespace, &istio_routes::resources::IstioVersion::V1);
+    let left = api.list(&Default::default()).await.unwrap().items;
+    assert!(left.is_empty(), "the driver deleted every route it added: {left:#?}");
 }
 
 #[tokio::test]
