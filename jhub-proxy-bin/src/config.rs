@@ -30,7 +30,7 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "jupyterhub-istio-proxy",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("JHUB_PROXY_BUILD_COMMIT"), ")"),
     about = "configurable-http-proxy's REST API for JupyterHub, served by writing Istio routing objects"
 )]
 pub struct Config {

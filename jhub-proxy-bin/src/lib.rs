@@ -37,6 +37,13 @@ pub mod render;
 pub mod server;
 pub mod warmup;
 
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The commit this binary was built from (`git rev-parse --short HEAD`, or `JHUB_PROXY_COMMIT`
+/// at build time), or `unknown`.
+pub const COMMIT: &str = env!("JHUB_PROXY_BUILD_COMMIT");
+
 /// Why the proxy could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -51,10 +51,24 @@ fn a_taken_port_is_a_clear_start_up_error() {
 }
 
 #[test]
-fn version_is_printed() {
+fn version_is_printed_with_the_commit() {
     let output = Command::new(BIN).arg("--version").output().unwrap();
     assert!(output.status.success());
-    assert!(String::from_utf8(output.stdout).unwrap().contains(env!("CARGO_PKG_VERSION")));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    // The commit the build script saw: the override, else git's, else "unknown".
+    let git = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8(output.stdout).unwrap().trim().to_owned());
+    let commit = option_env!("JHUB_PROXY_COMMIT").map(str::to_owned).or(git).unwrap_or("unknown".into());
+    assert_eq!(
+        printed.trim(),
+        format!("jupyterhub-istio-proxy {} (commit {commit})", env!("CARGO_PKG_VERSION")),
+        "{printed}"
+    );
 }
 
 #[tokio::test]
