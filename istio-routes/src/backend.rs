@@ -206,9 +206,10 @@ impl<S: RouteStore> IstioBackend<S> {
     }
 }
 
-#[async_trait]
-impl<S: RouteStore> Backend for IstioBackend<S> {
-    async fn list(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
+impl<S: RouteStore> IstioBackend<S> {
+    /// Every route, sorted by spec, from the store's cache: what [`Backend::list`] answers,
+    /// without waiting for anything (for metrics read at scrape time).
+    pub fn routes(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
         self.ready()?;
         let generation = self.store.generation();
         if let Some(generation) = generation {
@@ -239,6 +240,13 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
             *self.listing.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, routes.clone()));
         }
         Ok(routes)
+    }
+}
+
+#[async_trait]
+impl<S: RouteStore> Backend for IstioBackend<S> {
+    async fn list(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
+        self.routes()
     }
 
     async fn get(&self, spec: &RouteSpec) -> proxy_api::Result<Option<Arc<Route>>> {

@@ -8,17 +8,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::Status;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
+use crate::metrics::{KubeMetrics, Verb};
 use crate::overlay::Overlay;
 use crate::read::Origin;
 use crate::resources::{
@@ -30,6 +32,10 @@ use crate::{Error, Result};
 
 /// The field manager of our server-side applies.
 pub const FIELD_MANAGER: &str = "jupyterhub-istio-proxy";
+
+/// The `resource` label of metrics.
+const VS: &str = VirtualServiceSpec::PLURAL;
+const SE: &str = ServiceEntrySpec::PLURAL;
 
 /// Counters of the watch, for logs and metrics.
 #[derive(Debug, Default)]
@@ -55,6 +61,7 @@ pub struct KubeStore {
     ready: tokio::sync::watch::Receiver<bool>,
     overlay: Arc<Overlay>,
     stats: Arc<WatchStats>,
+    metrics: KubeMetrics,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -68,14 +75,23 @@ impl KubeStore {
     /// starts the watch cache (on the current tokio runtime). The store answers
     /// [`RouteStore::is_ready`] once the first list has arrived.
     pub async fn start(client: Client, translation: &Translation) -> Result<KubeStore> {
+        Self::start_with_metrics(client, translation, KubeMetrics::default()).await
+    }
+
+    /// [`start`](Self::start), counting every API call in `metrics`.
+    pub async fn start_with_metrics(
+        client: Client,
+        translation: &Translation,
+        metrics: KubeMetrics,
+    ) -> Result<KubeStore> {
         let namespace = translation.namespace.clone();
         let version = translation.version;
         let virtual_services: Api<VirtualService> =
             Api::namespaced_with(client.clone(), &namespace, &version);
         let service_entries: Api<ServiceEntry> = Api::namespaced_with(client, &namespace, &version);
-        check_served(&virtual_services, &namespace, version).await?;
-        check_served(&service_entries, &namespace, version).await?;
-        adopt_legacy(&virtual_services, translation).await?;
+        check_served(&virtual_services, &namespace, version, &metrics).await?;
+        check_served(&service_entries, &namespace, version, &metrics).await?;
+        adopt_legacy(&virtual_services, translation, &metrics).await?;
 
         let writer = Writer::new(version);
         let cache = writer.as_reader();
@@ -86,13 +102,16 @@ impl KubeStore {
         let legacy_annotation = translation.legacy_annotation();
         let overlay = Arc::new(Overlay::default());
         let watch_overlay = Arc::clone(&overlay);
+        let watch_metrics = metrics.clone();
         let stream = watcher(virtual_services.clone(), config)
             .backoff(watch_backoff())
             .modify(move |object: &mut VirtualService| slim(object, &legacy_annotation))
             .reflect(writer);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
+            let mut listing_since = None;
             while let Some(event) = stream.next().await {
+                count_watch_call(&watch_metrics, &event, &mut listing_since);
                 if let Ok(event) = &event {
                     // Counted after the reflector applied it: a listing built before the count
                     // changes is rebuilt, never kept stale.
@@ -113,7 +132,17 @@ impl KubeStore {
                 }
             }
         });
-        Ok(KubeStore { virtual_services, service_entries, namespace, version, cache, ready, overlay, stats })
+        Ok(KubeStore {
+            virtual_services,
+            service_entries,
+            namespace,
+            version,
+            cache,
+            ready,
+            overlay,
+            stats,
+            metrics,
+        })
     }
 
     /// The watch's counters.
@@ -169,8 +198,8 @@ impl RouteStore for KubeStore {
         let name = object.metadata.name.clone().unwrap_or_default();
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let written = self
-            .virtual_services
-            .patch(&name, &params, &Patch::Apply(&object))
+            .metrics
+            .time(Verb::Patch, VS, self.virtual_services.patch(&name, &params, &Patch::Apply(&object)))
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &self.namespace()))?;
         let written = Arc::new(written);
@@ -182,8 +211,8 @@ impl RouteStore for KubeStore {
         let name = object.metadata.name.clone().unwrap_or_default();
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
         let written = self
-            .virtual_services
-            .create(&params, &object)
+            .metrics
+            .time(Verb::Create, VS, self.virtual_services.create(&params, &object))
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "create", &name, &self.namespace()))?;
         let written = Arc::new(written);
@@ -196,13 +225,14 @@ impl RouteStore for KubeStore {
             preconditions: resource_version.map(|rv| Preconditions { resource_version: Some(rv), uid: None }),
             ..DeleteParams::default()
         };
-        let existed = match self.virtual_services.delete(name, &params).await {
-            Ok(_) => true,
-            Err(kube::Error::Api(status)) if status.is_not_found() => false,
-            Err(error) => {
-                return Err(classify::<VirtualServiceSpec>(error, "delete", name, &self.namespace()));
-            }
-        };
+        let existed =
+            match self.metrics.time(Verb::Delete, VS, self.virtual_services.delete(name, &params)).await {
+                Ok(_) => true,
+                Err(kube::Error::Api(status)) if status.is_not_found() => false,
+                Err(error) => {
+                    return Err(classify::<VirtualServiceSpec>(error, "delete", name, &self.namespace()));
+                }
+            };
         // A delete that found nothing changed nothing, and its event (someone else's) has
         // passed or will pass the cache anyway: remembering it would hide the name until the
         // overlay's time limit, even if it is created again meanwhile.
@@ -215,15 +245,16 @@ impl RouteStore for KubeStore {
     async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()> {
         let name = object.metadata.name.clone().unwrap_or_default();
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        self.service_entries
-            .patch(&name, &params, &Patch::Apply(&object))
+        self.metrics
+            .time(Verb::Patch, SE, self.service_entries.patch(&name, &params, &Patch::Apply(&object)))
             .await
             .map_err(|e| classify::<ServiceEntrySpec>(e, "patch", &name, &self.namespace()))?;
         Ok(())
     }
 
     async fn delete_service_entry(&self, name: &str) -> Result<bool> {
-        match self.service_entries.delete(name, &DeleteParams::default()).await {
+        let params = DeleteParams::default();
+        match self.metrics.time(Verb::Delete, SE, self.service_entries.delete(name, &params)).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
             Err(error) => Err(classify::<ServiceEntrySpec>(error, "delete", name, &self.namespace())),
@@ -251,31 +282,119 @@ fn resource_name<S: IstioKind>() -> &'static str {
     }
 }
 
+/// The class of a failed call: the metrics' outcome, and which [`Error`] it becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    NotFound,
+    Forbidden,
+    AlreadyExists,
+    Conflict,
+    Invalid,
+    /// 410: a watch asked for history the API server no longer keeps; routine, it relists.
+    Expired,
+    /// A 404 that is not about an object: the resource type itself is not served.
+    NotInstalled,
+    /// No answer, a 5xx or a 429: the server may be back soon.
+    Unavailable,
+    Other,
+}
+
+impl Failure {
+    pub(crate) fn of(error: &kube::Error) -> Failure {
+        match error {
+            kube::Error::Api(status) => Failure::of_status(status),
+            // The connection failed, timed out, or the client's stack did.
+            _ => Failure::Unavailable,
+        }
+    }
+
+    pub(crate) fn of_status(status: &Status) -> Failure {
+        let code = status.code;
+        if status.is_forbidden() {
+            Failure::Forbidden
+        } else if status.is_already_exists() {
+            Failure::AlreadyExists
+        } else if status.is_conflict() {
+            Failure::Conflict
+        } else if status.is_invalid() {
+            Failure::Invalid
+        } else if status.reason == "NotFound" {
+            Failure::NotFound
+        } else if code == 404 {
+            Failure::NotInstalled
+        } else if code == 410 {
+            Failure::Expired
+        } else if code >= 500 || code == 429 {
+            Failure::Unavailable
+        } else {
+            Failure::Other
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Failure::NotFound => "not_found",
+            Failure::Forbidden => "forbidden",
+            Failure::AlreadyExists => "already_exists",
+            Failure::Conflict => "conflict",
+            Failure::Invalid => "invalid",
+            Failure::Expired => "expired",
+            Failure::NotInstalled => "not_installed",
+            Failure::Unavailable => "unavailable",
+            Failure::Other => "error",
+        }
+    }
+}
+
 /// Our error for what the API server (or the way to it) answered.
 fn classify<S: IstioKind>(error: kube::Error, verb: &'static str, name: &str, namespace: &str) -> Error {
     let resource = resource_name::<S>();
-    match error {
-        kube::Error::Api(status) => {
-            let code = status.code;
-            if status.is_forbidden() {
-                Error::Forbidden { verb, resource, namespace: namespace.to_owned(), source: status }
-            } else if status.is_already_exists() {
-                Error::AlreadyExists { name: name.to_owned() }
-            } else if status.is_conflict() {
-                Error::Conflict { name: name.to_owned() }
-            } else if status.is_invalid() {
-                Error::Invalid { name: name.to_owned(), message: status.message.clone() }
-            } else if code == 404 {
-                // A 404 that is not about an object: the resource type itself is not served.
-                Error::NotInstalled { resource, version: String::new() }
-            } else if code >= 500 || code == 429 {
-                Error::Unavailable(status)
-            } else {
-                Error::Api { code, name: name.to_owned(), message: status.message.clone() }
-            }
+    let failure = Failure::of(&error);
+    let status = match error {
+        kube::Error::Api(status) => status,
+        other => return Error::Unavailable(Box::new(other)),
+    };
+    let name = name.to_owned();
+    match failure {
+        Failure::Forbidden => {
+            Error::Forbidden { verb, resource, namespace: namespace.to_owned(), source: status }
         }
-        // The connection failed, timed out, or the client's stack did: the server may be back soon.
-        other => Error::Unavailable(Box::new(other)),
+        Failure::AlreadyExists => Error::AlreadyExists { name },
+        Failure::Conflict => Error::Conflict { name },
+        Failure::Invalid => Error::Invalid { name, message: status.message.clone() },
+        // Writes never look for a missing object: any 404 means the type is not served.
+        Failure::NotFound | Failure::NotInstalled => Error::NotInstalled { resource, version: String::new() },
+        Failure::Unavailable => Error::Unavailable(status),
+        Failure::Expired | Failure::Other => {
+            Error::Api { code: status.code, name, message: status.message.clone() }
+        }
+    }
+}
+
+/// Counts what the watch stream shows of the API calls behind it: a list from its start to its
+/// last page (or its failure), and failed watches.
+fn count_watch_call(
+    metrics: &KubeMetrics,
+    event: &std::result::Result<watcher::Event<VirtualService>, watcher::Error>,
+    listing_since: &mut Option<Instant>,
+) {
+    let mut list_done = |outcome| {
+        if let Some(started) = listing_since.take() {
+            metrics.record(Verb::List, VS, outcome, started.elapsed());
+        }
+    };
+    match event {
+        Ok(watcher::Event::Init) => *listing_since = Some(Instant::now()),
+        Ok(watcher::Event::InitDone) => list_done("ok"),
+        Ok(_) => {}
+        Err(watcher::Error::InitialListFailed(error)) => list_done(Failure::of(error).label()),
+        Err(watcher::Error::WatchStartFailed(error) | watcher::Error::WatchFailed(error)) => {
+            metrics.count(Verb::Watch, VS, Failure::of(error).label());
+        }
+        Err(watcher::Error::WatchError(status)) => {
+            metrics.count(Verb::Watch, VS, Failure::of_status(status).label());
+        }
+        Err(watcher::Error::NoResourceVersion) => metrics.count(Verb::Watch, VS, Failure::Other.label()),
     }
 }
 
@@ -295,12 +414,17 @@ fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 }
 
 /// Fails start-up, with what to do, when the API does not serve a kind to us.
-async fn check_served<S>(api: &Api<IstioObject<S>>, namespace: &str, version: IstioVersion) -> Result<()>
+async fn check_served<S>(
+    api: &Api<IstioObject<S>>,
+    namespace: &str,
+    version: IstioVersion,
+    metrics: &KubeMetrics,
+) -> Result<()>
 where
     S: IstioKind + Clone + Default + std::fmt::Debug + serde::de::DeserializeOwned,
     IstioObject<S>: Resource<DynamicType = IstioVersion>,
 {
-    match api.list_metadata(&ListParams::default().limit(1)).await {
+    match metrics.time(Verb::List, S::PLURAL, api.list_metadata(&ListParams::default().limit(1))).await {
         Ok(_) => Ok(()),
         Err(error) => Err(match classify::<S>(error, "list", "", namespace) {
             Error::NotInstalled { resource, .. } => {
@@ -314,13 +438,19 @@ where
 /// Labels the VirtualServices the Go jupyterhub-istio-proxy wrote, which carry no labels, so
 /// that our label-selected cache sees them. They are listed as routes from then on and replaced
 /// by ours when JupyterHub next writes the route.
-async fn adopt_legacy(api: &Api<VirtualService>, translation: &Translation) -> Result<()> {
+async fn adopt_legacy(
+    api: &Api<VirtualService>,
+    translation: &Translation,
+    metrics: &KubeMetrics,
+) -> Result<()> {
     let namespace = translation.namespace.clone();
     let mut params = ListParams::default().limit(500);
     let mut adopted = 0;
     loop {
-        let page =
-            api.list(&params).await.map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", &namespace))?;
+        let page = metrics
+            .time(Verb::List, VS, api.list(&params))
+            .await
+            .map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", &namespace))?;
         for object in &page.items {
             let labelled = object.metadata.labels.as_ref().and_then(|l| l.get(INSTANCE_LABEL)).is_some();
             let Some(Ok(stored)) = translation.read(object) else {
@@ -335,7 +465,8 @@ async fn adopt_legacy(api: &Api<VirtualService>, translation: &Translation) -> R
                 INSTANCE_LABEL: translation.prefix,
                 ROUTE_LABEL: route_id(stored.route.spec()),
             }}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            metrics
+                .time(Verb::Patch, VS, api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))
                 .await
                 .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &namespace))?;
             adopted += 1;

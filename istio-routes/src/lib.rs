@@ -9,6 +9,7 @@
 //!   for tests; [`KubeStore`] keeps the objects in Kubernetes behind a watch cache, and
 //!   [`MemoryStore`] keeps them in memory.
 //! - [`IstioBackend`]: the routes API's [`proxy_api::Backend`] over a store.
+//! - [`metrics`]: Prometheus metrics of the stores, for a registry the application owns.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -35,6 +36,7 @@ mod backend;
 mod error;
 mod kube_store;
 mod memory;
+pub mod metrics;
 pub mod order;
 mod overlay;
 mod read;

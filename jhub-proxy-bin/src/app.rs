@@ -13,12 +13,12 @@ use proxy_api::{ApiConfig, Backend, RoutesApi};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::auth::RequireTokenLayer;
 use crate::gate::ReadyGateLayer;
-use crate::health::{HealthLayer, ReadyCheck};
+use crate::health::{AnswerLayer, HealthLayer, ReadyCheck};
+use crate::metrics::{Metrics, MetricsEndpoint};
+use crate::requests::RequestsLayer;
 
 /// The service the server runs for every connection.
 pub type HttpService =
@@ -37,6 +37,10 @@ pub struct AppOptions {
     pub ready: ReadyCheck,
     /// How long an API request waits for the backend to become ready.
     pub ready_wait: Duration,
+    /// The metrics requests are counted in.
+    pub metrics: Arc<Metrics>,
+    /// Whether `GET /metrics` is served here (no `--metrics-listen`).
+    pub serve_metrics: bool,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -44,26 +48,52 @@ impl std::fmt::Debug for AppOptions {
         f.debug_struct("AppOptions")
             .field("api", &self.api)
             .field("request_timeout", &self.request_timeout)
+            .field("serve_metrics", &self.serve_metrics)
             .finish_non_exhaustive()
     }
 }
 
-/// The routes API over `backend`, in its layers, outermost first: request tracing (method,
-/// path, status and latency; never headers, which carry the token), the request timeout, the
-/// unauthenticated probes, the token check, and the gate that holds requests until the store
-/// is ready.
+/// The routes API over `backend`, in its layers, outermost first: one log line and the
+/// metrics per request (`requests`; never headers, which carry the token), `/metrics` when
+/// served here, the request timeout, the unauthenticated probes, the token check, and the gate
+/// that holds requests until the store is ready.
 pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService {
+    let endpoint = options.serve_metrics.then(|| Arc::clone(&options.metrics));
     let stack = ServiceBuilder::new()
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
+        .layer(RequestsLayer::new(options.metrics.http().clone()))
+        .layer(AnswerLayer::with(MetricsEndpoint(endpoint)))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, options.request_timeout))
         .layer(HealthLayer::new(options.ready.clone()))
         .layer(RequireTokenLayer::new(&options.token))
         .layer(ReadyGateLayer::new(options.ready, options.ready_wait))
         .service(RoutesApi::new(backend, options.api));
+    boxed(stack)
+}
+
+/// `GET /metrics` alone, for its own listener (`--metrics-listen`); anything else is a 404.
+pub fn metrics_service(metrics: Arc<Metrics>) -> HttpService {
+    let not_found = tower::service_fn(|_: Request<Incoming>| {
+        let body = serde_json::json!({"error": "only GET /metrics is served here"});
+        std::future::ready(Ok::<_, Infallible>(proxy_api::json_response(StatusCode::NOT_FOUND, &body)))
+    });
+    let stack = ServiceBuilder::new()
+        .layer(RequestsLayer::new(metrics.http().clone()))
+        .layer(AnswerLayer::with(MetricsEndpoint(Some(metrics))))
+        .service(not_found);
+    boxed(stack)
+}
+
+/// The server's service type: bodies boxed, cloned per connection.
+fn boxed<S, B>(stack: S) -> HttpService
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
     let boxed_bodies =
         ServiceExt::<Request<Incoming>>::map_response(stack, |response| response.map(BodyExt::boxed_unsync));
     BoxCloneSyncService::new(boxed_bodies)

@@ -15,6 +15,7 @@ use istio_routes::Translation;
 use istio_routes::resources::IstioVersion;
 use proxy_api::RoutingMode;
 
+use crate::logging::{LogFormat, LogLevel};
 use crate::{Error, Result};
 
 /// Where routes are kept.
@@ -30,7 +31,7 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "jupyterhub-istio-proxy",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("JHUB_PROXY_BUILD_COMMIT"), ")"),
     about = "configurable-http-proxy's REST API for JupyterHub, served by writing Istio routing objects"
 )]
 pub struct Config {
@@ -123,6 +124,19 @@ pub struct Config {
     #[arg(long, env = "PROXY_REQUEST_TIMEOUT", default_value = "30", value_name = "SECONDS",
           value_parser = parse_seconds)]
     pub request_timeout: Duration,
+
+    /// Serve Prometheus metrics (`GET /metrics`) on this address only, instead of on the API's.
+    #[arg(long, env = "METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// How log lines look: `text` for people, `json` (one object per line) for log collectors.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// The least severe level logged. RUST_LOG, when set, takes precedence: its directives can
+    /// set levels per module (e.g. `info,kube=debug`).
+    #[arg(long, env = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
 }
 
 /// Commands besides serving.
@@ -196,6 +210,12 @@ impl Config {
 
     fn check(&self) -> Result<()> {
         check_prefix(&self.virtual_service_prefix)?;
+        // Port 0 picks a free port for each, so they differ.
+        if self.metrics_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(Error::Config(
+                "--metrics-listen (env METRICS_LISTEN) must differ from --listen (env PROXY_LISTEN); leave it unset to serve metrics on the API's address".to_owned(),
+            ));
+        }
         self.warmup()?;
         if self.command.is_some() {
             return Ok(());
@@ -359,6 +379,24 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:8000".parse().unwrap());
         assert!(!config.wait_for_warmup);
         assert!(!config.host_routing);
+        assert_eq!((config.log_format, config.log_level), (LogFormat::Text, LogLevel::Info));
+        assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn observability_options_are_checked() {
+        let base = ["--auth-token", "t", "--store", "memory"];
+        let with = |extra: &[&'static str]| base.iter().chain(extra).copied().collect::<Vec<_>>();
+        let config = parse(&with(&["--log-format", "json", "--log-level", "debug"])).unwrap();
+        assert_eq!((config.log_format, config.log_level), (LogFormat::Json, LogLevel::Debug));
+        let format = message(&with(&["--log-format", "yaml"]));
+        assert!(format.contains("--log-format (env LOG_FORMAT)") && format.contains("'yaml'"), "{format}");
+        let level = message(&with(&["--log-level", "loud"]));
+        assert!(level.contains("--log-level (env LOG_LEVEL)"), "{level}");
+        let same = message(&with(&["--listen", "127.0.0.1:9000", "--metrics-listen", "127.0.0.1:9000"]));
+        assert!(same.contains("--metrics-listen (env METRICS_LISTEN) must differ"), "{same}");
+        let other = parse(&with(&["--metrics-listen", "127.0.0.1:9090"])).unwrap();
+        assert_eq!(other.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
     }
 
     #[test]

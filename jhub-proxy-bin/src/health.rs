@@ -1,4 +1,5 @@
-//! Unauthenticated probes: `/ping` (as the Go proxy answered it), `/healthz` and `/readyz`.
+//! Unauthenticated answers in front of the API: the probes `/ping` (as the Go proxy answered
+//! it), `/healthz` and `/readyz`, and (through [`Responder`]) `/metrics`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,50 +17,46 @@ use tower::{Layer, Service};
 /// Answers whether the proxy can serve the routes API now.
 pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// Answers the probes in front of the authenticated API.
-#[derive(Clone)]
-pub struct HealthLayer {
-    ready: ReadyCheck,
+/// Answers some requests itself, by method and path, in front of the service it wraps.
+pub trait Responder: Clone + Send + Sync + 'static {
+    /// The answer to `method path`, or `None` to pass the request on.
+    fn respond(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>>;
 }
 
-impl HealthLayer {
-    /// Probes that report readiness by `ready`.
-    pub fn new(ready: ReadyCheck) -> Self {
-        HealthLayer { ready }
+/// A layer that answers what its [`Responder`] answers and passes the rest on: the probes
+/// ([`HealthLayer`]) and `/metrics`, unauthenticated, in front of the token check.
+#[derive(Debug, Clone)]
+pub struct AnswerLayer<R> {
+    responder: R,
+}
+
+impl<R: Responder> AnswerLayer<R> {
+    /// Answering with `responder`.
+    pub fn with(responder: R) -> Self {
+        AnswerLayer { responder }
     }
 }
 
-impl std::fmt::Debug for HealthLayer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HealthLayer").finish_non_exhaustive()
+impl<S, R: Responder> Layer<S> for AnswerLayer<R> {
+    type Service = Answer<S, R>;
+
+    fn layer(&self, inner: S) -> Answer<S, R> {
+        Answer { inner, responder: self.responder.clone() }
     }
 }
 
-impl<S> Layer<S> for HealthLayer {
-    type Service = Health<S>;
-
-    fn layer(&self, inner: S) -> Health<S> {
-        Health { inner, ready: Arc::clone(&self.ready) }
-    }
-}
-
-/// The service [`HealthLayer`] makes.
-#[derive(Clone)]
-pub struct Health<S> {
+/// The service [`AnswerLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct Answer<S, R> {
     inner: S,
-    ready: ReadyCheck,
+    responder: R,
 }
 
-impl<S> std::fmt::Debug for Health<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health").finish_non_exhaustive()
-    }
-}
-
-impl<S, B> Service<Request<B>> for Health<S>
+impl<S, B, R> Service<Request<B>> for Answer<S, R>
 where
     S: Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible>,
     S::Future: Send + 'static,
+    R: Responder,
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
@@ -70,16 +67,46 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if request.method() != Method::GET {
-            return Box::pin(self.inner.call(request));
+        match self.responder.respond(request.method(), request.uri().path()) {
+            Some(response) => Box::pin(std::future::ready(Ok(response))),
+            None => Box::pin(self.inner.call(request)),
         }
-        let response = match request.uri().path() {
+    }
+}
+
+/// The probes in front of the authenticated API.
+pub type HealthLayer = AnswerLayer<Probes>;
+
+impl HealthLayer {
+    /// Probes that report readiness by `ready`.
+    pub fn new(ready: ReadyCheck) -> Self {
+        AnswerLayer::with(Probes { ready })
+    }
+}
+
+/// `/ping`, `/healthz` and `/readyz`.
+#[derive(Clone)]
+pub struct Probes {
+    ready: ReadyCheck,
+}
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probes").finish_non_exhaustive()
+    }
+}
+
+impl Responder for Probes {
+    fn respond(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+        if method != Method::GET {
+            return None;
+        }
+        Some(match path {
             "/ping" => json_response(StatusCode::OK, &json!({"message": "pong"})),
             "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
             "/readyz" if (self.ready)() => json_response(StatusCode::OK, &json!({"status": "ready"})),
             "/readyz" => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "not ready"})),
-            _ => return Box::pin(self.inner.call(request)),
-        };
-        Box::pin(std::future::ready(Ok(response)))
+            _ => return None,
+        })
     }
 }

@@ -1,8 +1,9 @@
 //! The parts of the `jupyterhub-istio-proxy` binary, so that tests can assemble them:
 //!
 //! - [`config`]: flags and environment variables;
-//! - [`app`]: the routes API behind its tower layers ([`auth`], [`health`], [`gate`], tracing,
-//!   timeout);
+//! - [`app`]: the routes API behind its tower layers ([`requests`], [`auth`], [`health`],
+//!   [`gate`], timeout);
+//! - [`metrics`]: the Prometheus registry and `/metrics`; [`logging`]: the tracing subscriber;
 //! - [`server`]: hyper serving, and draining on SIGTERM;
 //! - [`render`]: the `render` command, objects for routes without a cluster;
 //! - [`warmup`]: waiting until the gateway serves a new route (`WAIT_FOR_WARMUP`).
@@ -18,6 +19,8 @@
 //!     request_timeout: std::time::Duration::from_secs(30),
 //!     ready: Arc::new(|| true),
 //!     ready_wait: std::time::Duration::from_secs(10),
+//!     metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
+//!     serve_metrics: true,
 //! };
 //! let store = Arc::new(istio_routes::MemoryStore::new());
 //! let backend = istio_routes::IstioBackend::new(store, istio_routes::Translation::default());
@@ -33,9 +36,19 @@ pub mod auth;
 pub mod config;
 pub mod gate;
 pub mod health;
+pub mod logging;
+pub mod metrics;
 pub mod render;
+pub mod requests;
 pub mod server;
 pub mod warmup;
+
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The commit this binary was built from (`git rev-parse --short HEAD`, or `JHUB_PROXY_COMMIT`
+/// at build time), or `unknown`.
+pub const COMMIT: &str = env!("JHUB_PROXY_BUILD_COMMIT");
 
 /// Why the proxy could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +69,13 @@ pub enum Error {
     #[error("cannot render: {0}")]
     Render(String),
 
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr} (--listen, env PROXY_LISTEN)")]
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} ({option})")]
     Listen {
         /// The address.
         addr: std::net::SocketAddr,
+        /// The option that gave it: `--listen, env PROXY_LISTEN` or `--metrics-listen, env METRICS_LISTEN`.
+        option: &'static str,
         /// Why.
         #[source]
         source: std::io::Error,

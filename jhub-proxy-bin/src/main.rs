@@ -3,11 +3,15 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use istio_routes::metrics::StoreMetrics;
 use istio_routes::{IstioBackend, KubeStore, MemoryStore, RouteStore};
 use jhub_proxy_bin::config::{Command, Config, StoreKind};
 use jhub_proxy_bin::health::ReadyCheck;
+use jhub_proxy_bin::metrics::{self, Metrics};
 use jhub_proxy_bin::warmup::Warmup;
-use jhub_proxy_bin::{Error, app, render, server};
+use jhub_proxy_bin::{Error, app, logging, render, server};
 use proxy_api::{ApiConfig, Backend};
 
 fn main() -> ExitCode {
@@ -16,13 +20,9 @@ fn main() -> ExitCode {
         Err(Error::Clap(help)) => help.exit(),
         Err(error) => return fail(&error),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(error) = logging::init(config.log_format, config.log_level) {
+        return fail(&error);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     if let Some(Command::Render(args)) = &config.command {
         return match runtime.block_on(render::render(&config, args)) {
@@ -40,12 +40,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Error> {
+    let mut metrics = Metrics::new();
     let (service, store_name) = match config.store {
         StoreKind::Memory => {
             let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
             let store = Arc::new(MemoryStore::new());
             let backend = Arc::new(IstioBackend::new(store, config.translation(&namespace)));
-            (http_service(backend, &config, Arc::new(|| true)), "memory")
+            StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
+            (http_service(backend, &config, Arc::new(|| true), metrics).await?, "memory")
         }
         StoreKind::Kubernetes => {
             let client = kube::Client::try_default().await.map_err(|e| match e {
@@ -59,35 +61,61 @@ async fn run(config: Config) -> Result<(), Error> {
             let namespace =
                 config.k8s_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
             let translation = config.translation(&namespace);
-            let store = Arc::new(
-                KubeStore::start(client, &translation).await.map_err(|e| Error::Kubernetes(Box::new(e)))?,
-            );
+            let store = KubeStore::start_with_metrics(client, &translation, metrics.kube().clone())
+                .await
+                .map_err(|e| Error::Kubernetes(Box::new(e)))?;
+            let store = Arc::new(store);
             tracing::info!(namespace, selector = translation.label_selector(), "watching VirtualServices");
             let ready_store = Arc::clone(&store);
             let ready: ReadyCheck = Arc::new(move || ready_store.is_ready());
+            let watch = Some(Arc::clone(store.watch_stats()));
             let backend = Arc::new(IstioBackend::new(store, translation));
-            (http_service(backend, &config, ready), "kubernetes")
+            StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
+            (http_service(backend, &config, ready, metrics).await?, "kubernetes")
         }
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
+    let (listener, addr) = bind(config.listen, "--listen, env PROXY_LISTEN").await?;
     tracing::info!(store = store_name, host_routing = config.host_routing, "listening on http://{addr}");
     server::serve(listener, service, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
     Ok(())
 }
 
-/// The service over `backend`, with warm-up in front of it when it is on.
-fn http_service<B: Backend>(backend: Arc<B>, config: &Config, ready: ReadyCheck) -> app::HttpService {
+async fn bind(
+    addr: std::net::SocketAddr,
+    option: &'static str,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, option, source })?;
+    let bound = listener.local_addr().map_err(|source| Error::Listen { addr, option, source })?;
+    Ok((listener, bound))
+}
+
+/// The service over `backend`, with warm-up in front of it when it is on, and metrics served
+/// on their own listener when `--metrics-listen` is set. That listener serves until the
+/// process ends, so scrapes go on while the API drains.
+async fn http_service<B: Backend>(
+    backend: Arc<B>,
+    config: &Config,
+    ready: ReadyCheck,
+    metrics: Metrics,
+) -> Result<app::HttpService, Error> {
+    let metrics = Arc::new(metrics);
+    if let Some(listen) = config.metrics_listen {
+        let (listener, addr) = bind(listen, "--metrics-listen, env METRICS_LISTEN").await?;
+        tracing::info!("serving metrics on http://{addr}{}", metrics::PATH);
+        let service = app::metrics_service(Arc::clone(&metrics));
+        tokio::spawn(server::serve(listener, service, std::future::pending(), Duration::ZERO));
+    }
     let options = app::AppOptions {
         token: config.token().to_owned(),
         api: ApiConfig { routing_mode: config.routing_mode(), ..ApiConfig::default() },
         request_timeout: config.request_timeout,
         ready,
         ready_wait: config.ready_wait,
+        serve_metrics: config.metrics_listen.is_none(),
+        metrics: Arc::clone(&metrics),
     };
-    match config.warmup().expect("checked by Config::from_args") {
+    Ok(match config.warmup().expect("checked by Config::from_args") {
         Some(warmup) => {
             if config.public_host.is_none()
                 && config.sub_domain_host.as_deref().is_none_or(|host| host.contains('*'))
@@ -98,10 +126,11 @@ fn http_service<B: Backend>(backend: Arc<B>, config: &Config, ready: ReadyCheck)
                 );
             }
             tracing::info!(url = %warmup.url, host = warmup.public_host, timeout_s = warmup.timeout.as_secs(), strict = warmup.strict, "waiting for warm-up after writes");
-            app::service(Arc::new(Warmup::new(backend, warmup)), options)
+            let warmup = Warmup::new(backend, warmup).with_metrics(metrics.warmup().clone());
+            app::service(Arc::new(warmup), options)
         }
         None => app::service(backend, options),
-    }
+    })
 }
 
 /// Prints the error, with its causes, as one line, and fails.

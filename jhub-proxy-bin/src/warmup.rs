@@ -7,7 +7,6 @@
 //! wait is bounded well under that.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -19,6 +18,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use istio_routes::{PROXY_ID_HEADER, encode_path, revision};
 use proxy_api::{Backend, Route, RouteSpec};
+
+use crate::metrics::WarmupMetrics;
 
 /// How to reach the gateway and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ pub struct Warmup<B> {
     inner: Arc<B>,
     options: WarmupOptions,
     client: Client<HttpConnector, Empty<Bytes>>,
-    timeouts: AtomicU64,
+    metrics: WarmupMetrics,
 }
 
 impl<B> std::fmt::Debug for Warmup<B> {
@@ -51,12 +52,18 @@ impl<B: Backend> Warmup<B> {
     /// Warm-up in front of `inner`.
     pub fn new(inner: Arc<B>, options: WarmupOptions) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Warmup { inner, options, client, timeouts: AtomicU64::new(0) }
+        Warmup { inner, options, client, metrics: WarmupMetrics::default() }
+    }
+
+    /// Records every wait in `metrics`.
+    pub fn with_metrics(mut self, metrics: WarmupMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// How many routes the gateway did not serve in time.
     pub fn timeouts(&self) -> u64 {
-        self.timeouts.load(Ordering::Relaxed)
+        self.metrics.timeouts()
     }
 
     /// The proxy id the gateway sends now for `host` and `path`, if it answers at all.
@@ -78,6 +85,7 @@ impl<B: Backend> Warmup<B> {
         let mut pause = Duration::from_millis(50);
         loop {
             if self.served_id(&host, &path).await.as_deref() == Some(expected.as_str()) {
+                self.metrics.record(started.elapsed(), false);
                 tracing::debug!(%spec, waited_ms = started.elapsed().as_millis() as u64, "the gateway serves the route");
                 return Ok(());
             }
@@ -88,7 +96,7 @@ impl<B: Backend> Warmup<B> {
             tokio::time::sleep(pause.min(remaining)).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
-        self.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.record(started.elapsed(), true);
         let message = format!(
             "the gateway at {} did not serve route {spec} (Host {host}) within {} s",
             self.options.url,

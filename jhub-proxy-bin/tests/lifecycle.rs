@@ -51,10 +51,24 @@ fn a_taken_port_is_a_clear_start_up_error() {
 }
 
 #[test]
-fn version_is_printed() {
+fn version_is_printed_with_the_commit() {
     let output = Command::new(BIN).arg("--version").output().unwrap();
     assert!(output.status.success());
-    assert!(String::from_utf8(output.stdout).unwrap().contains(env!("CARGO_PKG_VERSION")));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    // The commit the build script saw: the override, else git's, else "unknown".
+    let git = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8(output.stdout).unwrap().trim().to_owned());
+    let commit = option_env!("JHUB_PROXY_COMMIT").map(str::to_owned).or(git).unwrap_or("unknown".into());
+    assert_eq!(
+        printed.trim(),
+        format!("jupyterhub-istio-proxy {} (commit {commit})", env!("CARGO_PKG_VERSION")),
+        "{printed}"
+    );
 }
 
 #[tokio::test]
@@ -86,8 +100,77 @@ async fn sigterm_drains_and_exits_cleanly_and_the_token_is_never_logged() {
     assert!(status.success(), "{status:?}");
     let log = proxy.log();
     assert!(log.contains("SIGTERM") && log.contains("drained"), "{log}");
-    assert!(log.contains("status=201"), "one line per request: {log}");
+    let line = |status: &str| log.lines().filter(|l| l.contains("request") && l.contains(status)).count();
+    // The text format's one line per request: the span's method and path, then status and time.
+    let created = log.lines().find(|l| l.contains("status=201")).expect("the POST's line");
+    assert!(created.contains("request{method=POST path=/api/routes/user/a}"), "{created}");
+    assert!(created.contains("duration_ms="), "{created}");
+    assert_eq!((line("status=201"), line("status=403")), (1, 1), "one line per request: {log}");
     assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
+}
+
+#[tokio::test]
+async fn json_logs_at_trace_carry_one_line_per_request_and_never_a_token() {
+    const WRONG: &str = "wrong-token-9c2e";
+    let mut command = tokio::process::Command::new(BIN);
+    command.env_clear().env("CONFIGPROXY_AUTH_TOKEN", TOKEN).env("LOG_FORMAT", "json").args([
+        "--store",
+        "memory",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "trace",
+    ]);
+    let mut proxy = ProxyProcess::spawn(command).await;
+    let api = testkit::client::ApiClient::new(proxy.addr(), Some(TOKEN));
+    let mut answers = vec![
+        api.post("/api/routes/user/a", r#"{"target":"http://a:1"}"#).await,
+        api.post("/api/routes/user/b", r#"{"target":"no url"}"#).await,
+        api.get("/api/routes/user/missing").await,
+        api.with_token(Some(WRONG)).get("/api/routes").await,
+        api.send(http::Method::PATCH, "/api/routes/user/a", &[], b"").await,
+    ];
+    answers.push(api.with_token(None).get("/api/routes").await);
+    // Logged at DEBUG only: it shows --log-level took effect.
+    answers.push(api.with_token(None).get("/ping").await);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    assert_eq!(statuses, [201, 400, 404, 403, 405, 403, 200]);
+    for answer in &answers[1..] {
+        let body = String::from_utf8_lossy(&answer.body);
+        assert!(!body.contains(TOKEN) && !body.contains(WRONG), "a token in an error body: {body}");
+    }
+    assert!(proxy.terminate(Duration::from_secs(10)).await.is_some_and(|s| s.success()));
+
+    let log = proxy.log();
+    assert!(!log.contains(TOKEN) && !log.contains(WRONG), "a token leaked into the log:\n{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let requests: Vec<(String, String, u64)> = lines
+        .iter()
+        .filter(|line| line["fields"]["message"] == "request")
+        .map(|line| {
+            assert!(line["fields"]["duration_ms"].as_f64().is_some(), "{line}");
+            let span = &line["span"];
+            let level = if span["path"] == "/ping" { "DEBUG" } else { "INFO" };
+            assert_eq!(line["level"], level, "{line}");
+            (span["method"].to_string(), span["path"].to_string(), line["fields"]["status"].as_u64().unwrap())
+        })
+        .collect();
+    let expected: Vec<(String, String, u64)> = [
+        ("POST", "/api/routes/user/a", 201),
+        ("POST", "/api/routes/user/b", 400),
+        ("GET", "/api/routes/user/missing", 404),
+        ("GET", "/api/routes", 403),
+        ("PATCH", "/api/routes/user/a", 405),
+        ("GET", "/api/routes", 403),
+        ("GET", "/ping", 200),
+    ]
+    .iter()
+    .map(|(method, path, status)| (format!("{method:?}"), format!("{path:?}"), *status))
+    .collect();
+    assert_eq!(requests, expected, "one line per request, in order");
 }
 
 /// A backend whose writes wait until released, to hold requests in flight.

@@ -17,9 +17,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use istio_routes::resources::VirtualService;
 use istio_routes::{IstioBackend, MemoryStore, RouteStore, Translation};
+use jhub_proxy_bin::metrics::Metrics;
 use jhub_proxy_bin::warmup::{Warmup, WarmupOptions};
 use proxy_api::RoutingMode;
 use testkit::istio_model::Gateway;
+use testkit::metrics::Scrape;
 
 const GATEWAY: &str = "istio-system/jupyterhub-gateway";
 
@@ -67,6 +69,17 @@ struct Setup {
     proxy: common::TestProxy,
     warmup: Arc<Warmup<IstioBackend<MemoryStore>>>,
     gateway: String,
+    metrics: Metrics,
+}
+
+/// The warm-up metrics as scraped: the waits, the waits over `le` seconds, and the time-outs.
+fn scraped(metrics: &Metrics, le: &str) -> (f64, f64, f64) {
+    let scrape = Scrape::parse(&metrics.encode());
+    let count = scrape.value("jupyterhub_istio_proxy_warmup_duration_seconds_count", &[]).unwrap();
+    let within =
+        scrape.value("jupyterhub_istio_proxy_warmup_duration_seconds_bucket", &[("le", le)]).unwrap();
+    let timeouts = scrape.value("jupyterhub_istio_proxy_warmup_timeouts_total", &[]).unwrap();
+    (count, count - within, timeouts)
 }
 
 /// The `jupyter-proxy-id` the gateway sends for a path now.
@@ -100,14 +113,17 @@ async fn setup(push: Option<Duration>, timeout: Duration, strict: bool) -> Setup
     let url = gateway(snapshot).await;
     let options =
         WarmupOptions { url: url.parse().unwrap(), public_host: "hub.example.org".into(), timeout, strict };
-    let warmup = Arc::new(Warmup::new(Arc::new(IstioBackend::new(store, translation)), options));
+    let metrics = Metrics::new();
+    let warmup = Warmup::new(Arc::new(IstioBackend::new(store, translation)), options)
+        .with_metrics(metrics.warmup().clone());
+    let warmup = Arc::new(warmup);
     let proxy = serve(Arc::clone(&warmup), RoutingMode::Path, Duration::from_secs(30)).await;
-    Setup { proxy, warmup, gateway: url }
+    Setup { proxy, warmup, gateway: url, metrics }
 }
 
 #[tokio::test]
 async fn a_post_is_answered_once_the_gateway_serves_the_route() {
-    let Setup { proxy, warmup, gateway } =
+    let Setup { proxy, warmup, gateway, metrics } =
         setup(Some(Duration::from_millis(400)), Duration::from_secs(5), false).await;
     for target in ["http://10.0.0.1:8888", "http://10.0.0.2:8888"] {
         let body = format!(r#"{{"target": "{target}"}}"#);
@@ -121,15 +137,19 @@ async fn a_post_is_answered_once_the_gateway_serves_the_route() {
         assert_eq!(served_id(&gateway, "/user/alice/lab").await, Some(istio_routes::revision(&route)));
     }
     assert_eq!(warmup.timeouts(), 0);
+    // Two waits, none of them as long as the 5 s time-out.
+    assert_eq!(scraped(&metrics, "5"), (2.0, 0.0, 0.0));
 }
 
 #[tokio::test]
 async fn a_gateway_that_never_serves_the_route_times_out_and_still_answers_201() {
-    let Setup { proxy, warmup, .. } = setup(None, Duration::from_secs(1), false).await;
+    let Setup { proxy, warmup, metrics, .. } = setup(None, Duration::from_secs(1), false).await;
     let started = Instant::now();
     assert_eq!(proxy.api.post("/api/routes/user/alice", r#"{"target": "http://a:1"}"#).await.status, 201);
     assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
     assert_eq!(warmup.timeouts(), 1);
+    // One wait, as long as the time-out, and it timed out.
+    assert_eq!(scraped(&metrics, "0.5"), (1.0, 1.0, 1.0));
 }
 
 #[tokio::test]

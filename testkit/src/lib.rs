@@ -7,6 +7,7 @@
 //! - [`apiserver`]: a real Kubernetes API server (apiextensions-apiserver over an embedded
 //!   etcd, built from `testkit/apiserver` with Go) with the Istio and Gateway API CRDs.
 //! - [`fake_kube`]: a fake Kubernetes API server for kube-rs clients, with failure injection.
+//! - [`metrics`]: a Prometheus scrape read back into samples.
 //! - [`process`]: the proxy binary as a child process, with its log.
 //! - [`python`]: a virtualenv with JupyterHub from PyPI, whose own proxy client drives ours.
 //! - [`jupyterhub`]: a real JupyterHub from that venv, spawning mock servers, driven through
@@ -30,6 +31,7 @@ pub mod client;
 pub mod fake_kube;
 pub mod istio_model;
 pub mod jupyterhub;
+pub mod metrics;
 pub mod process;
 pub mod python;
 

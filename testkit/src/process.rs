@@ -101,10 +101,11 @@ impl ProxyProcess {
     }
 }
 
-/// The address in the proxy's `listening on http://ADDR` line.
+/// The address in the proxy's `listening on http://ADDR` line, as text or inside a JSON log
+/// line's `message`.
 fn listening_addr(line: &str) -> Option<SocketAddr> {
     let (_, rest) = line.split_once("listening on http://")?;
-    rest.split_whitespace().next()?.parse().ok()
+    rest.split(|c: char| c.is_whitespace() || c == '"').next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -113,6 +114,8 @@ mod tests {
     fn finds_the_address_in_the_log_line() {
         let line = "2026-11-26T23:34:58Z  INFO jupyterhub_istio_proxy: listening on http://127.0.0.1:18555 store=Memory";
         assert_eq!(super::listening_addr(line), Some("127.0.0.1:18555".parse().unwrap()));
+        let json = r#"{"level":"INFO","message":"listening on http://127.0.0.1:18555","store":"memory"}"#;
+        assert_eq!(super::listening_addr(json), Some("127.0.0.1:18555".parse().unwrap()));
         assert_eq!(super::listening_addr("listening on nothing"), None);
     }
 }

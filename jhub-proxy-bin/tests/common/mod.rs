@@ -60,6 +60,8 @@ pub(crate) async fn serve_with<B: Backend>(
         request_timeout,
         ready,
         ready_wait,
+        metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
+        serve_metrics: true,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

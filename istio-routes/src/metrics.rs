@@ -1,0 +1,195 @@
+//! Prometheus metrics of the stores, registered into a registry the application owns: this
+//! crate stays usable without them ([`KubeStore::start`](crate::KubeStore::start) records into
+//! metrics nobody reads).
+//!
+//! - [`KubeMetrics`]: every Kubernetes API call the [`KubeStore`](crate::KubeStore) makes, by
+//!   `verb` (`list`, `watch`, `create`, `patch`, `delete`), `resource` (`virtualservices`,
+//!   `serviceentries`) and `outcome` (`ok`, or the class of failure: `not_found`, `forbidden`,
+//!   `already_exists`, `conflict`, `invalid`, `expired`, `not_installed`, `unavailable`,
+//!   `error`), with latency by verb and resource. The watch's lists are timed from start to
+//!   the last page; a watch is a long-lived stream, so it is counted only when it fails.
+//! - [`StoreMetrics`]: read when scraped, not kept up to date on every write: the routes
+//!   stored, whether the route cache is synced, and the watch's counters ([`WatchStats`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::backend::IstioBackend;
+use crate::kube_store::{Failure, WatchStats};
+use crate::store::RouteStore;
+
+/// Latency buckets of Kubernetes API calls, in seconds: a few milliseconds normally, up to
+/// kube-rs's own timeouts when the API server struggles.
+const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A Kubernetes API verb the store uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Verb {
+    List,
+    Watch,
+    Create,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CallLabels {
+    verb: &'static str,
+    resource: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LatencyLabels {
+    verb: &'static str,
+    resource: &'static str,
+}
+
+/// Kubernetes API calls by verb, resource and outcome, with their latency. Clones share the
+/// counts.
+#[derive(Debug, Clone)]
+pub struct KubeMetrics {
+    calls: Family<CallLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for KubeMetrics {
+    fn default() -> Self {
+        KubeMetrics {
+            calls: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(BUCKETS)),
+        }
+    }
+}
+
+impl KubeMetrics {
+    /// Registers `kubernetes_requests_total` and `kubernetes_request_duration_seconds` (under
+    /// the registry's prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kubernetes_requests",
+            "Kubernetes API calls by verb, resource and outcome (ok, or the class of failure)",
+            self.calls.clone(),
+        );
+        registry.register_with_unit(
+            "kubernetes_request_duration",
+            "Latency of Kubernetes API calls by verb and resource (a watch's list from start to its last page)",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+    }
+
+    /// Counts a call and its latency.
+    pub(crate) fn record(&self, verb: Verb, resource: &'static str, outcome: &'static str, took: Duration) {
+        self.count(verb, resource, outcome);
+        let labels = LatencyLabels { verb: verb.as_str(), resource };
+        self.latency.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    /// Counts a call whose latency means nothing (a watch's failure).
+    pub(crate) fn count(&self, verb: Verb, resource: &'static str, outcome: &'static str) {
+        self.calls.get_or_create(&CallLabels { verb: verb.as_str(), resource, outcome }).inc();
+    }
+
+    /// Makes `call`, counting it with its outcome and latency.
+    pub(crate) async fn time<T>(
+        &self,
+        verb: Verb,
+        resource: &'static str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, kube::Error> {
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = result.as_ref().map_or_else(|error| Failure::of(error).label(), |_| "ok");
+        self.record(verb, resource, outcome, started.elapsed());
+        result
+    }
+}
+
+/// What a store holds, read at scrape time: `routes` (once the cache is synced),
+/// `route_cache_synced` (0 or 1), and for the Kubernetes store `watch_restarts_total` (failed
+/// watches, each retried with backoff) and `watch_lists_total` (complete lists: the first and
+/// every relist).
+pub struct StoreMetrics<S> {
+    backend: Arc<IstioBackend<S>>,
+    watch: Option<Arc<WatchStats>>,
+}
+
+impl<S> std::fmt::Debug for StoreMetrics<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreMetrics").field("watch", &self.watch).finish_non_exhaustive()
+    }
+}
+
+impl<S: RouteStore> StoreMetrics<S> {
+    /// The metrics of `backend`'s store, with the watch's counters when it has a watch.
+    pub fn new(backend: Arc<IstioBackend<S>>, watch: Option<Arc<WatchStats>>) -> Self {
+        StoreMetrics { backend, watch }
+    }
+
+    /// Registers them, read at every scrape.
+    pub fn register(self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self));
+    }
+}
+
+impl<S: RouteStore> Collector for StoreMetrics<S> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let synced = ConstGauge::new(i64::from(self.backend.store().is_ready()));
+        let help =
+            "Whether the route cache holds a complete list from the Kubernetes API server (1) or not yet (0)";
+        synced.encode(encoder.encode_descriptor(
+            "route_cache_synced",
+            help,
+            None,
+            synced.metric_type(),
+        )?)?;
+        // The listing is reused until the store changes, so a scrape rarely rebuilds it.
+        if let Ok(routes) = self.backend.routes() {
+            let routes = ConstGauge::new(i64::try_from(routes.len()).unwrap_or(i64::MAX));
+            let help = "Routes stored (one per route spec)";
+            routes.encode(encoder.encode_descriptor("routes", help, None, routes.metric_type())?)?;
+        }
+        if let Some(watch) = &self.watch {
+            let counters = [
+                (
+                    "watch_restarts",
+                    "Failed watches of VirtualServices, each retried with backoff",
+                    &watch.errors,
+                ),
+                (
+                    "watch_lists",
+                    "Complete lists of VirtualServices: the first, and every relist",
+                    &watch.lists,
+                ),
+            ];
+            for (name, help, value) in counters {
+                let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+                counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,263 @@
+//! Prometheus metrics, in the text format at `GET /metrics` (unauthenticated; on the API's
+//! port, or on `--metrics-listen` alone). Every name starts `jupyterhub_istio_proxy_`:
+//!
+//! - `http_requests_total{method, status}` and `http_request_duration_seconds{method}`: the
+//!   API's requests, whatever their answer (403, 503 and 504 included), but not the probes
+//!   (`/ping`, `/healthz`, `/readyz`) nor `/metrics`, which would drown them. Not by path: a
+//!   path names a user, and each would be a series of its own.
+//! - `kubernetes_requests_total{verb, resource, outcome}`,
+//!   `kubernetes_request_duration_seconds{verb, resource}`, `routes`, `route_cache_synced`,
+//!   `watch_restarts_total`, `watch_lists_total`: the store's (`istio_routes::metrics`).
+//! - `warmup_duration_seconds` (every wait, served or timed out) and `warmup_timeouts_total`.
+//! - `build_info{version, commit}`, always 1.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode, header};
+use http_body_util::Full;
+use istio_routes::metrics::KubeMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::health::Responder;
+
+/// The prefix of every metric's name.
+pub const PREFIX: &str = "jupyterhub_istio_proxy";
+
+/// The path metrics are served at.
+pub const PATH: &str = "/metrics";
+
+/// Latency buckets of API requests, in seconds: reads take well under a millisecond, writes a
+/// few Kubernetes calls, warm-up up to `--warmup-timeout`, and the request timeout is 30 s.
+const REQUEST_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0];
+
+/// Warm-up buckets, in seconds: istiod pushes to gateways in about a second, and JupyterHub
+/// gives up after about 14.
+const WARMUP_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0];
+
+/// Every metric of the proxy, and the registry it is scraped from.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http: HttpMetrics,
+    warmup: WarmupMetrics,
+    kube: KubeMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// The registry with the API's, warm-up's, the Kubernetes calls' and the build's metrics;
+    /// the store's gauges are added with [`registry_mut`](Self::registry_mut) once it exists.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let http = HttpMetrics::default();
+        registry.register(
+            "http_requests",
+            "Requests of the routes API by method and status (not probes nor /metrics)",
+            http.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer a request of the routes API, by method",
+            Unit::Seconds,
+            http.latency.clone(),
+        );
+        let warmup = WarmupMetrics::default();
+        registry.register_with_unit(
+            "warmup_duration",
+            "Time from writing a route until the gateway served it (or warm-up gave up)",
+            Unit::Seconds,
+            warmup.duration.clone(),
+        );
+        registry.register(
+            "warmup_timeouts",
+            "Routes the gateway did not serve within --warmup-timeout",
+            warmup.timeouts.clone(),
+        );
+        let kube = KubeMetrics::default();
+        kube.register(&mut registry);
+        let build = vec![("version", crate::VERSION), ("commit", crate::COMMIT)];
+        registry.register("build", "The proxy's version and the commit it was built from", Info::new(build));
+        Metrics { registry, http, warmup, kube }
+    }
+
+    /// The API's request metrics.
+    pub fn http(&self) -> &HttpMetrics {
+        &self.http
+    }
+
+    /// Warm-up's metrics.
+    pub fn warmup(&self) -> &WarmupMetrics {
+        &self.warmup
+    }
+
+    /// The Kubernetes store's call metrics, to give to `KubeStore::start_with_metrics`.
+    pub fn kube(&self) -> &KubeMetrics {
+        &self.kube
+    }
+
+    /// The registry, for metrics registered later (the store's, read at scrape time).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Everything, in the Prometheus text format (0.0.4).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String fails only if a metric's encoder does, and ours do not.
+        prometheus_text::encode(&mut text, &self.registry).expect("encoding metrics into a String");
+        text
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+/// The API's requests by method and status, with their latency by method.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS)),
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Counts one answered request.
+    pub fn record(&self, method: &Method, status: StatusCode, took: Duration) {
+        let method = method_label(method);
+        self.requests.get_or_create(&RequestLabels { method, status: status.as_u16() }).inc();
+        self.latency.get_or_create(&MethodLabels { method }).observe(took.as_secs_f64());
+    }
+}
+
+/// Whether requests to `path` stay out of the request metrics: the probes, polled every few
+/// seconds, and scrapes.
+pub fn is_unmetered(path: &str) -> bool {
+    matches!(path, "/ping" | "/healthz" | "/readyz" | PATH)
+}
+
+/// The method as a label: anyone can send any method name, so the few the API knows are kept
+/// and the rest are `other`, which keeps the number of series bounded.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// How long warm-up waited, and how often it gave up.
+#[derive(Debug, Clone)]
+pub struct WarmupMetrics {
+    duration: Histogram,
+    timeouts: Counter,
+}
+
+impl Default for WarmupMetrics {
+    fn default() -> Self {
+        WarmupMetrics { duration: Histogram::new(WARMUP_BUCKETS), timeouts: Counter::default() }
+    }
+}
+
+impl WarmupMetrics {
+    /// Records one wait.
+    pub fn record(&self, took: Duration, timed_out: bool) {
+        self.duration.observe(took.as_secs_f64());
+        if timed_out {
+            self.timeouts.inc();
+        }
+    }
+
+    /// How many waits timed out.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts.get()
+    }
+}
+
+/// Answers `GET /metrics` (with `Some` metrics) in front of the rest, without authentication:
+/// Prometheus scrapes carry no token, and nothing in them is secret.
+#[derive(Debug, Clone)]
+pub struct MetricsEndpoint(pub Option<Arc<Metrics>>);
+
+impl Responder for MetricsEndpoint {
+    fn respond(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+        let metrics = self.0.as_ref().filter(|_| method == Method::GET && path == PATH)?;
+        let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+        let content_type = header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE);
+        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        Some(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use testkit::metrics::Scrape;
+
+    use super::*;
+
+    #[test]
+    fn names_follow_the_conventions_and_build_info_is_one() {
+        let metrics = Metrics::new();
+        metrics.http().record(&Method::POST, StatusCode::CREATED, Duration::from_millis(3));
+        metrics.http().record(&Method::from_bytes(b"BREW").unwrap(), StatusCode::NOT_FOUND, Duration::ZERO);
+        metrics.warmup().record(Duration::from_secs(2), false);
+        metrics.warmup().record(Duration::from_secs(10), true);
+        let scrape = Scrape::parse(&metrics.encode());
+        let build = [("version", crate::VERSION), ("commit", crate::COMMIT)];
+        assert_eq!(scrape.value("jupyterhub_istio_proxy_build_info", &build), Some(1.0), "{}", scrape.text);
+        let created = [("method", "POST"), ("status", "201")];
+        assert_eq!(scrape.value("jupyterhub_istio_proxy_http_requests_total", &created), Some(1.0));
+        let brewed = [("method", "other"), ("status", "404")];
+        assert_eq!(scrape.value("jupyterhub_istio_proxy_http_requests_total", &brewed), Some(1.0));
+        let post = [("method", "POST")];
+        assert_eq!(
+            scrape.value("jupyterhub_istio_proxy_http_request_duration_seconds_count", &post),
+            Some(1.0)
+        );
+        let fast = [("method", "POST"), ("le", "0.005")];
+        assert_eq!(
+            scrape.value("jupyterhub_istio_proxy_http_request_duration_seconds_bucket", &fast),
+            Some(1.0)
+        );
+        assert_eq!(scrape.value("jupyterhub_istio_proxy_warmup_duration_seconds_count", &[]), Some(2.0));
+        assert_eq!(scrape.value("jupyterhub_istio_proxy_warmup_timeouts_total", &[]), Some(1.0));
+        assert_eq!(metrics.warmup().timeouts(), 1);
+        for sample in &scrape.samples {
+            assert!(sample.name.starts_with("jupyterhub_istio_proxy_"), "{}", sample.name);
+        }
+    }
+}
