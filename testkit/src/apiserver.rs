@@ -107,7 +107,7 @@ impl ApiServer {
             return bin.clone();
         }
         let source = crate::workspace_root().join("testkit/apiserver");
-        let bin = target_dir().join("testkit-apiserver/apiserver");
+        let bin = crate::target_dir().join("testkit-apiserver/apiserver");
         std::fs::create_dir_all(bin.parent().expect("a folder")).expect("the binary's folder");
         let newest_source = ["main.go", "go.mod", "go.sum"]
             .iter()
@@ -239,12 +239,6 @@ fn unique_kubeconfig_path() -> PathBuf {
         std::process::id(),
         COUNT.fetch_add(1, Ordering::Relaxed)
     ))
-}
-
-/// The cargo target dir this test binary was built into (`<target>/<profile>/deps/<test>`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
 #[cfg(test)]

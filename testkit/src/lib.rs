@@ -9,6 +9,7 @@
 //! - [`fake_kube`]: a fake Kubernetes API server for kube-rs clients, with failure injection.
 //! - [`process`]: the proxy binary as a child process, with its log.
 //! - [`python`]: a virtualenv with JupyterHub from PyPI, whose own proxy client drives ours.
+//! - [`helm`]: Helm, built from Go modules, to render the chart in `deploy/helm`.
 //!
 //! ```no_run
 //! use testkit::{client::ApiClient, process::ProxyProcess};
@@ -26,6 +27,7 @@ pub mod apiserver;
 pub mod chp;
 pub mod client;
 pub mod fake_kube;
+pub mod helm;
 pub mod istio_model;
 pub mod process;
 pub mod python;
@@ -36,4 +38,14 @@ pub fn workspace_root() -> std::path::PathBuf {
         .parent()
         .expect("testkit lives inside the workspace")
         .to_path_buf()
+}
+
+/// The cargo target dir this test binary was built into (`<target>/<profile>/deps/<test>`),
+/// where tools the tests build are cached.
+pub fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .nth(3)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
