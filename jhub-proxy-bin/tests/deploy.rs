@@ -279,6 +279,12 @@ fn the_chart_renders_the_manifests_with_default_values() {
 }
 
 #[test]
+fn the_chart_passes_helm_lint() {
+    let output = testkit::helm::lint(&chart());
+    assert!(output.contains("0 chart(s) failed"), "{output}");
+}
+
+#[test]
 fn chart_values_reach_the_deployment() {
     let set = [
         "config.HOST_ROUTING=true",

@@ -32,7 +32,7 @@ pub fn build() -> PathBuf {
     if !current {
         // Install into a folder of our own, then rename, so another process never runs half a file.
         let partial = dir.join(format!("partial-{}", std::process::id()));
-        std::fs::create_dir_all(&partial).expect("the folder for building Helm");
+        // `go install` makes GOBIN itself.
         let output = Command::new("go")
             .args(["install", &format!("helm.sh/helm/v3/cmd/helm@{VERSION}")])
             .env("GOBIN", &partial)
@@ -41,6 +41,7 @@ pub fn build() -> PathBuf {
                 panic!("cannot run `go` to build Helm {VERSION} (install Go; see .ci/run): {e}")
             });
         if !output.status.success() {
+            let _ = std::fs::remove_dir_all(&partial);
             panic!(
                 "`go install helm.sh/helm/v3/cmd/helm@{VERSION}` failed ({}); the tests need it to render the chart \
                  (is the Go module proxy reachable? GOPROXY={:?}):\n{}{}",
@@ -68,14 +69,29 @@ fn runs(bin: &Path) -> bool {
 /// `config.HOST_ROUTING=true`: the rendered YAML documents. Panics with Helm's output when it
 /// fails.
 pub fn template(chart: &Path, namespace: &str, set: &[&str]) -> String {
+    let mut args = vec!["template", "release", path_str(chart), "--namespace", namespace];
+    for value in set {
+        args.extend(["--set", value]);
+    }
+    run(&args)
+}
+
+/// `helm lint --strict` of the chart at `chart`: its output. Panics with it when it fails.
+pub fn lint(chart: &Path) -> String {
+    run(&["lint", "--strict", path_str(chart)])
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// Runs Helm with `args`; its standard output. Panics with its output when it fails.
+pub fn run(args: &[&str]) -> String {
     let helm = build();
     // Helm's caches and settings go under the target dir, never the user's home.
     let home = crate::target_dir().join("testkit-helm/home");
     let mut command = Command::new(&helm);
-    command.args(["template", "release"]).arg(chart).args(["--namespace", namespace]);
-    for value in set {
-        command.args(["--set", value]);
-    }
+    command.args(args);
     for (var, sub) in
         [("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")]
     {
@@ -84,9 +100,10 @@ pub fn template(chart: &Path, namespace: &str, set: &[&str]) -> String {
     let output = command.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", helm.display()));
     if !output.status.success() {
         panic!(
-            "`helm template` of {} with {set:?} failed ({}):\n{}",
-            chart.display(),
+            "`helm {}` failed ({}):\n{}{}",
+            args.join(" "),
             output.status,
+            String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
     }
