@@ -106,7 +106,7 @@ impl ApiServer {
             return bin.clone();
         }
         let source = crate::workspace_root().join("testkit/apiserver");
-        let bin = target_dir().join("testkit-apiserver/apiserver");
+        let bin = crate::target_dir().join("testkit-apiserver/apiserver");
         std::fs::create_dir_all(bin.parent().expect("a folder")).expect("the binary's folder");
         let newest_source = std::fs::read_dir(&source)
             .expect("testkit/apiserver is there")
@@ -332,12 +332,6 @@ fn crds_dir() -> PathBuf {
     let dir = crate::workspace_root().join("../shared/crds");
     assert!(dir.is_dir(), "the CRDs for the test API server are not at {}", dir.display());
     dir
-}
-
-/// The cargo target dir this test binary was built into (`<target>/<profile>/deps/<test>`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! - [`python`]: a virtualenv with JupyterHub from PyPI, whose own proxy client drives ours.
 //! - [`jupyterhub`]: a real JupyterHub from that venv, spawning mock servers, driven through
 //!   its REST API, for end-to-end tests.
+//! - [`helm`]: Helm, built from Go modules, to render the chart in `deploy/helm`.
 //!
 //! ```no_run
 //! use testkit::{client::ApiClient, process::ProxyProcess};
@@ -29,6 +30,7 @@ pub mod apiserver;
 pub mod chp;
 pub mod client;
 pub mod fake_kube;
+pub mod helm;
 pub mod istio_model;
 pub mod jupyterhub;
 pub mod metrics;
@@ -51,4 +53,14 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: imp
         assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The cargo target dir this test binary was built into (`<target>/<profile>/deps/<test>`),
+/// where tools the tests build are cached.
+pub fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .nth(3)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }

@@ -1,0 +1,316 @@
+//! The deployment files: the manifests in `deploy/kubernetes` are the Kubernetes objects they
+//! claim to be and fit the binary, the Role grants exactly what the store calls (found by
+//! running it), and the Helm chart renders the same objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use testkit::client::ApiClient;
+use testkit::fake_kube::FakeKube;
+use testkit::process::ProxyProcess;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
+const TOKEN: &str = "deploy-token";
+const NAMESPACE: &str = "jhub";
+
+/// Objects by kind and name.
+type Objects = BTreeMap<(String, String), Value>;
+
+fn chart() -> PathBuf {
+    testkit::workspace_root().join("deploy/helm/jupyterhub-istio-proxy")
+}
+
+/// The YAML documents of `text` as JSON, empty ones left out, keyed by kind and name.
+fn objects(text: &str, origin: &str) -> Objects {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|document| Value::deserialize(document).unwrap_or_else(|e| panic!("{origin} is not YAML: {e}")))
+        .filter(|value| !value.is_null())
+        .map(|value| {
+            let key =
+                |field: &Value| field.as_str().unwrap_or_else(|| panic!("{origin}: {value}")).to_owned();
+            ((key(&value["kind"]), key(&value["metadata"]["name"])), value)
+        })
+        .collect()
+}
+
+/// Every object in `deploy/kubernetes`, but the kustomization.
+fn manifests() -> Objects {
+    let dir = testkit::workspace_root().join("deploy/kubernetes");
+    let mut all = Objects::new();
+    for entry in std::fs::read_dir(&dir).expect("deploy/kubernetes") {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        all.extend(objects(&text, &path.display().to_string()));
+    }
+    all
+}
+
+/// The object as `T`, after checking that `T` keeps every field of it: a misspelt or
+/// misplaced field would be dropped, and then differ.
+fn typed<T: DeserializeOwned + serde::Serialize>(value: &Value) -> T {
+    let object: T = serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("not a {}: {e}\n{value:#}", std::any::type_name::<T>()));
+    assert_eq!(
+        &serde_json::to_value(&object).unwrap(),
+        value,
+        "fields lost by {}",
+        std::any::type_name::<T>()
+    );
+    object
+}
+
+fn one<T: DeserializeOwned + serde::Serialize>(objects: &Objects, kind: &str) -> T {
+    let mut of_kind = objects.iter().filter(|((k, _), _)| k == kind);
+    let (_, value) = of_kind.next().unwrap_or_else(|| panic!("no {kind}"));
+    assert!(of_kind.next().is_none(), "more than one {kind}");
+    typed(value)
+}
+
+#[test]
+fn the_manifests_are_the_kubernetes_objects_they_claim_to_be_and_fit_together() {
+    let objects = manifests();
+    let kinds: BTreeSet<&str> = objects.keys().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, BTreeSet::from(["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]));
+    let deployment: Deployment = one(&objects, "Deployment");
+    let service: Service = one(&objects, "Service");
+    let account: ServiceAccount = one(&objects, "ServiceAccount");
+    let role: Role = one(&objects, "Role");
+    let binding: RoleBinding = one(&objects, "RoleBinding");
+    for (_, value) in objects {
+        assert_eq!(value["metadata"]["namespace"], NAMESPACE, "{value}");
+    }
+
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let pod = spec.template.spec.unwrap();
+    let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(spec.selector.match_labels.as_ref(), Some(&pod_labels));
+    let anti = pod.affinity.unwrap().pod_anti_affinity.unwrap();
+    let term = &anti.preferred_during_scheduling_ignored_during_execution.unwrap()[0].pod_affinity_term;
+    assert_eq!(term.label_selector.as_ref().unwrap().match_labels.as_ref(), Some(&pod_labels));
+    assert!(pod.termination_grace_period_seconds.unwrap() > 25, "longer than the binary's drain");
+    let security = pod.security_context.unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert!(security.run_as_user.is_some_and(|uid| uid > 0), "a numeric non-root UID");
+    assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let [container] = &pod.containers[..] else { panic!("one container") };
+    let hardening = container.security_context.clone().unwrap();
+    assert_eq!(hardening.allow_privilege_escalation, Some(false));
+    assert_eq!(hardening.read_only_root_filesystem, Some(true));
+    assert_eq!(hardening.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+    assert!(container.resources.as_ref().is_some_and(|r| r.requests.is_some() && r.limits.is_some()));
+    let token = container.env.as_ref().unwrap().iter().find(|e| e.name == "CONFIGPROXY_AUTH_TOKEN").unwrap();
+    assert!(token.value.is_none() && token.value_from.as_ref().unwrap().secret_key_ref.is_some());
+
+    // The Service reaches the pods' API port, as Zero to JupyterHub's hub calls it.
+    let service_spec = service.spec.unwrap();
+    assert_eq!(service.metadata.name.as_deref(), Some("proxy-api"));
+    assert_eq!(service_spec.selector.as_ref(), Some(&pod_labels));
+    let [port] = &service_spec.ports.unwrap()[..] else { panic!("one port") };
+    assert_eq!(port.port, 8001);
+    let target = container_port(container, port.target_port.as_ref().unwrap());
+    assert_eq!(target, 8000);
+
+    // The binding gives the Role to the account the pods run as.
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    let [subject] = &binding.subjects.unwrap()[..] else { panic!("one subject") };
+    assert_eq!((subject.kind.as_str(), subject.namespace.as_deref()), ("ServiceAccount", Some(NAMESPACE)));
+    assert_eq!(Some(&subject.name), account.metadata.name.as_ref());
+    assert_eq!(pod.service_account_name, account.metadata.name);
+}
+
+/// The number of a container port given by name or number.
+fn container_port(
+    container: &k8s_openapi::api::core::v1::Container,
+    port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+) -> i32 {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let ports = container.ports.as_ref().unwrap();
+    match port {
+        IntOrString::Int(number) => {
+            ports.iter().find(|p| p.container_port == *number).unwrap().container_port
+        }
+        IntOrString::String(name) => {
+            ports.iter().find(|p| p.name.as_ref() == Some(name)).expect("a named port").container_port
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_probes_are_paths_the_binary_serves_on_the_port_it_listens_on() {
+    let deployment: Deployment = one(&manifests(), "Deployment");
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    let env = |name: &str| {
+        container.env.as_ref().unwrap().iter().find(|e| e.name == name).and_then(|e| e.value.clone())
+    };
+    let listen = env("PROXY_LISTEN").unwrap_or_else(|| "0.0.0.0:8000".to_owned());
+    let mut proxy = ProxyProcess::start(BIN, &["--store", "memory"], TOKEN).await;
+    let api = ApiClient::new(proxy.addr(), None);
+    for (what, probe) in [("readiness", &container.readiness_probe), ("liveness", &container.liveness_probe)]
+    {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(container_port(container, &get.port).to_string(), listen.rsplit(':').next().unwrap());
+        let path = get.path.as_deref().unwrap();
+        let answer = api.get(path).await;
+        assert_eq!(answer.status, 200, "{what} probe {path}: {}", String::from_utf8_lossy(&answer.body));
+    }
+    proxy.terminate(Duration::from_secs(10)).await;
+}
+
+/// The Kubernetes verb and resource (`plural.group`) of a request to the API server.
+fn verb_and_resource(request: &testkit::fake_kube::SeenRequest) -> (String, String) {
+    let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+    let (group, plural, named) = match segments[..] {
+        ["apis", group, _version, "namespaces", _, plural] => (group, plural, false),
+        ["apis", group, _version, "namespaces", _, plural, _name] => (group, plural, true),
+        _ => panic!("a request this test cannot map to RBAC: {request:?}"),
+    };
+    let verb = match (request.method.as_str(), named) {
+        ("GET", false) if request.is_watch() => "watch",
+        ("GET", false) => "list",
+        ("GET", true) => "get",
+        ("POST", false) => "create",
+        ("PATCH", true) => "patch",
+        ("PUT", true) => "update",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => panic!("a request this test cannot map to RBAC: {request:?}"),
+    };
+    (verb.to_owned(), format!("{plural}.{group}"))
+}
+
+/// What a Role grants, as (verb, `plural.group`).
+fn grants(role: &Role) -> BTreeSet<(String, String)> {
+    let mut grants = BTreeSet::new();
+    for rule in role.rules.as_deref().unwrap_or_default() {
+        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none(), "{rule:?}");
+        for group in rule.api_groups.as_deref().unwrap_or_default() {
+            for resource in rule.resources.as_deref().unwrap_or_default() {
+                for verb in &rule.verbs {
+                    grants.insert((verb.clone(), format!("{resource}.{group}")));
+                }
+            }
+        }
+    }
+    grants
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_grants_exactly_what_the_store_calls() {
+    let fake = FakeKube::start().await;
+    fake.set_clock(1_700_000_000);
+    // A route the Go proxy wrote, to be adopted at start and replaced later.
+    let legacy = json!({"route_spec": "/user/carol/", "target": "http://jupyter-carol:8888", "data": {}});
+    fake.insert(
+        "networking.istio.io",
+        "v1",
+        "virtualservices",
+        "hub",
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "jupyter-0123", "annotations": {
+                "jupyter.splunk.io/proxy-data": serde_json::to_value(ByteString(legacy.to_string().into_bytes())).unwrap()
+            }},
+            "spec": {"hosts": ["*"], "http": [{"match": [{"uri": {"prefix": "/user/carol/"}}],
+                     "route": [{"destination": {"host": "jupyter-carol.hub.svc.cluster.local"}}]}]}
+        }),
+    );
+    let kubeconfig = std::env::temp_dir().join(format!("jhub-proxy-deploy-{}", std::process::id()));
+    fake.write_kubeconfig(&kubeconfig, "hub");
+    let mut command = Command::new(BIN);
+    command.env_clear().env("KUBECONFIG", &kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", TOKEN).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--istio-gateway",
+        "istio-system/jupyterhub-gateway",
+    ]);
+    let mut proxy = ProxyProcess::spawn(command).await;
+    let api = ApiClient::new(proxy.addr(), Some(TOKEN));
+
+    assert_eq!(api.get("/api/routes").await.keys(), ["/user/carol"], "the Go proxy's route, adopted");
+    let post = async |path: &str, target: &str| {
+        let answer = api.post(&format!("/api/routes{path}"), &format!(r#"{{"target": "{target}"}}"#)).await;
+        assert_eq!(answer.status, 201, "{path}: {}", answer.error());
+    };
+    // A pod IP: a ServiceEntry and a VirtualService; then the same route updated.
+    post("/user/alice/", "http://10.0.0.7:8888").await;
+    post("/user/alice/", "http://10.0.0.8:8888").await;
+    // A route under an existing ancestor, a second later: the ancestor is made again.
+    post("/jhub/", "http://hub:8081").await;
+    fake.advance_clock(1);
+    post("/jhub/user/bob/", "http://10.0.0.9:8888").await;
+    // The adopted route written again: the Go proxy's object goes.
+    post("/user/carol/", "http://10.0.0.10:8888").await;
+    assert!(fake.object("virtualservices", "hub", "jupyter-0123").is_none(), "the Go object was replaced");
+    assert_eq!(api.delete("/api/routes/user/alice").await.status, 204);
+    assert_eq!(api.get("/api/routes").await.keys(), ["/jhub", "/jhub/user/bob", "/user/carol"]);
+    assert_eq!(proxy.terminate(Duration::from_secs(30)).await.and_then(|s| s.code()), Some(0));
+    let _ = std::fs::remove_file(&kubeconfig);
+
+    let called: BTreeSet<(String, String)> = fake.requests().iter().map(verb_and_resource).collect();
+    let role: Role = one(&manifests(), "Role");
+    assert_eq!(grants(&role), called, "deploy/kubernetes/role.yaml against what the store called");
+    let rendered = objects(&testkit::helm::template(&chart(), NAMESPACE, &[]), "the chart");
+    assert_eq!(grants(&one(&rendered, "Role")), called, "the chart's Role against what the store called");
+}
+
+#[test]
+fn the_chart_renders_the_manifests_with_default_values() {
+    let rendered = objects(&testkit::helm::template(&chart(), NAMESPACE, &[]), "the chart");
+    let manifests = manifests();
+    assert_eq!(rendered.keys().collect::<Vec<_>>(), manifests.keys().collect::<Vec<_>>());
+    for (key, manifest) in &manifests {
+        assert_eq!(&rendered[key], manifest, "{key:?}: the chart's (left) against deploy/kubernetes (right)");
+    }
+}
+
+#[test]
+fn the_chart_passes_helm_lint() {
+    let output = testkit::helm::lint(&chart());
+    assert!(output.contains("0 chart(s) failed"), "{output}");
+}
+
+#[test]
+fn chart_values_reach_the_deployment() {
+    let set = [
+        "config.HOST_ROUTING=true",
+        "config.ISTIO_GATEWAY=istio-system/gw",
+        "config.PROXY_LISTEN=0.0.0.0:9000",
+        "config.METRICS_LISTEN=0.0.0.0:9090",
+        "replicas=5",
+        "authToken.secretName=my-hub",
+    ];
+    let rendered = objects(&testkit::helm::template(&chart(), "elsewhere", &set), "the chart");
+    let deployment: Deployment = one(&rendered, "Deployment");
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(5));
+    let container = &spec.template.spec.unwrap().containers[0];
+    let env: BTreeMap<&str, &k8s_openapi::api::core::v1::EnvVar> =
+        container.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e)).collect();
+    let value = |name: &str| env.get(name).and_then(|e| e.value.as_deref());
+    assert_eq!(value("HOST_ROUTING"), Some("true"));
+    assert_eq!(value("ISTIO_GATEWAY"), Some("istio-system/gw"));
+    assert_eq!(value("PROXY_LISTEN"), Some("0.0.0.0:9000"));
+    assert_eq!(value("SUB_DOMAIN_HOST"), None, "an empty value is not set");
+    let token = env["CONFIGPROXY_AUTH_TOKEN"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!(token.name, "my-hub");
+    let ports: Vec<(Option<&str>, i32)> =
+        container.ports.as_ref().unwrap().iter().map(|p| (p.name.as_deref(), p.container_port)).collect();
+    assert_eq!(ports, [(Some("http"), 9000), (Some("metrics"), 9090)]);
+    let binding: RoleBinding = one(&rendered, "RoleBinding");
+    assert_eq!(binding.subjects.unwrap()[0].namespace.as_deref(), Some("elsewhere"));
+}
