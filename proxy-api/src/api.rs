@@ -306,7 +306,7 @@ mod tests {
             .withf(|route| {
                 route.spec().as_str() == "/user/秀樹"
                     && route.target().as_str() == "http://10.0.0.1:8888"
-                    && route.data() == json!({"jupyterhub": true, "user": "秀樹"}).as_object().unwrap()
+                    && route.data() == *json!({"jupyterhub": true, "user": "秀樹"}).as_object().unwrap()
             })
             .times(1)
             .returning(|_| Ok(()));

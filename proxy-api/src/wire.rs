@@ -5,7 +5,6 @@
 //! report.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::{Error, Result, Route, RouteSpec, Target};
@@ -47,22 +46,6 @@ pub fn route_from_object(spec: RouteSpec, mut object: Map<String, Value>) -> Res
         }
     };
     Route::new(spec, target, object)
-}
-
-/// One route in the wire format, for serialising.
-#[derive(Debug, Clone, Copy)]
-pub struct WireRoute<'a>(pub &'a Route);
-
-impl Serialize for WireRoute<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let route = self.0;
-        let mut map = serializer.serialize_map(Some(route.data().len() + 1))?;
-        map.serialize_entry("target", route.target().as_str())?;
-        for (key, value) in route.data() {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
-    }
 }
 
 /// A listing of routes in the wire format: an object from decoded spec to route, in the order
@@ -165,7 +148,6 @@ mod tests {
         let route = route_from_body(spec("/user/alice"), body.to_string().as_bytes()).unwrap();
         assert_eq!(route.target().as_str(), "http://10.0.0.7:8888/x");
         assert!(!route.data().contains_key("target"));
-        assert_eq!(serde_json::to_value(WireRoute(&route)).unwrap(), body);
         assert_eq!(serde_json::from_str::<Value>(route.wire_json()).unwrap(), body);
     }
 
