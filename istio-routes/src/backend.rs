@@ -220,17 +220,9 @@ impl<S: RouteStore> IstioBackend<S> {
                 return Ok(routes.clone());
             }
         }
-        let objects = self.store.virtual_services();
-        let mut stored: Vec<StoredRoute> = {
-            let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
-            let stored = objects.iter().filter_map(|object| self.decode(&mut cache, object)).collect();
-            // Forget objects that are gone, now and then rather than on every listing.
-            if cache.len() > 2 * objects.len() + 64 {
-                let live: std::collections::HashSet<&str> =
-                    objects.iter().filter_map(|o| o.metadata.name.as_deref()).collect();
-                cache.retain(|name, _| live.contains(name.as_str()));
-            }
-            stored
+        let mut stored = match self.store.stored_routes(&self.translation) {
+            Some(stored) => stored,
+            None => self.decode_all(),
         };
         // One route per spec: the current object's (see `objects_of`).
         stored.sort_by(|a, b| a.route.spec().cmp(b.route.spec()).then(b.origin.cmp(&a.origin)));
@@ -240,6 +232,20 @@ impl<S: RouteStore> IstioBackend<S> {
             *self.listing.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, routes.clone()));
         }
         Ok(routes)
+    }
+
+    /// The routes of every object in the store, decoding only what changed since last time.
+    fn decode_all(&self) -> Vec<StoredRoute> {
+        let objects = self.store.virtual_services();
+        let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        let stored = objects.iter().filter_map(|object| self.decode(&mut cache, object)).collect();
+        // Forget objects that are gone, now and then rather than on every listing.
+        if cache.len() > 2 * objects.len() + 64 {
+            let live: std::collections::HashSet<&str> =
+                objects.iter().filter_map(|o| o.metadata.name.as_deref()).collect();
+            cache.retain(|name, _| live.contains(name.as_str()));
+        }
+        stored
     }
 }
 
@@ -322,7 +328,7 @@ mod tests {
 
     fn backend() -> (IstioBackend<MemoryStore>, ManualClock) {
         let clock = ManualClock::at(1_700_000_000);
-        let store = Arc::new(MemoryStore::with_clock(clock.clock()));
+        let store = Arc::new(MemoryStore::with_clock(Translation::default(), clock.clock()));
         (IstioBackend::new(store, Translation::default()), clock)
     }
 
@@ -366,7 +372,10 @@ mod tests {
             k8s_openapi::jiff::Timestamp::from_second(n.load(Ordering::SeqCst) - if behind { 60 } else { 0 })
                 .unwrap()
         });
-        let backend = IstioBackend::new(Arc::new(MemoryStore::with_clock(clock)), Translation::default());
+        let backend = IstioBackend::new(
+            Arc::new(MemoryStore::with_clock(Translation::default(), clock)),
+            Translation::default(),
+        );
         backend.add(route("/jhub", "http://hub:8081")).await.unwrap();
         now.fetch_add(10, Ordering::SeqCst);
         // The deeper route is created honestly; the hub route's re-creations all run behind.
@@ -530,6 +539,7 @@ mod tests {
         let mut store = MockRouteStore::new();
         store.expect_is_ready().return_const(true);
         store.expect_generation().return_const(Some(7));
+        store.expect_stored_routes().times(1).returning(|_| None);
         store.expect_virtual_services().times(1).returning(Vec::new);
         let backend = IstioBackend::new(Arc::new(store), Translation::default());
         backend.list().await.unwrap();

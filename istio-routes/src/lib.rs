@@ -17,7 +17,7 @@
 //! use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let store = Arc::new(MemoryStore::new());
+//! let store = Arc::new(MemoryStore::new(Translation::default()));
 //! let backend = IstioBackend::new(Arc::clone(&store), Translation::default());
 //! let spec = RouteSpec::new("/user/alice", RoutingMode::Path).unwrap();
 //! let route = Route::new(spec, Target::parse("http://10.0.0.7:8888").unwrap(), Default::default()).unwrap();

@@ -3,18 +3,25 @@
 //! `--store memory` runs the very same translation as the Kubernetes store, so what it lists is
 //! what a cluster would hold; nothing reaches Istio, and everything is lost on restart. Tests
 //! use it with a [`Clock`] they control, to replay creation times.
+//!
+//! An object that is exactly what the store's [`Translation`] renders for the route it holds
+//! (every object this proxy writes) is kept as that route and its generation, and rendered
+//! again when read: a `VirtualService` with its maps costs some 3.5 KB, the route a tenth of
+//! that. ServiceEntries, which only `render` and tests read back, are kept as compact JSON.
+//! Anything else is kept as it came.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::read::{Origin, StoredRoute};
 use crate::resources::{ServiceEntry, VirtualService};
 use crate::store::RouteStore;
-use crate::translate::ROUTE_LABEL;
+use crate::translate::{ROUTE_LABEL, Translation, route_id};
 use crate::{Error, Result};
 
 /// Where creation times come from.
@@ -44,11 +51,58 @@ impl ManualClock {
 
 #[derive(Debug, Default)]
 struct State {
-    virtual_services: BTreeMap<String, Arc<VirtualService>>,
-    /// Route id to the names of its VirtualServices.
-    by_route: HashMap<String, BTreeSet<String>>,
-    service_entries: BTreeMap<String, Arc<ServiceEntry>>,
+    /// By name.
+    virtual_services: BTreeMap<String, Held>,
+    /// Route id to the names of its VirtualServices: one, or two while one is re-created.
+    by_route: HashMap<String, Vec<String>>,
+    /// By name, as JSON.
+    service_entries: BTreeMap<String, Box<str>>,
     last_version: u64,
+}
+
+/// A VirtualService as kept.
+#[derive(Debug)]
+enum Held {
+    /// What the translation renders for `stored.route` as `generation`, with what the server
+    /// set: rendered again when read.
+    Rendered { stored: StoredRoute, generation: u32, server: Server },
+    /// Anything else, as it came, with what the server set in its metadata.
+    Raw(Arc<VirtualService>),
+}
+
+/// What the API server sets in an object's metadata.
+#[derive(Debug, Clone)]
+struct Server {
+    resource_version: u64,
+    created: Time,
+    uid: u64,
+}
+
+impl Server {
+    fn set(&self, metadata: &mut ObjectMeta) {
+        metadata.resource_version = Some(self.resource_version.to_string());
+        metadata.creation_timestamp = Some(self.created.clone());
+        metadata.uid = Some(format!("uid-{}", self.uid));
+    }
+}
+
+impl Held {
+    fn resource_version(&self) -> Option<String> {
+        match self {
+            Held::Rendered { server, .. } => Some(server.resource_version.to_string()),
+            Held::Raw(object) => object.metadata.resource_version.clone(),
+        }
+    }
+
+    /// The creation time and uid an update keeps.
+    fn identity(&self) -> (Option<Time>, Option<String>) {
+        match self {
+            Held::Rendered { server, .. } => {
+                (Some(server.created.clone()), Some(format!("uid-{}", server.uid)))
+            }
+            Held::Raw(object) => (object.metadata.creation_timestamp.clone(), object.metadata.uid.clone()),
+        }
+    }
 }
 
 /// VirtualServices and ServiceEntries in memory, with creation times of 1-second resolution,
@@ -56,6 +110,7 @@ struct State {
 pub struct MemoryStore {
     state: RwLock<State>,
     clock: Clock,
+    translation: Translation,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -64,26 +119,25 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self::with_clock(Arc::new(Timestamp::now))
-    }
-}
-
 impl MemoryStore {
-    /// An empty store on the system clock.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty store on the system clock, for a backend with `translation`: the objects it
+    /// renders are kept compactly (any others are kept too, as they come).
+    pub fn new(translation: Translation) -> Self {
+        Self::with_clock(translation, Arc::new(Timestamp::now))
     }
 
     /// An empty store whose creation times come from `clock`.
-    pub fn with_clock(clock: Clock) -> Self {
-        MemoryStore { state: RwLock::default(), clock }
+    pub fn with_clock(translation: Translation, clock: Clock) -> Self {
+        MemoryStore { state: RwLock::default(), clock, translation }
     }
 
     /// Every ServiceEntry.
     pub fn service_entries(&self) -> Vec<Arc<ServiceEntry>> {
-        self.read().service_entries.values().cloned().collect()
+        let state = self.read();
+        let entries = state.service_entries.values();
+        entries
+            .map(|json| Arc::new(serde_json::from_str(json).expect("a ServiceEntry we serialised")))
+            .collect()
     }
 
     /// Puts an object in as it is, metadata and all: for tests that need objects this proxy
@@ -91,8 +145,8 @@ impl MemoryStore {
     pub fn insert_raw(&self, object: VirtualService) {
         let mut state = self.write();
         let name = object.metadata.name.clone().expect("a named object");
-        index(&mut state.by_route, &object, &name);
-        state.virtual_services.insert(name, Arc::new(object));
+        index(&mut state.by_route, route_of(&object), &name);
+        state.virtual_services.insert(name, Held::Raw(Arc::new(object)));
     }
 
     // A panic while holding the lock cannot leave the maps half-written (each write is a few
@@ -109,23 +163,91 @@ impl MemoryStore {
         let now = (self.clock)();
         Time(Timestamp::from_second(now.as_second()).expect("a valid time"))
     }
-}
 
-fn route_of(object: &VirtualService) -> Option<String> {
-    object.metadata.labels.as_ref()?.get(ROUTE_LABEL).cloned()
-}
+    /// The route and generation `object` is the rendering of, if it is exactly that.
+    fn rendering_of(&self, object: &VirtualService) -> Option<(StoredRoute, u32)> {
+        let stored = self.translation.read(object)?.ok()?;
+        let Origin::Ours { generation } = stored.origin else { return None };
+        let mut rendered = self.translation.render(&stored.route, generation).ok()?.virtual_service;
+        rendered.metadata.resource_version.clone_from(&object.metadata.resource_version);
+        rendered.metadata.creation_timestamp.clone_from(&object.metadata.creation_timestamp);
+        rendered.metadata.uid.clone_from(&object.metadata.uid);
+        (rendered == *object).then_some((stored, generation))
+    }
 
-fn index(by_route: &mut HashMap<String, BTreeSet<String>>, object: &VirtualService, name: &str) {
-    if let Some(route) = route_of(object) {
-        by_route.entry(route).or_default().insert(name.to_owned());
+    /// The object as stored, rendered again if it was kept as its route.
+    fn object(&self, held: &Held) -> Arc<VirtualService> {
+        match held {
+            Held::Rendered { stored, generation, server } => {
+                let rendered = self.translation.render(&stored.route, *generation);
+                let mut object = rendered.expect("it rendered when it was stored").virtual_service;
+                server.set(&mut object.metadata);
+                Arc::new(object)
+            }
+            Held::Raw(object) => Arc::clone(object),
+        }
+    }
+
+    fn store_virtual_service(
+        &self,
+        object: VirtualService,
+        must_be_new: bool,
+    ) -> Result<Arc<VirtualService>> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        // Read outside the lock: it decodes and renders.
+        let rendering = self.rendering_of(&object);
+        let now = self.now();
+        let mut state = self.write();
+        let (created, uid) = match state.virtual_services.get(&name) {
+            Some(_) if must_be_new => return Err(Error::AlreadyExists { name }),
+            Some(old) => old.identity(),
+            None => (None, None),
+        };
+        let resource_version = state.next_version();
+        let created = created.unwrap_or(now);
+        let uid = uid.unwrap_or_else(|| format!("uid-{resource_version}"));
+        let held = match rendering {
+            Some((stored, generation)) => {
+                let uid = uid.trim_start_matches("uid-").parse().unwrap_or(resource_version);
+                Held::Rendered { stored, generation, server: Server { resource_version, created, uid } }
+            }
+            None => {
+                let mut object = object;
+                object.metadata.resource_version = Some(resource_version.to_string());
+                object.metadata.creation_timestamp = Some(created);
+                object.metadata.uid = Some(uid);
+                Held::Raw(Arc::new(object))
+            }
+        };
+        let stored = self.object(&held);
+        if let Some(old) = state.virtual_services.remove(&name) {
+            unindex(&mut state.by_route, &old, &name);
+        }
+        index(&mut state.by_route, route_of(&stored), &name);
+        state.virtual_services.insert(name, held);
+        Ok(stored)
     }
 }
 
-fn unindex(by_route: &mut HashMap<String, BTreeSet<String>>, object: &VirtualService, name: &str) {
-    if let Some(route) = route_of(object)
+fn route_of(object: &VirtualService) -> Option<&String> {
+    object.metadata.labels.as_ref()?.get(ROUTE_LABEL)
+}
+
+fn index(by_route: &mut HashMap<String, Vec<String>>, route: Option<&String>, name: &str) {
+    if let Some(route) = route {
+        by_route.entry(route.clone()).or_default().push(name.to_owned());
+    }
+}
+
+fn unindex(by_route: &mut HashMap<String, Vec<String>>, held: &Held, name: &str) {
+    let route = match held {
+        Held::Rendered { stored, .. } => Some(route_id(stored.route.spec())),
+        Held::Raw(object) => route_of(object).cloned(),
+    };
+    if let Some(route) = route
         && let Some(names) = by_route.get_mut(&route)
     {
-        names.remove(name);
+        names.retain(|n| n != name);
         if names.is_empty() {
             by_route.remove(&route);
         }
@@ -133,34 +255,9 @@ fn unindex(by_route: &mut HashMap<String, BTreeSet<String>>, object: &VirtualSer
 }
 
 impl State {
-    fn next_version(&mut self) -> String {
+    fn next_version(&mut self) -> u64 {
         self.last_version += 1;
-        self.last_version.to_string()
-    }
-
-    fn store_virtual_service(
-        &mut self,
-        mut object: VirtualService,
-        now: Time,
-        must_be_new: bool,
-    ) -> Result<Arc<VirtualService>> {
-        let name = object.metadata.name.clone().unwrap_or_default();
-        if let Some(old) = self.virtual_services.get(&name).cloned() {
-            if must_be_new {
-                return Err(Error::AlreadyExists { name });
-            }
-            object.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
-            object.metadata.uid = old.metadata.uid.clone();
-            unindex(&mut self.by_route, &old, &name);
-        } else {
-            object.metadata.creation_timestamp = Some(now);
-            object.metadata.uid = Some(format!("uid-{}", self.last_version + 1));
-        }
-        object.metadata.resource_version = Some(self.next_version());
-        index(&mut self.by_route, &object, &name);
-        let object = Arc::new(object);
-        self.virtual_services.insert(name, Arc::clone(&object));
-        Ok(object)
+        self.last_version
     }
 }
 
@@ -176,35 +273,47 @@ impl RouteStore for MemoryStore {
     }
 
     fn virtual_services(&self) -> Vec<Arc<VirtualService>> {
-        self.read().virtual_services.values().cloned().collect()
+        let state = self.read();
+        state.virtual_services.values().map(|held| self.object(held)).collect()
+    }
+
+    fn stored_routes(&self, translation: &Translation) -> Option<Vec<StoredRoute>> {
+        if *translation != self.translation {
+            return None;
+        }
+        let state = self.read();
+        let stored = state.virtual_services.values().filter_map(|held| match held {
+            Held::Rendered { stored, .. } => Some(stored.clone()),
+            Held::Raw(object) => self.translation.read(object)?.ok(),
+        });
+        Some(stored.collect())
     }
 
     fn virtual_services_of(&self, route_id: &str) -> Vec<Arc<VirtualService>> {
         let state = self.read();
         let names = state.by_route.get(route_id).into_iter().flatten();
-        names.filter_map(|name| state.virtual_services.get(name).cloned()).collect()
+        names.filter_map(|name| state.virtual_services.get(name)).map(|held| self.object(held)).collect()
     }
 
     async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
-        let now = self.now();
-        self.write().store_virtual_service(object, now, false)
+        self.store_virtual_service(object, false)
     }
 
     async fn create_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
-        let now = self.now();
-        self.write().store_virtual_service(object, now, true)
+        self.store_virtual_service(object, true)
     }
 
     async fn delete_virtual_service(&self, name: &str, resource_version: Option<String>) -> Result<bool> {
         let mut state = self.write();
-        let Some(old) = state.virtual_services.get(name).cloned() else {
+        let Some(old) = state.virtual_services.get(name) else {
             return Ok(false);
         };
-        if resource_version.is_some() && resource_version != old.metadata.resource_version {
+        if resource_version.is_some() && resource_version != old.resource_version() {
             return Err(Error::Conflict { name: name.to_owned() });
         }
-        unindex(&mut state.by_route, &old, name);
-        state.virtual_services.remove(name);
+        if let Some(old) = state.virtual_services.remove(name) {
+            unindex(&mut state.by_route, &old, name);
+        }
         // A delete is a change too: the API server gives it a resource version of its own.
         state.next_version();
         Ok(true)
@@ -212,9 +321,10 @@ impl RouteStore for MemoryStore {
 
     async fn apply_service_entry(&self, mut object: ServiceEntry) -> Result<()> {
         let mut state = self.write();
-        object.metadata.resource_version = Some(state.next_version());
+        object.metadata.resource_version = Some(state.next_version().to_string());
         let name = object.metadata.name.clone().unwrap_or_default();
-        state.service_entries.insert(name, Arc::new(object));
+        let json = serde_json::to_string(&object).expect("a ServiceEntry serialises");
+        state.service_entries.insert(name, json.into_boxed_str());
         Ok(())
     }
 
@@ -238,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn apply_keeps_the_creation_time_and_bumps_the_version() {
         let clock = ManualClock::at(1_000);
-        let store = MemoryStore::with_clock(clock.clock());
+        let store = MemoryStore::with_clock(Translation::default(), clock.clock());
         let first = store.apply_virtual_service(object("a")).await.unwrap();
         clock.advance(5);
         let second = store.apply_virtual_service(object("a")).await.unwrap();
@@ -248,9 +358,65 @@ mod tests {
         assert_eq!(other.metadata.creation_timestamp.as_ref().unwrap().0.as_second(), 1_005);
     }
 
+    fn path(spec: &str) -> proxy_api::RouteSpec {
+        proxy_api::RouteSpec::new(spec, proxy_api::RoutingMode::Path).unwrap()
+    }
+
+    fn rendered(spec: &str, target: &str) -> VirtualService {
+        let spec = path(spec);
+        let target = proxy_api::Target::parse(target).unwrap();
+        let route = proxy_api::Route::new(spec, target, Default::default()).unwrap();
+        Translation::default().render(&route, 3).unwrap().virtual_service
+    }
+
+    #[tokio::test]
+    async fn what_the_translation_renders_is_kept_as_its_route_and_read_back_whole() {
+        let store = MemoryStore::new(Translation::default());
+        let object = rendered("/user/alice", "http://10.0.0.7:8888");
+        let name = object.metadata.name.clone().unwrap();
+        let stored = store.apply_virtual_service(object.clone()).await.unwrap();
+        assert!(matches!(store.read().virtual_services[&name], Held::Rendered { generation: 3, .. }));
+
+        // Read back, it is the object written, with what the server sets.
+        let mut expected = object;
+        expected.metadata.resource_version = stored.metadata.resource_version.clone();
+        expected.metadata.creation_timestamp = stored.metadata.creation_timestamp.clone();
+        expected.metadata.uid = stored.metadata.uid.clone();
+        assert_eq!(*stored, expected);
+        assert_eq!(*store.virtual_services()[0], expected);
+        assert_eq!(*store.virtual_services_of(&route_id(&path("/user/alice")))[0], expected);
+
+        let routes = store.stored_routes(&Translation::default()).expect("decoded for its translation");
+        assert_eq!(routes[0].route.target().as_str(), "http://10.0.0.7:8888");
+        let other = Translation { prefix: "other".into(), ..Translation::default() };
+        assert!(store.stored_routes(&other).is_none(), "another translation reads the objects itself");
+    }
+
+    #[tokio::test]
+    async fn anything_else_is_kept_as_it_came() {
+        let store = MemoryStore::new(Translation::default());
+        let mut changed = rendered("/user/bob", "http://jupyter-bob:8888");
+        changed.spec.hosts = vec!["changed.example.org".into()];
+        let name = changed.metadata.name.clone().unwrap();
+        let stored = store.apply_virtual_service(changed.clone()).await.unwrap();
+        assert!(matches!(store.read().virtual_services[&name], Held::Raw(_)));
+        assert_eq!(stored.spec, changed.spec);
+        assert_eq!(store.virtual_services()[0].spec.hosts, ["changed.example.org"]);
+        // Still a route, read by the translation.
+        let routes = store.stored_routes(&Translation::default()).unwrap();
+        assert_eq!(routes[0].route.spec().as_str(), "/user/bob");
+
+        // An update keeps the creation time and uid, whichever way either version is kept.
+        let update = store.apply_virtual_service(rendered("/user/bob", "http://jupyter-bob:8888")).await.unwrap();
+        assert!(matches!(store.read().virtual_services[&name], Held::Rendered { .. }));
+        assert_eq!(update.metadata.creation_timestamp, stored.metadata.creation_timestamp);
+        assert_eq!(update.metadata.uid, stored.metadata.uid);
+        assert_eq!(store.virtual_services_of(&route_id(&path("/user/bob"))).len(), 1);
+    }
+
     #[tokio::test]
     async fn create_refuses_a_taken_name_and_delete_honours_preconditions() {
-        let store = MemoryStore::new();
+        let store = MemoryStore::new(Translation::default());
         let created = store.create_virtual_service(object("a")).await.unwrap();
         assert!(matches!(store.create_virtual_service(object("a")).await, Err(Error::AlreadyExists { .. })));
         assert!(matches!(

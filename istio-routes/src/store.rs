@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::Result;
 use crate::resources::{ServiceEntry, VirtualService};
+use crate::{Result, StoredRoute, Translation};
 
 /// A place that keeps VirtualServices and ServiceEntries the way the Kubernetes API does:
 /// creation times with 1-second resolution, resource versions, and a cache of this proxy
@@ -30,6 +30,15 @@ pub trait RouteStore: Send + Sync + 'static {
     /// reading routes never needs (the `spec`, others' annotations): routes are read from the
     /// name, creation time, resource version, labels and our annotations.
     fn virtual_services(&self) -> Vec<Arc<VirtualService>>;
+
+    /// The route of every VirtualService, as `translation` reads them, for a store that keeps
+    /// them decoded (the memory store): a listing then builds no objects only to read them back.
+    /// `None`, the default, leaves the reading of [`virtual_services`](Self::virtual_services)
+    /// to the caller.
+    fn stored_routes(&self, translation: &Translation) -> Option<Vec<StoredRoute>> {
+        let _ = translation;
+        None
+    }
 
     /// The VirtualServices of one route (label `jupyterhub-istio-proxy/route=<id>`), from the cache.
     fn virtual_services_of(&self, route_id: &str) -> Vec<Arc<VirtualService>>;

@@ -75,7 +75,6 @@ struct World {
 impl World {
     fn new(mode: RoutingMode) -> World {
         let clock = ManualClock::at(1_700_000_000);
-        let store = Arc::new(MemoryStore::with_clock(clock.clock()));
         let translation = Translation {
             namespace: "hub".into(),
             gateways: vec![GATEWAY.into()],
@@ -83,6 +82,7 @@ impl World {
             routing_mode: mode,
             ..Translation::default()
         };
+        let store = Arc::new(MemoryStore::with_clock(translation.clone(), clock.clock()));
         let replicas =
             (0..REPLICAS).map(|_| IstioBackend::new(Arc::clone(&store), translation.clone())).collect();
         World {

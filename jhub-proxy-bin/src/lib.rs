@@ -22,8 +22,9 @@
 //!     metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
 //!     serve_metrics: true,
 //! };
-//! let store = Arc::new(istio_routes::MemoryStore::new());
-//! let backend = istio_routes::IstioBackend::new(store, istio_routes::Translation::default());
+//! let translation = istio_routes::Translation::default();
+//! let store = Arc::new(istio_routes::MemoryStore::new(translation.clone()));
+//! let backend = istio_routes::IstioBackend::new(store, translation);
 //! let service = app::service(Arc::new(backend), options);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
 //! server::serve(listener, service, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;

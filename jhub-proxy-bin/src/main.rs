@@ -44,8 +44,9 @@ async fn run(config: Config) -> Result<(), Error> {
     let (service, store_name) = match config.store {
         StoreKind::Memory => {
             let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
-            let store = Arc::new(MemoryStore::new());
-            let backend = Arc::new(IstioBackend::new(store, config.translation(&namespace)));
+            let translation = config.translation(&namespace);
+            let store = Arc::new(MemoryStore::new(translation.clone()));
+            let backend = Arc::new(IstioBackend::new(store, translation));
             StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
             (http_service(backend, &config, Arc::new(|| true), metrics).await?, "memory")
         }

@@ -27,8 +27,9 @@ pub async fn render(config: &Config, args: &RenderArgs) -> Result<String> {
     // the output does not depend on the clock.
     routes.sort_by_key(|route| std::cmp::Reverse(istio_routes::order::depth(route.spec())));
     let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
-    let store = Arc::new(MemoryStore::new());
-    let backend = IstioBackend::new(Arc::clone(&store), config.translation(&namespace));
+    let translation = config.translation(&namespace);
+    let store = Arc::new(MemoryStore::new(translation.clone()));
+    let backend = IstioBackend::new(Arc::clone(&store), translation);
     for route in routes {
         let spec = route.spec().clone();
         backend.add(route).await.map_err(|e| Error::Render(format!("route {spec}: {e}")))?;

@@ -12,7 +12,10 @@ use istio_routes::{IstioBackend, MemoryStore, Translation};
 use proxy_api::RoutingMode;
 
 async fn proxy(ready: Arc<AtomicBool>, wait: Duration) -> common::TestProxy {
-    let backend = Arc::new(IstioBackend::new(Arc::new(MemoryStore::new()), Translation::default()));
+    let backend = Arc::new(IstioBackend::new(
+        Arc::new(MemoryStore::new(Translation::default())),
+        Translation::default(),
+    ));
     let check = Arc::new(move || ready.load(Ordering::SeqCst));
     serve_with(backend, RoutingMode::Path, Duration::from_secs(30), check, wait).await
 }

@@ -97,9 +97,9 @@ async fn served_id(gateway: &str, path: &str) -> Option<String> {
 /// A proxy with warm-up over a memory store, whose gateway sees the store's objects every
 /// `push` (never, when `None`).
 async fn setup(push: Option<Duration>, timeout: Duration, strict: bool) -> Setup {
-    let store = Arc::new(MemoryStore::new());
     let translation =
         Translation { gateways: vec![GATEWAY.into()], hosts: vec!["*".into()], ..Translation::default() };
+    let store = Arc::new(MemoryStore::new(translation.clone()));
     let snapshot: Snapshot = Arc::default();
     if let Some(push) = push {
         let (store, snapshot) = (Arc::clone(&store), Arc::clone(&snapshot));

@@ -82,6 +82,9 @@ pub(crate) async fn serve_with<B: Backend>(
 pub(crate) async fn memory(mode: RoutingMode) -> TestProxy {
     let translation =
         istio_routes::Translation { routing_mode: mode, ..istio_routes::Translation::default() };
-    let backend = istio_routes::IstioBackend::new(Arc::new(istio_routes::MemoryStore::new()), translation);
+    let backend = istio_routes::IstioBackend::new(
+        Arc::new(istio_routes::MemoryStore::new(translation.clone())),
+        translation,
+    );
     serve(Arc::new(backend), mode, Duration::from_secs(30)).await
 }
