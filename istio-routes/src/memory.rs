@@ -7,10 +7,12 @@
 //! An object that is exactly what the store's [`Translation`] renders for the route it holds
 //! (every object this proxy writes) is kept as that route and its generation, and rendered
 //! again when read: a `VirtualService` with its maps costs some 3.5 KB, the route a tenth of
-//! that. ServiceEntries, which only `render` and tests read back, are kept as compact JSON.
-//! Anything else is kept as it came.
+//! that. A ServiceEntry is kept as the spec and target it renders for, the same way. Anything
+//! else is kept as it came.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -18,10 +20,12 @@ use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use proxy_api::{Route, RouteSpec, Target};
+
 use crate::read::{Origin, StoredRoute};
 use crate::resources::{ServiceEntry, VirtualService};
 use crate::store::RouteStore;
-use crate::translate::{ROUTE_LABEL, Translation, route_id};
+use crate::translate::{ROUTE_LABEL, SPEC_ANNOTATION, Translation, route_id};
 use crate::{Error, Result};
 
 /// Where creation times come from.
@@ -53,11 +57,21 @@ impl ManualClock {
 struct State {
     /// By name.
     virtual_services: BTreeMap<String, Held>,
-    /// Route id to the names of its VirtualServices: one, or two while one is re-created.
-    by_route: HashMap<String, Vec<String>>,
-    /// By name, as JSON.
-    service_entries: BTreeMap<String, Box<str>>,
+    /// Route id (see [`route_key`]) to the names of its VirtualServices: one, or two while one
+    /// is re-created.
+    by_route: HashMap<u64, Vec<Box<str>>>,
+    /// By name.
+    service_entries: BTreeMap<String, HeldEntry>,
     last_version: u64,
+}
+
+/// A ServiceEntry as kept.
+#[derive(Debug)]
+enum HeldEntry {
+    /// What the translation renders for a route of `spec` to `target`.
+    Rendered { spec: RouteSpec, target: Target, resource_version: u64 },
+    /// Anything else, as JSON.
+    Raw(Box<str>),
 }
 
 /// A VirtualService as kept.
@@ -134,10 +148,36 @@ impl MemoryStore {
     /// Every ServiceEntry.
     pub fn service_entries(&self) -> Vec<Arc<ServiceEntry>> {
         let state = self.read();
-        let entries = state.service_entries.values();
-        entries
-            .map(|json| Arc::new(serde_json::from_str(json).expect("a ServiceEntry we serialised")))
-            .collect()
+        let entries = state.service_entries.values().map(|held| match held {
+            HeldEntry::Rendered { spec, target, resource_version } => {
+                let mut entry = self.render_entry(spec, target).expect("it rendered when it was stored");
+                entry.metadata.resource_version = Some(resource_version.to_string());
+                entry
+            }
+            HeldEntry::Raw(json) => serde_json::from_str(json).expect("a ServiceEntry we serialised"),
+        });
+        entries.map(Arc::new).collect()
+    }
+
+    /// The ServiceEntry the translation renders for a route of `spec` to `target`.
+    fn render_entry(&self, spec: &RouteSpec, target: &Target) -> Option<ServiceEntry> {
+        let route = Route::new(spec.clone(), target.clone(), Default::default()).ok()?;
+        self.translation.render(&route, 0).ok()?.service_entry
+    }
+
+    /// The spec and target `entry` is the rendering of, if it is exactly that. A ServiceEntry
+    /// depends on the route's spec and on its target's scheme, address and port only, so a
+    /// target made of those renders it.
+    fn entry_rendering_of(&self, entry: &ServiceEntry) -> Option<(RouteSpec, Target)> {
+        let annotations = entry.metadata.annotations.as_ref()?;
+        let spec = RouteSpec::new(annotations.get(SPEC_ANNOTATION)?, self.translation.routing_mode).ok()?;
+        let (port, endpoint) = (entry.spec.ports.first()?, entry.spec.endpoints.first()?);
+        let ip: IpAddr = endpoint.address.parse().ok()?;
+        let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+        let target = Target::parse(&format!("{}://{host}:{}", port.name, port.number)).ok()?;
+        let mut rendered = self.render_entry(&spec, &target)?;
+        rendered.metadata.resource_version.clone_from(&entry.metadata.resource_version);
+        (rendered == *entry).then_some((spec, target))
     }
 
     /// Puts an object in as it is, metadata and all: for tests that need objects this proxy
@@ -206,20 +246,24 @@ impl MemoryStore {
         let resource_version = state.next_version();
         let created = created.unwrap_or(now);
         let uid = uid.unwrap_or_else(|| format!("uid-{resource_version}"));
+        // The object as stored: what came, with what the server sets.
+        let mut object = object;
+        object.metadata.resource_version = Some(resource_version.to_string());
+        object.metadata.creation_timestamp = Some(created.clone());
+        object.metadata.uid = Some(uid.clone());
+        let stored = Arc::new(object);
         let held = match rendering {
-            Some((stored, generation)) => {
+            Some((route, generation)) => {
+                // Ours are "uid-<n>"; a Go proxy's object replaced by ours gets a number of its own.
                 let uid = uid.trim_start_matches("uid-").parse().unwrap_or(resource_version);
-                Held::Rendered { stored, generation, server: Server { resource_version, created, uid } }
+                Held::Rendered {
+                    stored: route,
+                    generation,
+                    server: Server { resource_version, created, uid },
+                }
             }
-            None => {
-                let mut object = object;
-                object.metadata.resource_version = Some(resource_version.to_string());
-                object.metadata.creation_timestamp = Some(created);
-                object.metadata.uid = Some(uid);
-                Held::Raw(Arc::new(object))
-            }
+            None => Held::Raw(Arc::clone(&stored)),
         };
-        let stored = self.object(&held);
         if let Some(old) = state.virtual_services.remove(&name) {
             unindex(&mut state.by_route, &old, &name);
         }
@@ -229,25 +273,39 @@ impl MemoryStore {
     }
 }
 
-fn route_of(object: &VirtualService) -> Option<&String> {
-    object.metadata.labels.as_ref()?.get(ROUTE_LABEL)
+fn route_of(object: &VirtualService) -> Option<u64> {
+    object.metadata.labels.as_ref()?.get(ROUTE_LABEL).map(|id| route_key(id))
 }
 
-fn index(by_route: &mut HashMap<String, Vec<String>>, route: Option<&String>, name: &str) {
-    if let Some(route) = route {
-        by_route.entry(route.clone()).or_default().push(name.to_owned());
+/// A route id as an index key: our ids are 16 hex digits, 8 bytes; any other label value is
+/// hashed, and a collision only makes `virtual_services_of` answer an object more, which the
+/// backend tells apart by its spec.
+fn route_key(id: &str) -> u64 {
+    match u64::from_str_radix(id, 16) {
+        Ok(key) if id.len() == 16 => key,
+        _ => {
+            let mut hasher = std::hash::DefaultHasher::new();
+            id.hash(&mut hasher);
+            hasher.finish()
+        }
     }
 }
 
-fn unindex(by_route: &mut HashMap<String, Vec<String>>, held: &Held, name: &str) {
+fn index(by_route: &mut HashMap<u64, Vec<Box<str>>>, route: Option<u64>, name: &str) {
+    if let Some(route) = route {
+        by_route.entry(route).or_default().push(name.into());
+    }
+}
+
+fn unindex(by_route: &mut HashMap<u64, Vec<Box<str>>>, held: &Held, name: &str) {
     let route = match held {
-        Held::Rendered { stored, .. } => Some(route_id(stored.route.spec())),
-        Held::Raw(object) => route_of(object).cloned(),
+        Held::Rendered { stored, .. } => Some(route_key(&route_id(stored.route.spec()))),
+        Held::Raw(object) => route_of(object),
     };
     if let Some(route) = route
         && let Some(names) = by_route.get_mut(&route)
     {
-        names.retain(|n| n != name);
+        names.retain(|n| &**n != name);
         if names.is_empty() {
             by_route.remove(&route);
         }
@@ -291,8 +349,8 @@ impl RouteStore for MemoryStore {
 
     fn virtual_services_of(&self, route_id: &str) -> Vec<Arc<VirtualService>> {
         let state = self.read();
-        let names = state.by_route.get(route_id).into_iter().flatten();
-        names.filter_map(|name| state.virtual_services.get(name)).map(|held| self.object(held)).collect()
+        let names = state.by_route.get(&route_key(route_id)).into_iter().flatten();
+        names.filter_map(|name| state.virtual_services.get(&**name)).map(|held| self.object(held)).collect()
     }
 
     async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
@@ -320,11 +378,18 @@ impl RouteStore for MemoryStore {
     }
 
     async fn apply_service_entry(&self, mut object: ServiceEntry) -> Result<()> {
+        let rendering = self.entry_rendering_of(&object);
         let mut state = self.write();
-        object.metadata.resource_version = Some(state.next_version().to_string());
+        let resource_version = state.next_version();
+        let held = match rendering {
+            Some((spec, target)) => HeldEntry::Rendered { spec, target, resource_version },
+            None => {
+                object.metadata.resource_version = Some(resource_version.to_string());
+                HeldEntry::Raw(serde_json::to_string(&object).expect("a ServiceEntry serialises").into())
+            }
+        };
         let name = object.metadata.name.clone().unwrap_or_default();
-        let json = serde_json::to_string(&object).expect("a ServiceEntry serialises");
-        state.service_entries.insert(name, json.into_boxed_str());
+        state.service_entries.insert(name, held);
         Ok(())
     }
 
@@ -393,6 +458,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn service_entries_are_kept_as_their_spec_and_target_or_as_they_came() {
+        let store = MemoryStore::new(Translation::default());
+        for target in ["http://10.0.0.7:8888", "https://[fd00::7]:8443"] {
+            let route = proxy_api::Route::new(path("/user/a"), proxy_api::Target::parse(target).unwrap(), {
+                let mut data = serde_json::Map::new();
+                data.insert("user".into(), "a".into());
+                data
+            })
+            .unwrap();
+            let entry = Translation::default().render(&route, 0).unwrap().service_entry.unwrap();
+            store.apply_service_entry(entry.clone()).await.unwrap();
+            let name = entry.metadata.name.clone().unwrap();
+            assert!(matches!(store.read().service_entries[&name], HeldEntry::Rendered { .. }), "{target}");
+            let read = store.service_entries().remove(0);
+            assert_eq!(read.spec, entry.spec, "{target}");
+            assert_eq!(read.metadata.annotations, entry.metadata.annotations);
+            assert_eq!(read.metadata.labels, entry.metadata.labels);
+        }
+        let mut changed = (*store.service_entries()[0]).clone();
+        changed.spec.location = Some("MESH_EXTERNAL".into());
+        changed.metadata.resource_version = None;
+        store.apply_service_entry(changed.clone()).await.unwrap();
+        assert!(matches!(store.read().service_entries.values().next(), Some(HeldEntry::Raw(_))));
+        assert_eq!(store.service_entries()[0].spec, changed.spec);
+    }
+
+    #[tokio::test]
     async fn anything_else_is_kept_as_it_came() {
         let store = MemoryStore::new(Translation::default());
         let mut changed = rendered("/user/bob", "http://jupyter-bob:8888");
@@ -407,7 +499,8 @@ mod tests {
         assert_eq!(routes[0].route.spec().as_str(), "/user/bob");
 
         // An update keeps the creation time and uid, whichever way either version is kept.
-        let update = store.apply_virtual_service(rendered("/user/bob", "http://jupyter-bob:8888")).await.unwrap();
+        let update =
+            store.apply_virtual_service(rendered("/user/bob", "http://jupyter-bob:8888")).await.unwrap();
         assert!(matches!(store.read().virtual_services[&name], Held::Rendered { .. }));
         assert_eq!(update.metadata.creation_timestamp, stored.metadata.creation_timestamp);
         assert_eq!(update.metadata.uid, stored.metadata.uid);
