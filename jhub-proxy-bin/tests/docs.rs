@@ -1,5 +1,6 @@
 //! The documentation of the options against the binary: every option of the binary is in
-//! `docs/configuration.md` with its variable and default, and nothing else is; the Helm chart's
+//! `docs/configuration.md` with its variable and default, and nothing else is; the README's
+//! table has every option of the server with its variable; the Helm chart's
 //! `values.yaml` has every variable with the binary's default, and the manifests set only
 //! variables the binary reads.
 
@@ -40,12 +41,12 @@ fn binary_options() -> BTreeMap<String, Option_> {
     options
 }
 
-/// The rows of `docs/configuration.md`'s tables that start with a flag:
+/// The rows of a document's tables that start with a flag:
 /// `` | `--flag` | `VARIABLE` | `default` | what it does | ``. A default that is not one code
 /// span (such as "none: ...") means the binary has none.
-fn documented_options() -> BTreeMap<String, Option_> {
-    let path = testkit::workspace_root().join("docs/configuration.md");
-    let text = std::fs::read_to_string(&path).expect("docs/configuration.md");
+fn documented_options(document: &str) -> BTreeMap<String, Option_> {
+    let path = testkit::workspace_root().join(document);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{document}: {e}"));
     let code = |cell: &str| {
         let cell = cell.trim();
         (cell.len() >= 2 && cell.starts_with('`') && cell.ends_with('`') && cell.matches('`').count() == 2)
@@ -65,7 +66,7 @@ fn documented_options() -> BTreeMap<String, Option_> {
 #[test]
 fn every_option_is_documented_with_its_variable_and_default_and_nothing_else() {
     let binary = binary_options();
-    let documented = documented_options();
+    let documented = documented_options("docs/configuration.md");
     let mut wrong = Vec::new();
     for (flag, option) in &binary {
         match documented.get(flag) {
@@ -80,6 +81,25 @@ fn every_option_is_documented_with_its_variable_and_default_and_nothing_else() {
         wrong.push(format!("{flag} is documented but the binary has no such option"));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The README's table is the short form: every option of the server (not `render`'s, nor
+/// `--help`/`--version`) with its variable; defaults may be said in words there.
+#[test]
+fn the_readmes_table_has_every_option_of_the_server_with_its_variable() {
+    let mut command = Config::command();
+    command.build();
+    let server: BTreeMap<String, Option<String>> = command
+        .get_arguments()
+        .filter(|arg| !matches!(arg.get_long(), None | Some("help" | "version")))
+        .map(|arg| {
+            let long = arg.get_long().unwrap_or_default();
+            (format!("--{long}"), arg.get_env().map(|e| e.to_string_lossy().into_owned()))
+        })
+        .collect();
+    let readme: BTreeMap<String, Option<String>> =
+        documented_options("README.md").into_iter().map(|(flag, option)| (flag, option.env)).collect();
+    assert_eq!(readme, server, "README.md's table of options against the binary's");
 }
 
 fn values() -> Value {
