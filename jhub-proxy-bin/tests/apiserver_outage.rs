@@ -15,7 +15,6 @@ use testkit::apiserver::ApiServer;
 use testkit::client::ApiClient;
 use testkit::eventually;
 use testkit::process::ProxyProcess;
-use tokio::process::Command;
 use tokio::sync::Mutex;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
@@ -47,22 +46,8 @@ struct Answered {
 }
 
 async fn proxy(server: &ApiServer, namespace: &str) -> ProxyProcess {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("KUBECONFIG", server.kubeconfig_path())
-        .env("CONFIGPROXY_AUTH_TOKEN", TOKEN)
-        .args([
-            "--store",
-            "kubernetes",
-            "--listen",
-            "127.0.0.1:0",
-            "--k8s-namespace",
-            namespace,
-            "--istio-gateway",
-            "istio-system/jupyterhub-gateway",
-        ]);
-    ProxyProcess::spawn(command).await
+    let gateway = ["--istio-gateway", "istio-system/jupyterhub-gateway"];
+    ProxyProcess::start_kubernetes(BIN, server.kubeconfig_path(), namespace, TOKEN, &gateway).await
 }
 
 /// Posts new routes one after another until `stop`, recording every answer.

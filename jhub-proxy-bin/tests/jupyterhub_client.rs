@@ -36,18 +36,8 @@ async fn routes_round_trip_through_jupyterhubs_client() {
 
 /// Runs the binary with the Kubernetes store, on the kubeconfig's cluster, in `namespace`.
 async fn kubernetes_proxy(kubeconfig: &std::path::Path, namespace: &str) -> ProxyProcess {
-    let mut command = tokio::process::Command::new(BIN);
-    command.env_clear().env("KUBECONFIG", kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", TOKEN).args([
-        "--store",
-        "kubernetes",
-        "--listen",
-        "127.0.0.1:0",
-        "--k8s-namespace",
-        namespace,
-        "--istio-gateway",
-        "istio-system/gw",
-    ]);
-    ProxyProcess::spawn(command).await
+    ProxyProcess::start_kubernetes(BIN, kubeconfig, namespace, TOKEN, &["--istio-gateway", "istio-system/gw"])
+        .await
 }
 
 /// The same, with the Kubernetes store writing VirtualServices to testkit's fake API server.

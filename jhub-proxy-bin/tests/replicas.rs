@@ -14,7 +14,6 @@ use testkit::client::ApiClient;
 use testkit::fake_kube::FakeKube;
 use testkit::istio_model::Gateway;
 use testkit::process::ProxyProcess;
-use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
 const TOKEN: &str = "replicas-token";
@@ -45,18 +44,7 @@ impl Cluster {
             Cluster::Fake { kubeconfig, .. } => (kubeconfig.as_path(), "hub"),
             Cluster::Real { server, namespace } => (server.kubeconfig_path(), namespace.as_str()),
         };
-        let mut command = Command::new(BIN);
-        command.env_clear().env("KUBECONFIG", kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", TOKEN).args([
-            "--store",
-            "kubernetes",
-            "--listen",
-            "127.0.0.1:0",
-            "--k8s-namespace",
-            namespace,
-            "--istio-gateway",
-            GATEWAY,
-        ]);
-        ProxyProcess::spawn(command).await
+        ProxyProcess::start_kubernetes(BIN, kubeconfig, namespace, TOKEN, &["--istio-gateway", GATEWAY]).await
     }
 
     /// Lets a second pass on the fake's clock; the real server's is the machine's.

@@ -34,6 +34,23 @@ impl ProxyProcess {
         Self::spawn(command).await
     }
 
+    /// Starts `bin` with the Kubernetes store on the cluster of `kubeconfig`, in `namespace`,
+    /// with `args` after, and none of this process's environment, as [`start`](Self::start)
+    /// does.
+    pub async fn start_kubernetes(
+        bin: impl AsRef<Path>,
+        kubeconfig: &Path,
+        namespace: &str,
+        token: &str,
+        args: &[&str],
+    ) -> ProxyProcess {
+        let mut command = Command::new(bin.as_ref());
+        command.env_clear().env("KUBECONFIG", kubeconfig).env("CONFIGPROXY_AUTH_TOKEN", token);
+        command.args(["--store", "kubernetes", "--listen", "127.0.0.1:0", "--k8s-namespace", namespace]);
+        command.args(args);
+        Self::spawn(command).await
+    }
+
     /// Starts a prepared command, which must make the proxy listen, and waits as
     /// [`start`](Self::start) does.
     pub async fn spawn(mut command: Command) -> ProxyProcess {
