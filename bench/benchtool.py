@@ -298,14 +298,16 @@ def fmt(v, d):
     return ("{:,.%df}" % d).format(v)
 
 
-def cmd_report(raw, meta_path, out):
-    meta = read_meta(meta_path)
-    rows = []
+def read_rows(raw):
+    """The rows of a raw figures file (tab-separated, a header line first) as dicts."""
     with open(raw) as f:
         header = f.readline().rstrip("\n").split("\t")
-        for line in f:
-            if line.strip():
-                rows.append(dict(zip(header, line.rstrip("\n").split("\t"))))
+        return [dict(zip(header, line.rstrip("\n").split("\t"))) for line in f if line.strip()]
+
+
+def cmd_report(raw, meta_path, out):
+    meta = read_meta(meta_path)
+    rows = read_rows(raw)
     vals = {}  # (server, metric) -> [values in round order]
     for r in rows:
         vals.setdefault((r["server"], r["metric"]), []).append(float(r["value"]))
@@ -483,12 +485,7 @@ KUBE_METRICS = [
 
 def cmd_kube_report(raw, meta_path, out):
     meta = read_meta(meta_path)
-    rows = []
-    with open(raw) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        for line in f:
-            if line.strip():
-                rows.append(dict(zip(header, line.rstrip("\n").split("\t"))))
+    rows = read_rows(raw)
     rounds = sorted({int(r["round"]) for r in rows})
 
     def per_round(server, metric):
