@@ -27,7 +27,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -100,11 +100,11 @@ impl ApiServer {
     /// once per process, unless the binary is newer than its sources. Returns its path.
     /// Panics, with go's output, when it cannot be built.
     pub fn build() -> PathBuf {
-        static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-        let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bin) = &*built {
-            return bin.clone();
-        }
+        static BUILT: OnceLock<PathBuf> = OnceLock::new();
+        BUILT.get_or_init(Self::build_if_stale).clone()
+    }
+
+    fn build_if_stale() -> PathBuf {
         let source = crate::workspace_root().join("testkit/apiserver");
         let bin = crate::target_dir().join("testkit-apiserver/apiserver");
         std::fs::create_dir_all(bin.parent().expect("a folder")).expect("the binary's folder");
@@ -118,27 +118,12 @@ impl ApiServer {
         if modified(&bin).is_none_or(|b| b < newest_source) {
             // Build next to the binary, then rename, so another process never runs half a file.
             let partial = bin.with_file_name(format!("apiserver.{}.partial", std::process::id()));
-            let output = Command::new("go")
-                .args(["build", "-o"])
-                .arg(&partial)
-                .arg(".")
-                .current_dir(&source)
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run `go` to build the test API server (install Go; see .ci/run): {e}")
-                });
-            if !output.status.success() {
-                panic!(
-                    "`go build` of the test API server in {} failed ({}):\n{}{}",
-                    source.display(),
-                    output.status,
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
+            let mut go = Command::new("go");
+            go.args(["build", "-o"]).arg(&partial).arg(".").current_dir(&source);
+            crate::go::build(go, &format!("the test API server in {}", source.display()))
+                .unwrap_or_else(|e| panic!("{e}"));
             std::fs::rename(&partial, &bin).expect("moving the built API server into place");
         }
-        *built = Some(bin.clone());
         bin
     }
 

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
 /// The Helm release built and used.
 pub const VERSION: &str = "v3.22.0";
@@ -19,11 +19,11 @@ pub const VERSION: &str = "v3.22.0";
 /// Builds Helm if the cached binary is missing or another version, once per process. Returns
 /// its path. Panics, with go's output, when it cannot be built.
 pub fn build() -> PathBuf {
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(bin) = &*built {
-        return bin.clone();
-    }
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build_if_stale).clone()
+}
+
+fn build_if_stale() -> PathBuf {
     let dir = crate::target_dir().join("testkit-helm");
     let bin = dir.join("helm");
     // Helm built with `go install` reports only `v3.22`, so a stamp says which release it is.
@@ -33,30 +33,19 @@ pub fn build() -> PathBuf {
         // Install into a folder of our own, then rename, so another process never runs half a file.
         let partial = dir.join(format!("partial-{}", std::process::id()));
         // `go install` makes GOBIN itself.
-        let output = Command::new("go")
-            .args(["install", &format!("helm.sh/helm/v3/cmd/helm@{VERSION}")])
-            .env("GOBIN", &partial)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run `go` to build Helm {VERSION} (install Go; see .ci/run): {e}")
-            });
-        if !output.status.success() {
+        let mut go = Command::new("go");
+        go.args(["install", &format!("helm.sh/helm/v3/cmd/helm@{VERSION}")]).env("GOBIN", &partial);
+        if let Err(e) =
+            crate::go::build(go, &format!("Helm {VERSION}, which the tests need to render the chart"))
+        {
             let _ = std::fs::remove_dir_all(&partial);
-            panic!(
-                "`go install helm.sh/helm/v3/cmd/helm@{VERSION}` failed ({}); the tests need it to render the chart \
-                 (is the Go module proxy reachable? GOPROXY={:?}):\n{}{}",
-                output.status,
-                std::env::var("GOPROXY").unwrap_or_default(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
+            panic!("{e}");
         }
         std::fs::rename(partial.join("helm"), &bin).expect("moving the built Helm into place");
         let _ = std::fs::remove_dir(&partial);
         assert!(runs(&bin), "the Helm just built at {} does not run", bin.display());
         std::fs::write(&stamp, VERSION).expect("the stamp of the built Helm");
     }
-    *built = Some(bin.clone());
     bin
 }
 

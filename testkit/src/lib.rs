@@ -30,6 +30,7 @@ pub mod apiserver;
 pub mod chp;
 pub mod client;
 pub mod fake_kube;
+mod go;
 pub mod helm;
 pub mod istio_model;
 pub mod jupyterhub;
