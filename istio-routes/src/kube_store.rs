@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
 use crate::metrics::{KubeMetrics, Verb};
-use crate::overlay::Overlay;
+use crate::overlay::{Overlay, Write};
 use crate::read::Origin;
 use crate::resources::{
     IstioKind, IstioObject, IstioVersion, ServiceEntry, ServiceEntrySpec, VirtualService, VirtualServiceSpec,
@@ -53,13 +53,12 @@ pub struct KubeStore {
     virtual_services: Api<VirtualService>,
     service_entries: Api<ServiceEntry>,
     namespace: String,
-    version: IstioVersion,
     cache: reflector::Store<VirtualService>,
     /// Set by the watch loop on the first complete list. (kube-runtime's
     /// `Store::wait_until_ready` missed that wake-up on a current-thread runtime, and would
     /// hold readiness back until something else polled it.)
     ready: tokio::sync::watch::Receiver<bool>,
-    overlay: Arc<Overlay>,
+    overlay: Arc<Overlay<VirtualService>>,
     stats: Arc<WatchStats>,
     metrics: KubeMetrics,
 }
@@ -132,17 +131,7 @@ impl KubeStore {
                 }
             }
         });
-        Ok(KubeStore {
-            virtual_services,
-            service_entries,
-            namespace,
-            version,
-            cache,
-            ready,
-            overlay,
-            stats,
-            metrics,
-        })
+        Ok(KubeStore { virtual_services, service_entries, namespace, cache, ready, overlay, stats, metrics })
     }
 
     /// The watch's counters.
@@ -156,15 +145,17 @@ impl KubeStore {
         let _ = ready.wait_for(|ready| *ready).await;
     }
 
-    fn remember(&self, name: &str, object: Option<Arc<VirtualService>>) {
-        let key = reflector::ObjectRef::new_with(name, self.version).within(&self.namespace);
-        let cached = || self.cache.get(&key).is_some();
-        self.overlay.wrote(name, object, cached);
-    }
-
     /// The cached objects, with our writes the watch has not delivered yet.
     fn current(&self) -> Vec<Arc<VirtualService>> {
-        self.overlay.apply(self.cache.state())
+        self.overlay.apply(|| self.cache.state())
+    }
+
+    /// The API server's current resource version, from a list of at most one object: what a
+    /// delete that found nothing is known to be no older than.
+    async fn server_version(&self) -> Option<String> {
+        let params = ListParams::default().limit(1);
+        let list = self.metrics.time(Verb::List, VS, self.virtual_services.list_metadata(&params)).await;
+        list.ok()?.metadata.resource_version
     }
 
     fn namespace(&self) -> String {
@@ -203,7 +194,7 @@ impl RouteStore for KubeStore {
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &self.namespace()))?;
         let written = Arc::new(written);
-        self.remember(&name, Some(Arc::clone(&written)));
+        self.overlay.wrote(&name, Write::Stored(Arc::clone(&written)));
         Ok(written)
     }
 
@@ -216,7 +207,7 @@ impl RouteStore for KubeStore {
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "create", &name, &self.namespace()))?;
         let written = Arc::new(written);
-        self.remember(&name, Some(Arc::clone(&written)));
+        self.overlay.wrote(&name, Write::Stored(Arc::clone(&written)));
         Ok(written)
     }
 
@@ -233,12 +224,12 @@ impl RouteStore for KubeStore {
                     return Err(classify::<VirtualServiceSpec>(error, "delete", name, &self.namespace()));
                 }
             };
-        // A delete that found nothing changed nothing, and its event (someone else's) has
-        // passed or will pass the cache anyway: remembering it would hide the name until the
-        // overlay's time limit, even if it is created again meanwhile.
-        if existed {
-            self.remember(name, None);
-        }
+        // JupyterHub is told the route is gone (even when another replica deleted it first),
+        // so the listing must not show it again from a lagging watch. The API server answers a
+        // custom resource's delete without a resource version; the server's version read now
+        // is no older than the delete, and bounds what the tombstone hides.
+        let version = self.server_version().await;
+        self.overlay.wrote(name, Write::Gone(version));
         Ok(existed)
     }
 

@@ -200,6 +200,24 @@ async fn the_server_answers_preconditions_and_existing_names_as_the_store_expect
     assert!(objects.virtual_services().await.is_empty());
 }
 
+/// The read-your-writes overlay and the fake API server rely on this: a custom resource's
+/// delete is answered with a Status that names it and carries no resource version, so the
+/// store reads the server's version after a delete to know what its tombstone covers.
+#[tokio::test]
+async fn the_server_answers_a_delete_with_a_status_and_no_version() {
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("delete-answer").await;
+    let objects = Namespace::new(server, &namespace);
+    let backend = start(server, &namespace).await;
+    backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+    let name = objects.virtual_services().await.remove(0).metadata.name.unwrap();
+
+    let deleted = objects.virtual_services.delete(&name, &DeleteParams::default()).await.unwrap();
+    let status = deleted.right().expect("a Status, not the object");
+    assert_eq!(status.details.map(|d| d.name), Some(name));
+    assert_eq!(status.metadata.and_then(|m| m.resource_version), None);
+}
+
 #[tokio::test]
 async fn a_denied_write_is_403_naming_the_verb_and_changes_nothing() {
     let server = ApiServer::shared().await;

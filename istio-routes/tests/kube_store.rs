@@ -46,6 +46,69 @@ async fn routes_become_labelled_objects_and_read_back_at_once() {
     assert!(!backend.delete(&spec("/user/alice")).await.unwrap(), "a missing route is a 404, not an error");
 }
 
+/// Waits until the store's watch has applied `count` more events than `before`.
+async fn events_applied(backend: &IstioBackend<KubeStore>, before: u64, count: u64) {
+    let stats = Arc::clone(backend.store().watch_stats());
+    eventually("the watch applies the released events", || {
+        let stats = Arc::clone(&stats);
+        async move { stats.events.load(std::sync::atomic::Ordering::Acquire) >= before + count }
+    })
+    .await;
+}
+
+/// Issue 9: the watch lags behind our writes. The creation event of a route we have deleted
+/// since arrives after the delete was answered; the route must stay deleted in the listing.
+#[tokio::test]
+async fn a_deleted_route_stays_deleted_while_the_watch_lags() {
+    let fake = FakeKube::start().await;
+    let backend = start(&fake).await.unwrap();
+    let events = || backend.store().watch_stats().events.load(std::sync::atomic::Ordering::Acquire);
+    backend.add(route("/user/bob", "http://jupyter-bob:8888")).await.unwrap();
+    events_applied(&backend, 0, 1).await;
+
+    fake.hold_watch_events();
+    backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+    assert_eq!(listed(&backend).await, ["/user/alice", "/user/bob"]);
+    assert!(backend.delete(&spec("/user/alice")).await.unwrap());
+    assert_eq!(listed(&backend).await, ["/user/bob"]);
+
+    // Only the creation arrives: the cache shows alice, the listing must not.
+    let before = events();
+    fake.release_watch_events(1);
+    events_applied(&backend, before, 1).await;
+    assert_eq!(listed(&backend).await, ["/user/bob"], "a deleted route is listed again");
+
+    let before = events();
+    fake.release_watch_events(usize::MAX);
+    events_applied(&backend, before, 1).await;
+    assert_eq!(listed(&backend).await, ["/user/bob"]);
+}
+
+/// A delete that finds nothing (another replica deleted the route first) still hides the
+/// route from a lagging watch.
+#[tokio::test]
+async fn a_route_another_replica_deleted_first_stays_deleted_while_the_watch_lags() {
+    let fake = FakeKube::start().await;
+    let backend = start(&fake).await.unwrap();
+    let other = start(&fake).await.unwrap();
+    let events = || backend.store().watch_stats().events.load(std::sync::atomic::Ordering::Acquire);
+
+    fake.hold_watch_events();
+    backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+    // The other replica, which has not seen our write, writes the route and deletes it.
+    other.add(route("/user/alice", "http://jupyter-alice-2:8888")).await.unwrap();
+    assert!(other.delete(&spec("/user/alice")).await.unwrap());
+    // Our listing still shows our write; deleting it finds nothing on the server.
+    assert!(backend.delete(&spec("/user/alice")).await.unwrap());
+    assert!(listed(&backend).await.is_empty());
+    for _ in 0..3 {
+        let before = events();
+        fake.release_watch_events(1);
+        events_applied(&backend, before, 1).await;
+        assert!(listed(&backend).await.is_empty(), "the lagging watch shows alice again");
+    }
+}
+
 #[tokio::test]
 async fn reads_come_from_the_watch_cache_not_the_api_server() {
     let fake = FakeKube::start().await;

@@ -155,7 +155,9 @@ async fn create_get_apply_replace_delete() {
         uid: Some(uid.clone()),
     });
     let deleted = api.delete("a", &current_delete).await.unwrap();
-    assert_eq!(deleted.left().expect("the deleted object").name_any(), "a");
+    // As the real server answers a custom resource's delete: a Status, no object.
+    let status = deleted.right().expect("a Status");
+    assert_eq!(status.details.map(|d| (d.name, d.uid)), Some(("a".to_owned(), uid.clone())));
     assert!(api_error(api.delete("a", &DeleteParams::default()).await).is_not_found());
     assert_eq!(fake.objects("virtualservices").len(), 1);
 }
@@ -269,6 +271,28 @@ async fn watches_resume_after_a_break_and_relist_after_compaction() {
     fake.compact();
     eventually("the store converges", || async { hosts(&store) == ["b", "c"] }).await;
     assert_eq!(lists(&fake), 2, "{:#?}", fake.requests());
+    task.abort();
+}
+
+#[tokio::test]
+async fn held_watch_events_arrive_one_by_one_in_order_when_released() {
+    let (fake, api) = setup().await;
+    let (store, task) = reflect(&api, watcher::Config::default().labels("app=jhub"));
+    store.wait_until_ready().await.unwrap();
+    fake.hold_watch_events();
+    api.create(&PostParams::default(), &vs("a", json!({"app": "jhub"}), "a")).await.unwrap();
+    api.create(&PostParams::default(), &vs("b", json!({"app": "jhub"}), "b")).await.unwrap();
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    assert_eq!(api.list(&ListParams::default()).await.unwrap().items.len(), 1, "lists are not held");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hosts(&store).is_empty(), "a held event arrived");
+
+    fake.release_watch_events(1);
+    eventually("a's creation arrives", || async { hosts(&store) == ["a"] }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hosts(&store), ["a"], "only one event was released");
+    assert_eq!(fake.release_watch_events(usize::MAX), fake.resource_version());
+    eventually("the rest arrives", || async { hosts(&store) == ["b"] }).await;
     task.abort();
 }
 

@@ -27,7 +27,8 @@
 //! A write that changes nothing is not a write: no new resourceVersion, no event.
 //!
 //! Tests can inject failures ([`FakeKube::fail_next`]), slow every answer
-//! ([`FakeKube::set_latency`]), break watch connections ([`FakeKube::break_watches`]), stop
+//! ([`FakeKube::set_latency`]), hold watch events back and let them through one by one
+//! ([`FakeKube::hold_watch_events`]), break watch connections ([`FakeKube::break_watches`]), stop
 //! and restart the server on the same port ([`FakeKube::stop`], [`FakeKube::restart`]), and
 //! see the requests it served ([`FakeKube::requests`]).
 //!
@@ -207,6 +208,8 @@ struct Inner {
     rules: Vec<FailureRule>,
     latency: Duration,
     requests: Vec<SeenRequest>,
+    /// While set, watches deliver no event past this resourceVersion.
+    watch_hold: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -247,6 +250,7 @@ impl FakeKube {
                 rules: Vec::new(),
                 latency: Duration::ZERO,
                 requests: Vec::new(),
+                watch_hold: None,
             }),
             signal: tokio::sync::watch::Sender::new(Signal::default()),
         });
@@ -348,6 +352,38 @@ impl FakeKube {
     /// Delays every answer (a watch's first byte, not its events) by `latency`.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().latency = latency;
+    }
+
+    /// Holds back every watch event from now on, as a watch lagging behind the writes would:
+    /// writes are answered as usual, and lists show them, but open and new watches deliver
+    /// nothing after the current resourceVersion until
+    /// [`release_watch_events`](Self::release_watch_events) lets events through, still in
+    /// resourceVersion order.
+    pub fn hold_watch_events(&self) {
+        let mut inner = self.shared.lock();
+        inner.watch_hold = Some(inner.store.rv);
+    }
+
+    /// Lets the next `count` held-back changes through to the watches (all of them with
+    /// `usize::MAX`, and the hold then ends). Answers the resourceVersion watches may now
+    /// deliver up to.
+    pub fn release_watch_events(&self, count: usize) -> u64 {
+        let released = {
+            let mut inner = self.shared.lock();
+            let Some(held) = inner.watch_hold else {
+                return inner.store.rv;
+            };
+            if count == usize::MAX {
+                inner.watch_hold = None;
+                inner.store.rv
+            } else {
+                let released = inner.store.nth_change_after(held, count).unwrap_or(inner.store.rv);
+                inner.watch_hold = Some(released);
+                released
+            }
+        };
+        self.shared.signal.send_modify(|signal| signal.rv = signal.rv.max(released));
+        released
     }
 
     /// Stops the clock at `unix_second`, for `creationTimestamp`s. It runs in real time

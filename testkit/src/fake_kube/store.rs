@@ -143,6 +143,12 @@ impl Store {
         (rv >= self.compacted).then(|| self.history.iter().filter(move |c| c.rv > rv))
     }
 
+    /// The resourceVersion of the `count`th change after `rv` (`None` when there are fewer).
+    pub(super) fn nth_change_after(&self, rv: u64, count: usize) -> Option<u64> {
+        let mut after = self.history.iter().filter(|c| c.rv > rv);
+        count.checked_sub(1).and_then(|n| after.nth(n)).map(|c| c.rv)
+    }
+
     pub(super) fn get(&self, scope: &Scope, name: &str) -> Result<&Value, ApiError> {
         self.objects.get(&scope.key(name)).ok_or_else(|| ApiError::not_found(scope, name))
     }
@@ -356,7 +362,16 @@ impl Store {
             }
         }
         self.commit(&scope.key(name), None);
-        Ok((200, old))
+        // As the real server answers for a custom resource: a Status naming what went, with no
+        // resourceVersion.
+        let status = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {
+                "name": name, "group": scope.group, "kind": scope.plural,
+                "uid": meta_str(&old, "uid").unwrap_or_default(),
+            },
+        });
+        Ok((200, status))
     }
 
     /// DELETE on a collection: removes what the selector picks; answers with the list removed.

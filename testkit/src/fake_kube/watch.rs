@@ -145,9 +145,10 @@ impl WatchStream {
     fn scan(&mut self) {
         let inner = self.shared.lock();
         let store = &inner.store;
+        let until = inner.watch_hold.unwrap_or(u64::MAX);
         match store.changes_since(self.cursor) {
             Some(changes) => {
-                for change in changes {
+                for change in changes.take_while(|c| c.rv <= until) {
                     if let Some((kind, object)) = event_for(change, &self.scope, &self.selector) {
                         self.pending.push_back(event(kind, object, self.metadata_only));
                     }
@@ -163,7 +164,7 @@ impl WatchStream {
                 self.done = true;
             }
         }
-        self.cursor = self.cursor.max(store.rv);
+        self.cursor = self.cursor.max(store.rv.min(until));
     }
 }
 
