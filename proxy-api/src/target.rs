@@ -132,6 +132,20 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
     s.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
 }
 
+/// Whether the URL standard parses `host` as an IPv4 address: its last label (before one
+/// trailing dot) is a decimal or `0x` hexadecimal number. A browser then accepts shortened and
+/// hexadecimal forms (`10.1`, `0x7f.1`) and refuses `10.0.0.256`; we take only the four-part
+/// decimal form, which means the same to every parser, and refuse the rest rather than route
+/// to a DNS name that cannot exist.
+fn ends_in_a_number(host: &str) -> bool {
+    let last = host.strip_suffix('.').unwrap_or(host).rsplit('.').next().unwrap_or_default();
+    let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
+    match hex {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
 /// Splits `host[:port]` or `[v6]:port`, checking the host's characters and the port's range.
 fn split_host_port(authority: &str) -> std::result::Result<(&str, Option<u16>), &'static str> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
@@ -153,6 +167,9 @@ fn split_host_port(authority: &str) -> std::result::Result<(&str, Option<u16>), 
         let valid = host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
         if !valid {
             return Err("the host may hold only letters, digits, '-', '.' and '_'");
+        }
+        if ends_in_a_number(host) && host.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err("a host ending in a number must be an IPv4 address: four numbers from 0 to 255");
         }
     }
     let port = match port {
@@ -234,5 +251,26 @@ mod tests {
         assert!(reason("http://[::1").contains("']'"));
         assert!(reason("http://[zz]:1").contains("IPv6"));
         assert!(reason("http://[::1]x").contains("after the IPv6"));
+    }
+
+    /// Hosts a browser's URL parser reads as IPv4 addresses (or refuses), which no DNS name
+    /// may be.
+    #[test]
+    fn hosts_ending_in_a_number_must_be_ipv4_addresses() {
+        for raw in [
+            "http://10.0.0.256:8888",
+            "http://10.1:8888",
+            "http://0x7f.0.0.1",
+            "http://jupyter.0x1",
+            "http://1.2.3.4.5",
+            "http://010.0.0.1",
+            "http://svc.123",
+            "http://10.0.0.1.:8888",
+        ] {
+            assert!(reason(raw).contains("IPv4"), "{raw}");
+        }
+        for raw in ["http://10.0.0.255:8888", "http://svc.ns1", "http://1x.svc", "http://0xg.ns"] {
+            assert!(Target::parse(raw).is_ok(), "{raw}");
+        }
     }
 }
