@@ -19,6 +19,11 @@ use crate::resources::{
     VirtualService, VirtualServiceSpec, WorkloadEntry,
 };
 
+/// Why a loopback target is refused, and what to do on one machine.
+const LOOPBACK: &str = "is not an address Istio's gateway can reach the server at; \
+    with JupyterHub and the proxy on one machine (no gateway), start the proxy with \
+    --allow-loopback-targets (ALLOW_LOOPBACK_TARGETS=true)";
+
 /// `app.kubernetes.io/managed-by`: who wrote the object.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Our value of [`MANAGED_BY_LABEL`].
@@ -176,14 +181,19 @@ impl Translation {
     }
 
     /// The mesh destination of a target, and the ServiceEntry it needs, if any.
+    ///
+    /// A loopback target is what a JupyterHub on a laptop sends first, so its error names the
+    /// way out.
     fn destination(&self, route: &Route) -> proxy_api::Result<(Destination, Option<ServiceEntry>)> {
         let target = route.target();
         let unroutable =
             |reason: String| proxy_api::Error::InvalidTarget { target: target.to_string(), reason };
         let port = Some(PortSelector { number: u32::from(target.port()) });
         if let Some(ip) = target.ip() {
-            if (ip.is_loopback() && !self.allow_loopback_targets) || ip.is_unspecified() || ip.is_multicast()
-            {
+            if ip.is_loopback() && !self.allow_loopback_targets {
+                return Err(unroutable(format!("{ip} {LOOPBACK}")));
+            }
+            if ip.is_unspecified() || ip.is_multicast() {
                 return Err(unroutable(format!(
                     "{ip} is not an address Istio's gateway can reach the server at"
                 )));
@@ -206,9 +216,7 @@ impl Translation {
             )));
         }
         if host == "localhost" && !self.allow_loopback_targets {
-            return Err(unroutable(
-                "localhost is not an address Istio's gateway can reach the server at".into(),
-            ));
+            return Err(unroutable(format!("localhost {LOOPBACK}")));
         }
         let cluster_suffix = format!(".svc.{}", self.cluster_domain);
         let host = match host.split('.').count() {
@@ -463,6 +471,11 @@ mod tests {
         assert!(unroutable("http://localhost:8888").contains("gateway"));
         assert!(unroutable("http://0.0.0.0:8888").contains("gateway"));
         assert!(unroutable("http://[::1]:8888").contains("gateway"));
+        // The way out for a JupyterHub on the same machine, and only where it helps.
+        for loopback in ["http://127.0.0.1:8888", "http://localhost:8888", "http://[::1]:8888"] {
+            assert!(unroutable(loopback).contains("--allow-loopback-targets"), "{loopback}");
+        }
+        assert!(!unroutable("http://0.0.0.0:8888").contains("--allow-loopback-targets"));
         assert!(unroutable("http://under_score:8888").contains("DNS name"));
         let local = Translation { allow_loopback_targets: true, ..translation() };
         let rendered = local.render(&route("/user/a", "http://127.0.0.1:8888"), 0).unwrap();
