@@ -5,9 +5,9 @@
 //!   [`Translation::read`] turns objects, ours or the Go proxy's, back into routes.
 //! - [`order`]: why one VirtualService per route routes as configurable-http-proxy does, and
 //!   what keeps it so.
-//! - [`RouteStore`]: what the backend needs from the Kubernetes API, with [`MockRouteStore`]
-//!   for tests; [`KubeStore`] keeps the objects in Kubernetes behind a watch cache, and
-//!   [`MemoryStore`] keeps them in memory.
+//! - [`RouteStore`]: what the backend needs from the Kubernetes API, with `MockRouteStore`
+//!   (feature `mock`) for tests; [`KubeStore`] keeps the objects in Kubernetes behind a watch
+//!   cache, and [`MemoryStore`] keeps them in memory.
 //! - [`IstioBackend`]: the routes API's [`proxy_api::Backend`] over a store.
 //! - [`metrics`]: Prometheus metrics of the stores, for a registry the application owns.
 //!
@@ -30,6 +30,29 @@
 //! assert_eq!(backend.list().await.unwrap().len(), 1);
 //! # });
 //! ```
+//!
+//! With the `mock` feature, `MockRouteStore` lets a test say what the API server holds and
+//! check what the backend writes, with no server at all:
+//!
+//! ```
+//! # #[cfg(feature = "mock")] {
+//! use std::sync::Arc;
+//! use istio_routes::{IstioBackend, MockRouteStore, Translation};
+//! use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mut store = MockRouteStore::new();
+//! store.expect_is_ready().return_const(true);
+//! store.expect_virtual_services_of().returning(|_| Vec::new()); // nothing there yet
+//! store.expect_apply_virtual_service().times(1).returning(|object| Ok(Arc::new(object)));
+//! store.expect_apply_service_entry().never(); // a service target needs none
+//! let backend = IstioBackend::new(Arc::new(store), Translation::default());
+//! let spec = RouteSpec::new("/user/alice", RoutingMode::Path).unwrap();
+//! let target = Target::parse("http://jupyter-alice:8888").unwrap();
+//! backend.add(Route::new(spec, target, Default::default()).unwrap()).await.unwrap();
+//! # });
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 mod backend;
@@ -50,5 +73,7 @@ pub use error::{Error, Result};
 pub use kube_store::{FIELD_MANAGER, KubeStore, WatchStats};
 pub use memory::{Clock, ManualClock, MemoryStore};
 pub use read::{Origin, StoredRoute};
-pub use store::{MockRouteStore, RouteStore};
+#[cfg(any(test, feature = "mock"))]
+pub use store::MockRouteStore;
+pub use store::RouteStore;
 pub use translate::*;

@@ -13,7 +13,7 @@ use crate::{Result, StoredRoute, Translation};
 ///
 /// Reads come from the cache; writes go to the API and are in the cache when they return
 /// (read-your-writes), so a listing right after a write shows it.
-#[mockall::automock]
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait RouteStore: Send + Sync + 'static {
     /// Whether the cache holds a complete list (the first list after start has finished).
