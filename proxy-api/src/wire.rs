@@ -4,7 +4,8 @@
 //! key to route object. We never add `last_activity`: a proxy that sees no traffic has none to
 //! report.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use jiff::Timestamp;
+use jiff::civil::DateTime;
 use serde_json::{Map, Value};
 
 use crate::{Error, Result, Route, RouteSpec, Target};
@@ -89,27 +90,28 @@ impl AsRef<Route> for Route {
 /// assert!(parse_datestamp("2026-11-26").is_ok());
 /// assert!(parse_datestamp("last tuesday").is_err());
 /// ```
-pub fn parse_datestamp(text: &str) -> Result<DateTime<Utc>> {
+pub fn parse_datestamp(text: &str) -> Result<Timestamp> {
     let trimmed = text.trim();
-    if let Ok(stamp) = DateTime::parse_from_rfc3339(trimmed) {
-        return Ok(stamp.with_timezone(&Utc));
+    let invalid = || Error::InvalidDatestamp(text.to_owned());
+    if trimmed.contains(['T', 't']) && has_offset(trimmed) {
+        return trimmed.parse::<Timestamp>().map_err(|_| invalid());
     }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
-        if let Ok(stamp) = NaiveDateTime::parse_from_str(trimmed, format) {
-            return Ok(stamp.and_utc());
-        }
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(trimmed, "%Y-%m-%d") {
-        return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
-    }
-    Err(Error::InvalidDatestamp(text.to_owned()))
+    // A civil date and time (or a bare date, at midnight), taken as UTC.
+    let civil: DateTime = trimmed.parse().map_err(|_| invalid())?;
+    civil.to_zoned(jiff::tz::TimeZone::UTC).map(|zoned| zoned.timestamp()).map_err(|_| invalid())
+}
+
+/// Whether an ISO 8601 date and time ends with a UTC offset (`Z`, `+02:00`, `-0500`).
+fn has_offset(text: &str) -> bool {
+    let time = text.rsplit(['T', 't']).next().unwrap_or_default();
+    time.ends_with(['Z', 'z']) || time.contains(['+', '-'])
 }
 
 /// Whether a route is known to have been inactive since `since`: its data holds a
 /// `last_activity` timestamp older than that. A route without one is never reported inactive,
 /// since a proxy that carries no traffic cannot know; reporting it would invite a culler to stop
 /// servers that are in use.
-pub fn inactive_since(route: &Route, since: DateTime<Utc>) -> bool {
+pub fn inactive_since(route: &Route, since: Timestamp) -> bool {
     route
         .data()
         .get("last_activity")
@@ -190,13 +192,15 @@ mod tests {
 
     #[test]
     fn datestamps() {
-        let at = |s| parse_datestamp(s).unwrap().to_rfc3339();
-        assert_eq!(at("2026-11-26T10:00:00Z"), "2026-11-26T10:00:00+00:00");
-        assert_eq!(at("2026-11-26T12:00:00+02:00"), "2026-11-26T10:00:00+00:00");
-        assert_eq!(at("2026-11-26T10:00:00.5"), "2026-11-26T10:00:00.500+00:00");
-        assert_eq!(at("2026-11-26T10:00"), "2026-11-26T10:00:00+00:00");
-        assert_eq!(at("2026-11-26"), "2026-11-26T00:00:00+00:00");
-        for bad in ["", "garbage", "2026-13-01", "1700000000", "2026-11-26 10:00:00 PST"] {
+        let at = |s| parse_datestamp(s).unwrap().to_string();
+        assert_eq!(at("2026-11-26T10:00:00Z"), "2026-11-26T10:00:00Z");
+        assert_eq!(at("2026-11-26T12:00:00+02:00"), "2026-11-26T10:00:00Z");
+        assert_eq!(at("2026-11-26T12:00:00-0200"), "2026-11-26T14:00:00Z");
+        assert_eq!(at("2026-11-26T10:00:00.5"), "2026-11-26T10:00:00.5Z");
+        assert_eq!(at("2026-11-26T10:00"), "2026-11-26T10:00:00Z");
+        assert_eq!(at("2026-11-26"), "2026-11-26T00:00:00Z");
+        for bad in ["", "garbage", "2026-13-01", "1700000000", "2026-11-26 10:00:00 PST", "2026-11-26T25:00"]
+        {
             assert!(matches!(parse_datestamp(bad), Err(Error::InvalidDatestamp(s)) if s == bad), "{bad}");
         }
     }

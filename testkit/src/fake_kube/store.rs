@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, SecondsFormat};
 use serde_json::{Value, json};
 
 use super::object::{
@@ -76,9 +75,8 @@ impl Store {
     }
 
     fn timestamp(&self) -> String {
-        DateTime::from_timestamp(self.now(), 0)
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-            .unwrap_or_default()
+        // RFC 3339 in UTC, with whole seconds as the API server writes them.
+        jiff::Timestamp::from_second(self.now()).map(|t| t.to_string()).unwrap_or_default()
     }
 
     fn new_uid(&mut self) -> String {
