@@ -148,11 +148,27 @@ func pathMatches(m *route.RouteMatch, path string) (bool, error) {
 
 // fullMatch is RE2's FullMatch, as Envoy's safe_regex uses it. Go's regexp is RE2's syntax.
 func fullMatch(pattern, value string) (bool, error) {
-	re, err := regexp.Compile(`^(?:` + pattern + `)$`)
+	re, err := compile(`^(?:` + pattern + `)$`)
 	if err != nil {
-		return false, fmt.Errorf("regex %q: %w", pattern, err)
+		return false, err
 	}
 	return re.MatchString(value), nil
+}
+
+// compiled keeps each regex compiled once: every request meets every route's regex, and
+// compiling dominated the oracle's time. The oracle is single-threaded.
+var compiled = map[string]*regexp.Regexp{}
+
+func compile(pattern string) (*regexp.Regexp, error) {
+	if re, ok := compiled[pattern]; ok {
+		return re, nil
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("regex %q: %w", pattern, err)
+	}
+	compiled[pattern] = re
+	return re, nil
 }
 
 // headerMatches evaluates one header matcher against the request's headers; the request has
@@ -262,9 +278,9 @@ func rewrite(m *route.RouteMatch, action *route.RouteAction, path string) (strin
 		return prefix + path[matched:], nil
 	}
 	if rr := action.RegexRewrite; rr != nil {
-		re, err := regexp.Compile(rr.Pattern.Regex)
+		re, err := compile(rr.Pattern.Regex)
 		if err != nil {
-			return "", fmt.Errorf("rewrite regex %q: %w", rr.Pattern.Regex, err)
+			return "", fmt.Errorf("rewrite: %w", err)
 		}
 		return re.ReplaceAllString(path, re2Substitution(rr.Substitution)), nil
 	}

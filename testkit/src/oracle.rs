@@ -34,7 +34,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 /// A set of Istio objects and the requests to route through them.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Scenario {
     /// Gateways, VirtualServices and ServiceEntries as the API server lists them: `apiVersion`,
     /// `kind`, `metadata` (name, namespace, `creationTimestamp`) and `spec`.
