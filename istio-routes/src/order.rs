@@ -3,7 +3,7 @@
 //! configurable-http-proxy sends a request to the route with the longest matching prefix in
 //! whole segments. Istio appends every VirtualService's routes to one list per host, ordered
 //! by creation time (1-second resolution), then name, moves only catch-all routes (`prefix: /`)
-//! to the end, and Envoy takes the first match (`shared/reference/istio-routing.md`).
+//! to the end, and Envoy takes the first match (`docs/istio.md`, "How Istio routes these objects").
 //!
 //! With one VirtualService per route, matches that respect segments overlap only between a
 //! route and its ancestors (`/user/alice` and `/user/alice/foo`). So the invariant is: **every

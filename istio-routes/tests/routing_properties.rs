@@ -2,17 +2,23 @@
 //! several replicas), the route Istio's gateway picks for a request is the one
 //! configurable-http-proxy would pick: the longest prefix in whole segments.
 //!
-//! The gateway is `testkit::istio_model`, fed the objects the store holds after every step; CHP
-//! is `testkit::chp`. Probes are the routes' paths as browsers send them (encoded, `@` raw or
-//! as `%40`, hex in either case), below them, beside them (`/user/alice2`) and above them.
+//! The gateway is Istio's own: `testkit::oracle` runs Istio's pilot on the objects the store
+//! holds after every step (one oracle run per case, a pilot per step) and routes the probes
+//! through the route configuration it generates, as Envoy would. `testkit::istio_model`, the
+//! fast model, checks every step too, and must agree with the oracle on every probe of the
+//! corpus. CHP is `testkit::chp`. Probes are the routes' paths as browsers send them (encoded,
+//! `@` raw or as `%40`, hex in either case), below them, beside them (`/user/alice2`) and above
+//! them.
 
 use std::sync::Arc;
 
+use istio_routes::resources::VirtualService;
 use istio_routes::{IstioBackend, ManualClock, MemoryStore, RouteStore, Translation, encode_path};
 use proptest::prelude::*;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 use testkit::chp::ChpTable;
-use testkit::istio_model::Gateway;
+use testkit::istio_model::{Gateway, Routed};
+use testkit::oracle::{Answer, Request, Scenario};
 
 const GATEWAY: &str = "istio-system/jupyterhub-gateway";
 const REPLICAS: usize = 3;
@@ -70,6 +76,18 @@ struct World {
     translation: Translation,
     /// Every spec the steps named, to probe around.
     seen: std::collections::BTreeSet<RouteSpec>,
+    /// What each step left, for the oracle.
+    snapshots: Vec<Snapshot>,
+}
+
+/// The objects after a step, the probes, and what CHP and the model answered.
+struct Snapshot {
+    objects: Vec<Arc<VirtualService>>,
+    scenario: Scenario,
+    expected: Vec<Option<String>>,
+    modelled: Vec<Option<Routed>>,
+    /// The steps so far, for failure messages.
+    steps: usize,
 }
 
 impl World {
@@ -92,6 +110,7 @@ impl World {
             chp: ChpTable::new(mode == RoutingMode::Host),
             translation,
             seen: Default::default(),
+            snapshots: Vec::new(),
         }
     }
 
@@ -145,28 +164,38 @@ impl World {
 
     /// Checks every probe: Istio's choice is CHP's, and the path forwarded is the target's
     /// path followed by the request's (CHP keeps the prefix).
-    async fn check(&self, history: &[Step]) {
+    /// The model checks every step at once; the step is kept for the oracle ([`World::judge`]).
+    async fn check(&mut self, history: &[Step]) {
         let objects = self.store.virtual_services();
         let gateway = Gateway::build(&objects, GATEWAY, &["*"]);
+        let mut snapshot = Snapshot {
+            scenario: Scenario { objects: self.istio_objects(&objects), requests: Vec::new() },
+            objects,
+            expected: Vec::new(),
+            modelled: Vec::new(),
+            steps: history.len(),
+        };
         for (host, path) in self.probes() {
             let expected = self.chp.route(&host, &path);
             let routed = gateway.route(&host, &path);
-            let got = routed.as_ref().map(|r| {
-                let object =
-                    objects.iter().find(|o| o.metadata.name.as_deref() == Some(&r.virtual_service)).unwrap();
-                self.translation.read(object).unwrap().unwrap().route
-            });
-            let got_spec = got.as_ref().map(|route| route.spec().to_string());
-            assert_eq!(
-                got_spec,
-                expected,
-                "Host: {host}, path {path}\nafter {history:#?}\nobjects in Istio's order: {:#?}",
-                names(&objects)
+            let got = routed.as_ref().map(|r| self.route_of(&snapshot.objects, &r.virtual_service));
+            let context = || format!("the model: Host: {host}, path {path}\nafter {history:#?}");
+            self.assert_routes_as_chp(
+                got,
+                routed.as_ref().map(|r| r.path.as_str()),
+                &expected,
+                &path,
+                &snapshot.objects,
+                context,
             );
-            if let (Some(route), Some(routed)) = (got, routed) {
-                let forwarded = format!("{}{path}", route.target().path());
-                assert_eq!(routed.path, forwarded, "rewrite of {path} by {}", route.spec());
-            }
+            snapshot.scenario.requests.push(Request::new(&host, &path));
+            snapshot.expected.push(expected);
+            snapshot.modelled.push(routed);
+        }
+        // A step that changed nothing (a wait, a repeated add) needs no second pilot.
+        let last = self.snapshots.last();
+        if last.is_none_or(|l| l.scenario != snapshot.scenario || l.expected != snapshot.expected) {
+            self.snapshots.push(snapshot);
         }
         // And the API lists exactly CHP's routes.
         let listed: Vec<String> =
@@ -174,6 +203,90 @@ impl World {
         let expected: Vec<String> = self.chp.specs().map(str::to_owned).collect();
         assert_eq!(listed, expected);
     }
+}
+
+impl World {
+    /// The route whose VirtualService is `name`.
+    fn route_of(&self, objects: &[Arc<VirtualService>], name: &str) -> Arc<Route> {
+        let object = objects.iter().find(|o| o.metadata.name.as_deref() == Some(name)).unwrap();
+        self.translation.read(object).unwrap().unwrap().route
+    }
+
+    /// The route chosen is CHP's, and the path forwarded is the target's path followed by the
+    /// request's (CHP keeps the prefix).
+    fn assert_routes_as_chp(
+        &self,
+        got: Option<Arc<Route>>,
+        forwarded: Option<&str>,
+        expected: &Option<String>,
+        path: &str,
+        objects: &[Arc<VirtualService>],
+        context: impl Fn() -> String,
+    ) {
+        let got_spec = got.as_ref().map(|route| route.spec().to_string());
+        assert_eq!(&got_spec, expected, "{}\nobjects in Istio's order: {:#?}", context(), names(objects));
+        if let (Some(route), Some(forwarded)) = (got, forwarded) {
+            assert_eq!(forwarded, format!("{}{path}", route.target().path()), "rewrite by {}", route.spec());
+        }
+    }
+
+    /// The Gateway, the VirtualServices and the ServiceEntries, as the API server lists them.
+    fn istio_objects(&self, objects: &[Arc<VirtualService>]) -> Vec<serde_json::Value> {
+        let services = objects.iter().map(|o| serde_json::to_value(&**o).unwrap());
+        let entries = self.store.service_entries().into_iter().map(|o| serde_json::to_value(&*o).unwrap());
+        std::iter::once(testkit::oracle::gateway(GATEWAY, &["*"])).chain(services).chain(entries).collect()
+    }
+
+    /// Every step of the case through Istio's pilot, in one oracle run: Istio routes every
+    /// probe as CHP does, and as the model said.
+    fn judge(&self, history: &[Step]) {
+        let scenarios: Vec<Scenario> = self.snapshots.iter().map(|s| s.scenario.clone()).collect();
+        let outcomes = testkit::oracle::route(&scenarios);
+        for (snapshot, outcome) in self.snapshots.iter().zip(outcomes) {
+            assert_eq!(outcome.rejected, Vec::<String>::new(), "Istio refused objects we wrote");
+            let probes = snapshot.scenario.requests.iter().zip(&snapshot.expected).zip(&snapshot.modelled);
+            for (((request, expected), model), answer) in probes.zip(&outcome.answers) {
+                let context = || {
+                    let steps = &history[..snapshot.steps];
+                    format!("Istio: Host: {}, path {}\nafter {steps:#?}", request.authority, request.path)
+                };
+                let got = answer.as_ref().map(|a| self.route_of(&snapshot.objects, a.virtual_service_name()));
+                let forwarded = answer.as_ref().map(|a| a.path.as_str());
+                self.assert_routes_as_chp(
+                    got,
+                    forwarded,
+                    expected,
+                    &request.path,
+                    &snapshot.objects,
+                    context,
+                );
+                assert_model_agrees(model.as_ref(), answer.as_ref(), &context);
+            }
+        }
+    }
+}
+
+/// `testkit::istio_model` answers as Istio does: the same VirtualService, cluster, forwarded
+/// path and response headers, or a 404 alike.
+fn assert_model_agrees(model: Option<&Routed>, istio: Option<&Answer>, context: &impl Fn() -> String) {
+    let model = model.map(|r| {
+        let port = r.port.map_or_else(String::new, |p| p.to_string());
+        (
+            r.virtual_service.clone(),
+            format!("outbound|{port}||{}", r.host),
+            r.path.clone(),
+            r.response_headers.clone(),
+        )
+    });
+    let istio = istio.map(|a| {
+        (a.virtual_service_name().to_owned(), a.cluster.clone(), a.path.clone(), a.response_headers.clone())
+    });
+    assert_eq!(
+        model,
+        istio,
+        "testkit::istio_model disagrees with Istio (the oracle is right)\n{}",
+        context()
+    );
 }
 
 fn lower_hex(path: &str) -> String {
@@ -189,7 +302,7 @@ fn lower_hex(path: &str) -> String {
     out
 }
 
-fn names(objects: &[Arc<istio_routes::resources::VirtualService>]) -> Vec<String> {
+fn names(objects: &[Arc<VirtualService>]) -> Vec<String> {
     let mut objects: Vec<_> = objects.iter().collect();
     objects.sort_by_key(|o| istio_routes::order::Placement::of(o));
     objects
@@ -212,11 +325,14 @@ fn run(mode: RoutingMode, steps: &[Step]) {
             world.step(step).await;
             world.check(&steps[..=i]).await;
         }
+        world.judge(steps);
     });
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 128 cases per mode: every distinct step of each goes through Istio's pilot, about a
+    // second of the oracle's time per case.
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn path_routes_route_as_chp_does(steps in steps(path_spec())) {

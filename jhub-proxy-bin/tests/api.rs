@@ -1,4 +1,5 @@
-//! The routes API over HTTP, row by row of `shared/reference/chp-api.md`.
+//! The routes API over HTTP, behaviour by behaviour of configurable-http-proxy's REST API
+//! (<https://github.com/jupyterhub/configurable-http-proxy#using-the-rest-api>).
 
 mod common;
 

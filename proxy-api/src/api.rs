@@ -1,6 +1,7 @@
 //! The routes API as a tower [`Service`].
 //!
-//! Statuses and bodies follow configurable-http-proxy (see `shared/reference/chp-api.md`), with
+//! Statuses and bodies follow configurable-http-proxy's REST API (its README and
+//! `lib/configproxy.js`, <https://github.com/jupyterhub/configurable-http-proxy>), with
 //! its rough edges filed off: every error is JSON, bodies are bounded, malformed escapes are a
 //! 400, and `DELETE /api/routes` answers instead of hanging.
 

@@ -2,7 +2,7 @@
 // k8s.io/apiextensions-apiserver's test server (which serves CRDs and their custom
 // resources) over an embedded etcd whose data lives in a temporary directory.
 //
-// It installs the CRDs found in --crds, waits until they are Established, writes a
+// It installs the CRDs found in --crds (files or folders), waits until they are Established, writes a
 // kubeconfig to --kubeconfig (and one for a read-only user to --readonly-kubeconfig), prints
 // one line `ready <kubeconfig path>` on stdout and runs until SIGTERM or SIGINT (or, with
 // --exit-on-stdin-eof, the end of stdin), then stops the API server and etcd, removes its
@@ -54,7 +54,7 @@ import (
 
 func main() {
 	kubeconfig := flag.String("kubeconfig", "", "where to write the kubeconfig for the API server (required)")
-	crds := flag.String("crds", "", "a folder of CRD manifests (*.yaml, *.yml) to install; several documents per file are fine")
+	crds := flag.String("crds", "", "CRD manifests to install: comma-separated files, or folders whose *.yaml and *.yml files are read; several documents per file are fine")
 	dataDir := flag.String("data-dir", "", "where etcd and the API server keep their data (default: a new temporary folder, removed at exit)")
 	stdinEOF := flag.Bool("exit-on-stdin-eof", false, "stop as on SIGTERM when stdin reaches its end: a parent that holds the other end of a pipe stops this server by exiting, however it exits")
 	port := flag.Int("port", 0, "the loopback port clients reach the server on (default: a free one); a server restarted with the same --port and --data-dir keeps its address, credentials and objects")
@@ -70,7 +70,7 @@ func main() {
 	}
 }
 
-func run(kubeconfigPath, readOnlyPath, crdDir, dataDir string, port int, stdinEOF bool) (err error) {
+func run(kubeconfigPath, readOnlyPath, crdPaths, dataDir string, port int, stdinEOF bool) (err error) {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	stdinClosed := make(chan struct{})
@@ -134,9 +134,9 @@ func run(kubeconfigPath, readOnlyPath, crdDir, dataDir string, port int, stdinEO
 	}
 	defer server.TearDownFn()
 
-	if crdDir != "" {
+	if crdPaths != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		err := installCRDs(ctx, server.ClientConfig, crdDir)
+		err := installCRDs(ctx, server.ClientConfig, crdPaths)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("CRDs: %w", err)
@@ -250,14 +250,18 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// installCRDs creates every CustomResourceDefinition in the YAML files of dir and waits
-// until each is Established.
-func installCRDs(ctx context.Context, config *restclient.Config, dir string) error {
+// installCRDs creates every CustomResourceDefinition in paths (comma-separated YAML files or
+// folders of them) and waits until each is Established.
+func installCRDs(ctx context.Context, config *restclient.Config, paths string) error {
 	client, err := clientset.NewForConfig(config)
 	if err != nil {
 		return err
 	}
-	crds, err := readCRDs(dir)
+	files, err := crdFiles(strings.Split(paths, ","))
+	if err != nil {
+		return err
+	}
+	crds, err := readCRDs(files)
 	if err != nil {
 		return err
 	}
@@ -289,21 +293,39 @@ func installCRDs(ctx context.Context, config *restclient.Config, dir string) err
 	return nil
 }
 
-func readCRDs(dir string) ([]*apiextensionsv1.CustomResourceDefinition, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, e := range entries {
-		if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
-			names = append(names, e.Name())
+// crdFiles lists the files of paths: a file as it is, a folder as its *.yaml and *.yml
+// files in name order.
+func crdFiles(paths []string) ([]string, error) {
+	var files []string
+	for _, path := range paths {
+		info, err := os.Stat(path)
+		if err != nil {
+			return nil, err
 		}
+		if !info.IsDir() {
+			files = append(files, path)
+			continue
+		}
+		entries, err := os.ReadDir(path)
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, e := range entries {
+			if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+				names = append(names, filepath.Join(path, e.Name()))
+			}
+		}
+		sort.Strings(names)
+		files = append(files, names...)
 	}
-	sort.Strings(names)
+	return files, nil
+}
+
+func readCRDs(files []string) ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	var crds []*apiextensionsv1.CustomResourceDefinition
-	for _, name := range names {
-		data, err := os.ReadFile(filepath.Join(dir, name))
+	for _, name := range files {
+		data, err := os.ReadFile(name)
 		if err != nil {
 			return nil, err
 		}
@@ -333,7 +355,7 @@ func readCRDs(dir string) ([]*apiextensionsv1.CustomResourceDefinition, error) {
 		}
 	}
 	if len(crds) == 0 {
-		return nil, fmt.Errorf("no CustomResourceDefinition in %s", dir)
+		return nil, fmt.Errorf("no CustomResourceDefinition in %s", strings.Join(files, ", "))
 	}
 	return crds, nil
 }

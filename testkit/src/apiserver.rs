@@ -1,6 +1,10 @@
 //! A real Kubernetes API server for tests: the Go program in `testkit/apiserver`, which runs
-//! apiextensions-apiserver's test server over an embedded etcd, with the CRDs of
-//! `../shared/crds` installed and Established.
+//! apiextensions-apiserver's test server over an embedded etcd, with Istio's and the Gateway
+//! API's CRDs installed and Established. The CRDs come from the Go modules that publish them,
+//! at the versions `testkit/apiserver/go.mod` pins: every Istio CRD from `istio.io/api`
+//! (`kubernetes/customresourcedefinitions.gen.yaml`), and the Gateway API's standard
+//! GatewayClass, Gateway, HTTPRoute and ReferenceGrant from `sigs.k8s.io/gateway-api`
+//! (`config/crd/standard/`).
 //!
 //! It serves CRDs and custom resources, not core/v1: there are no Namespace objects, and a
 //! namespaced custom resource can be created in any namespace (admission is off), so
@@ -28,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -105,26 +109,8 @@ impl ApiServer {
     }
 
     fn build_if_stale() -> PathBuf {
-        let source = crate::workspace_root().join("testkit/apiserver");
-        let bin = crate::target_dir().join("testkit-apiserver/apiserver");
-        std::fs::create_dir_all(bin.parent().expect("a folder")).expect("the binary's folder");
-        let newest_source = std::fs::read_dir(&source)
-            .expect("testkit/apiserver is there")
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().is_some_and(|e| e == "go" || e == "mod" || e == "sum"))
-            .filter_map(|path| modified(&path))
-            .max()
-            .expect("testkit/apiserver has Go sources");
-        if modified(&bin).is_none_or(|b| b < newest_source) {
-            // Build next to the binary, then rename, so another process never runs half a file.
-            let partial = bin.with_file_name(format!("apiserver.{}.partial", std::process::id()));
-            let mut go = Command::new("go");
-            go.args(["build", "-o"]).arg(&partial).arg(".").current_dir(&source);
-            crate::go::build(go, &format!("the test API server in {}", source.display()))
-                .unwrap_or_else(|e| panic!("{e}"));
-            std::fs::rename(&partial, &bin).expect("moving the built API server into place");
-        }
-        bin
+        crate::go::build_if_stale("testkit/apiserver", "testkit-apiserver/apiserver", "the test API server")
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A kube-rs configuration for this server.
@@ -229,7 +215,7 @@ fn spawn_blocking(launch: &Launch, log: Arc<Mutex<String>>) -> Child {
         .arg("--readonly-kubeconfig")
         .arg(&launch.readonly_kubeconfig)
         .arg("--crds")
-        .arg(crds_dir())
+        .arg(crd_paths())
         .arg("--port")
         .arg(launch.port.to_string())
         .arg("--exit-on-stdin-eof");
@@ -308,15 +294,48 @@ pub(crate) fn copy_lines(
     });
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// The Gateway API's standard CRDs the server installs, in `config/crd/standard/`.
+const GATEWAY_API_CRDS: &[&str] = &["gatewayclasses", "gateways", "httproutes", "referencegrants"];
+
+/// The CRD files to install, comma-separated for `--crds`: found once per process with
+/// `go mod download`, which fetches the modules into Go's module cache if needed.
+fn crd_paths() -> String {
+    static PATHS: OnceLock<String> = OnceLock::new();
+    PATHS.get_or_init(|| find_crds().unwrap_or_else(|e| panic!("{e}"))).clone()
 }
 
-/// The CRDs to install: `../shared/crds` next to the workspace.
-fn crds_dir() -> PathBuf {
-    let dir = crate::workspace_root().join("../shared/crds");
-    assert!(dir.is_dir(), "the CRDs for the test API server are not at {}", dir.display());
-    dir
+fn find_crds() -> Result<String, String> {
+    let source = crate::workspace_root().join("testkit/apiserver");
+    let output = Command::new("go")
+        .args(["mod", "download", "-json", "istio.io/api", "sigs.k8s.io/gateway-api"])
+        .current_dir(&source)
+        .output()
+        .map_err(|e| format!("cannot run `go mod download` for the CRDs (install Go; see .ci/run): {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`go mod download` of the CRD modules failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let dir = |module: &str| -> Result<PathBuf, String> {
+        serde_json::Deserializer::from_slice(&output.stdout)
+            .into_iter::<serde_json::Value>()
+            .filter_map(Result::ok)
+            .find(|m| m["Path"] == module)
+            .and_then(|m| m["Dir"].as_str().map(PathBuf::from))
+            .ok_or_else(|| format!("`go mod download` named no folder for {module}"))
+    };
+    let istio = dir("istio.io/api")?.join("kubernetes/customresourcedefinitions.gen.yaml");
+    let standard = dir("sigs.k8s.io/gateway-api")?.join("config/crd/standard");
+    let gateway_api =
+        GATEWAY_API_CRDS.iter().map(|name| standard.join(format!("gateway.networking.k8s.io_{name}.yaml")));
+    let files: Vec<PathBuf> = std::iter::once(istio).chain(gateway_api).collect();
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        return Err(format!("the CRD file {} is not in its module", missing.display()));
+    }
+    Ok(files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(","))
 }
 
 #[cfg(test)]
@@ -330,16 +349,19 @@ mod tests {
         let crds: kube::Api<
             k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
         > = kube::Api::all(server.client());
-        let names: Vec<_> = crds
-            .list(&Default::default())
-            .await
-            .expect("list CRDs")
-            .items
-            .into_iter()
-            .filter_map(|c| c.metadata.name)
-            .collect();
-        assert!(names.contains(&"virtualservices.networking.istio.io".to_owned()), "{names:?}");
-        assert!(names.contains(&"httproutes.gateway.networking.k8s.io".to_owned()), "{names:?}");
+        let listed = crds.list(&Default::default()).await.expect("list CRDs").items;
+        let served = |name: &str| -> Vec<String> {
+            let crd = listed.iter().find(|c| c.metadata.name.as_deref() == Some(name));
+            let crd = crd.unwrap_or_else(|| panic!("{name} is not installed"));
+            crd.spec.versions.iter().filter(|v| v.served).map(|v| v.name.clone()).collect()
+        };
+        // What the tests rely on: Istio's networking v1, and the Gateway API's standard v1.
+        for name in ["virtualservices", "serviceentries", "gateways"] {
+            assert!(served(&format!("{name}.networking.istio.io")).contains(&"v1".into()), "{name}");
+        }
+        for name in GATEWAY_API_CRDS {
+            assert!(served(&format!("{name}.gateway.networking.k8s.io")).contains(&"v1".into()), "{name}");
+        }
         assert_ne!(server.new_namespace("a").await, server.new_namespace("a").await);
         let pid = server.child.lock().unwrap().as_ref().unwrap().id();
         drop(server);

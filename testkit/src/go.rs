@@ -1,6 +1,40 @@
-//! Building the tools the tests need with the machine's Go: the API server, Helm.
+//! Building the tools the tests need with the machine's Go: the API server, the routing
+//! oracle, Helm.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
+
+/// Builds the Go program in `source` (relative to the workspace) with `go build` into
+/// `<target dir>/<bin>`, unless the binary is newer than every `.go`, `go.mod` and `go.sum`
+/// there. Returns the binary's path, or why `what` could not be built.
+pub(crate) fn build_if_stale(source: &str, bin: &str, what: &str) -> Result<PathBuf, String> {
+    let source = crate::workspace_root().join(source);
+    let bin = crate::target_dir().join(bin);
+    std::fs::create_dir_all(bin.parent().expect("a folder"))
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let newest_source = std::fs::read_dir(&source)
+        .map_err(|e| format!("{}: {e}", source.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "go" || e == "mod" || e == "sum"))
+        .filter_map(|path| modified(&path))
+        .max()
+        .ok_or_else(|| format!("{} has no Go sources", source.display()))?;
+    if modified(&bin).is_none_or(|b| b < newest_source) {
+        // Build next to the binary, then rename, so another process never runs half a file.
+        let name = bin.file_name().expect("a file name").to_string_lossy();
+        let partial = bin.with_file_name(format!("{name}.{}.partial", std::process::id()));
+        let mut go = Command::new("go");
+        go.args(["build", "-o"]).arg(&partial).arg(".").current_dir(&source);
+        build(go, &format!("{what} in {}", source.display()))?;
+        std::fs::rename(&partial, &bin).map_err(|e| format!("moving {what} into place: {e}"))?;
+    }
+    Ok(bin)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
 
 /// Runs a prepared `go` command that builds `what`. The error says why, with go's output:
 /// Go missing, or the build (or the module download) failing.

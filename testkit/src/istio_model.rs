@@ -1,7 +1,7 @@
 //! A model of how an Istio ingress gateway routes a request through VirtualServices.
 //!
-//! Written from `shared/reference/istio-routing.md`, which cites Istio's source at 86c9f01.
-//! Each step names the place in Istio it follows. It models one gateway with one HTTP server,
+//! Written from Istio's source (see "How Istio routes these objects" in `docs/istio.md`); each
+//! step names the place in Istio it follows, and `testkit::oracle`, Istio's own pilot, judges it. It models one gateway with one HTTP server,
 //! VirtualServices that are all visible to it (default `exportTo`), and the request fields our
 //! objects match on: the path and the `Host` header.
 

@@ -2,6 +2,8 @@
 //!
 //! - [`istio_model`]: how an Istio gateway routes a request through VirtualServices, and
 //!   [`chp`]: how configurable-http-proxy would route it; property tests compare the two.
+//! - [`oracle`]: where Istio's own control plane, built from `testkit/oracle` with Go, and
+//!   Envoy's matching rules send a request: the judge of the model and of our objects.
 //! - [`client`]: an HTTP client for the routes API, and raw requests for what a well-behaved
 //!   client would never send.
 //! - [`apiserver`]: a real Kubernetes API server (apiextensions-apiserver over an embedded
@@ -35,6 +37,7 @@ pub mod helm;
 pub mod istio_model;
 pub mod jupyterhub;
 pub mod metrics;
+pub mod oracle;
 pub mod process;
 pub mod python;
 
