@@ -59,12 +59,16 @@ pub struct ChpFlags {
     pub ssl_cert: Option<PathBuf>,
 }
 
+/// Every interface, as configurable-http-proxy's empty `--ip`: IPv6's, which takes IPv4 too,
+/// falling back to IPv4's where the host has no IPv6 ([`every_interface_fallback`]).
+pub const EVERY_INTERFACE: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
 /// chp's `--ip` and `--api-ip`: an IP, `localhost`, or empty for every interface. Every
 /// interface is `::`, which takes IPv4 too; where the host has no IPv6, binding falls back to
 /// `0.0.0.0` ([`every_interface_fallback`]).
 fn parse_ip(text: &str) -> Result<IpAddr, String> {
     match text.trim() {
-        "" => Ok(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        "" => Ok(EVERY_INTERFACE),
         "localhost" => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         ip => ip
             .parse()
@@ -75,8 +79,7 @@ fn parse_ip(text: &str) -> Result<IpAddr, String> {
 /// The IPv4 address to bind instead of `addr` when `addr` is IPv6's every-interface address and
 /// the host has no IPv6.
 pub fn every_interface_fallback(addr: SocketAddr) -> Option<SocketAddr> {
-    (addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED))
-        .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port()))
+    (addr.ip() == EVERY_INTERFACE).then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port()))
 }
 
 /// What a flag of configurable-http-proxy's that this proxy does not act on takes.

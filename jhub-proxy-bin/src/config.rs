@@ -16,7 +16,7 @@ use istio_routes::Translation;
 use istio_routes::resources::IstioVersion;
 use proxy_api::RoutingMode;
 
-use crate::chp::{ChpFlags, InertFlags};
+use crate::chp::{ChpFlags, EVERY_INTERFACE, InertFlags};
 use crate::logging::{LogFormat, LogLevel};
 use crate::{Error, Result};
 
@@ -252,8 +252,7 @@ impl Config {
                     "--metrics-listen and --metrics-port (configurable-http-proxy's) both set the metrics' address; give one".to_owned(),
                 ));
             }
-            let every_interface = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
-            self.metrics_listen = Some(SocketAddr::new(chp.metrics_ip.unwrap_or(every_interface), port));
+            self.metrics_listen = Some(SocketAddr::new(chp.metrics_ip.unwrap_or(EVERY_INTERFACE), port));
         } else if chp.metrics_ip.is_some() {
             // As in configurable-http-proxy: without a port there is no metrics server to place.
             self.chp_inert.not_applying.push("--metrics-ip".to_owned());
@@ -284,10 +283,9 @@ impl Config {
     /// `--ip` and `--port` (every interface when only `--port` is given, as in it; port 8000 when
     /// only `--ip` is).
     pub fn probe_listen(&self) -> Option<SocketAddr> {
-        let every_interface = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
         match (self.chp.ip, self.chp.port) {
             (None, None) => None,
-            (ip, port) => Some(SocketAddr::new(ip.unwrap_or(every_interface), port.unwrap_or(8000))),
+            (ip, port) => Some(SocketAddr::new(ip.unwrap_or(EVERY_INTERFACE), port.unwrap_or(8000))),
         }
     }
 
