@@ -15,13 +15,18 @@ COPY . .
 ARG JHUB_PROXY_COMMIT=unknown
 ENV JHUB_PROXY_COMMIT=${JHUB_PROXY_COMMIT}
 # The same command as .ci/check-release-binary, which checks that this binary starts.
+# The binary answers to configurable-http-proxy's name too (a symbolic link, as
+# .ci/check-release-binary runs it), so that Zero to JupyterHub's proxy pod, whose command is
+# `configurable-http-proxy ...`, runs it with only its image changed.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p jhub-proxy-bin --bin jupyterhub-istio-proxy \
-    && cp target/release/jupyterhub-istio-proxy /jupyterhub-istio-proxy
+    && mkdir /out && cp target/release/jupyterhub-istio-proxy /out/jupyterhub-istio-proxy \
+    && ln -s jupyterhub-istio-proxy /out/configurable-http-proxy
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /jupyterhub-istio-proxy /usr/local/bin/jupyterhub-istio-proxy
+# A folder's contents: the link is copied as a link. Both names are on distroless's PATH.
+COPY --from=build /out/ /usr/local/bin/
 # distroless's nonroot user, by number so that runAsNonRoot can verify it. The binary writes
 # no files: it runs with a read-only root filesystem.
 USER 65532:65532

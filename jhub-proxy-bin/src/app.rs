@@ -83,6 +83,22 @@ pub fn metrics_service(metrics: Arc<Metrics>) -> HttpService {
     boxed(stack)
 }
 
+/// The probes, and `GET /metrics` when `metrics` is given, alone, for the probe listener
+/// (configurable-http-proxy's `--ip`/`--port`); anything else is a 404.
+pub fn probes_service(ready: ReadyCheck, metrics: Arc<Metrics>, serve_metrics: bool) -> HttpService {
+    let not_found = tower::service_fn(|_: Request<Incoming>| {
+        let body = serde_json::json!({"error": "only the probes and GET /metrics are served here; the API is on --listen"});
+        std::future::ready(Ok::<_, Infallible>(proxy_api::json_response(StatusCode::NOT_FOUND, &body)))
+    });
+    let endpoint = serve_metrics.then(|| Arc::clone(&metrics));
+    let stack = ServiceBuilder::new()
+        .layer(RequestsLayer::new(metrics.http().clone()))
+        .layer(AnswerLayer::with(MetricsEndpoint(endpoint)))
+        .layer(HealthLayer::new(ready))
+        .service(not_found);
+    boxed(stack)
+}
+
 /// The server's service type: bodies boxed, cloned per connection.
 fn boxed<S, B>(stack: S) -> HttpService
 where

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use istio_routes::Translation;
 use istio_routes::resources::IstioVersion;
 use proxy_api::RoutingMode;
 
+use crate::chp::{ChpFlags, EVERY_INTERFACE, InertFlags};
 use crate::logging::{LogFormat, LogLevel};
 use crate::{Error, Result};
 
@@ -47,7 +49,8 @@ pub struct Config {
     #[arg(long, env = "PROXY_STORE", value_enum, default_value_t = StoreKind::Kubernetes)]
     pub store: StoreKind,
 
-    /// Address the API listens on.
+    /// Address the API listens on (configurable-http-proxy's `--api-ip` and `--api-port`
+    /// replace its parts). After [`Config::from_args`], the address with those applied.
     #[arg(long, env = "PROXY_LISTEN", default_value = "0.0.0.0:8000", value_name = "ADDR")]
     pub listen: SocketAddr,
 
@@ -135,8 +138,16 @@ pub struct Config {
 
     /// The least severe level logged. RUST_LOG, when set, takes precedence: its directives can
     /// set levels per module (e.g. `info,kube=debug`).
-    #[arg(long, env = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    #[arg(long, env = "LOG_LEVEL", value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+
+    /// configurable-http-proxy's flags that say where to listen.
+    #[command(flatten)]
+    pub chp: ChpFlags,
+
+    /// configurable-http-proxy's flags that do not apply here, as given.
+    #[command(flatten)]
+    pub chp_inert: InertFlags,
 }
 
 /// Commands besides serving.
@@ -200,12 +211,88 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let config = Config::try_parse_from(args).map_err(|error| match error.kind() {
+        let clap_error = |error: clap::Error| match error.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Error::Clap(error),
             _ => Error::Config(one_line(&error)),
-        })?;
+        };
+        let matches = Config::command().try_get_matches_from(args).map_err(clap_error)?;
+        let mut config = Config::from_arg_matches(&matches).map_err(clap_error)?;
+        config.apply_chp_addresses(&matches)?;
         config.check()?;
         Ok(config)
+    }
+
+    /// Folds configurable-http-proxy's `--api-ip`/`--api-port` into `listen` and
+    /// `--metrics-ip`/`--metrics-port` into `metrics_listen`. They are flags, so they win over
+    /// `PROXY_LISTEN` and `METRICS_LISTEN`; given with `--listen` or `--metrics-listen` on the
+    /// command line they are an error, as one of the two would be ignored.
+    fn apply_chp_addresses(&mut self, matches: &clap::ArgMatches) -> Result<()> {
+        let on_command_line = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        let chp = &self.chp;
+        if let Some(refused) = self.chp_inert.refused.first() {
+            return Err(Error::Config(format!(
+                "--{} (configurable-http-proxy's) is not supported: {}",
+                refused.name, refused.why
+            )));
+        }
+        if chp.api_ip.is_some() || chp.api_port.is_some() {
+            if on_command_line("listen") {
+                return Err(Error::Config(
+                    "--listen and --api-ip/--api-port (configurable-http-proxy's) both set the API's address; give one".to_owned(),
+                ));
+            }
+            self.listen = SocketAddr::new(
+                chp.api_ip.unwrap_or(self.listen.ip()),
+                chp.api_port.unwrap_or(self.listen.port()),
+            );
+        }
+        if let Some(port) = chp.metrics_port {
+            if on_command_line("metrics_listen") {
+                return Err(Error::Config(
+                    "--metrics-listen and --metrics-port (configurable-http-proxy's) both set the metrics' address; give one".to_owned(),
+                ));
+            }
+            self.metrics_listen = Some(SocketAddr::new(chp.metrics_ip.unwrap_or(EVERY_INTERFACE), port));
+        } else if chp.metrics_ip.is_some() {
+            // As in configurable-http-proxy: without a port there is no metrics server to place.
+            self.chp_inert.not_applying.push("--metrics-ip".to_owned());
+        }
+        match (&chp.ssl_key, &chp.ssl_cert) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(Error::Config(
+                    "--ssl-key and --ssl-cert (configurable-http-proxy's) go together".to_owned(),
+                ));
+            }
+            // Without a probe listener there is nothing here to serve over HTTPS.
+            (Some(_), Some(_)) if self.probe_listen().is_none() => {
+                self.chp_inert.not_applying.extend(["--ssl-key".to_owned(), "--ssl-cert".to_owned()]);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The certificate and key the probe listener serves HTTPS with, if it does
+    /// (configurable-http-proxy's `--ssl-cert` and `--ssl-key`, with `--port`).
+    pub fn probe_tls(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        self.probe_listen()?;
+        Some((self.chp.ssl_cert.as_deref()?, self.chp.ssl_key.as_deref()?))
+    }
+
+    /// Where the probes and metrics get a listener of their own: configurable-http-proxy's
+    /// `--ip` and `--port` (every interface when only `--port` is given, as in it; port 8000 when
+    /// only `--ip` is).
+    pub fn probe_listen(&self) -> Option<SocketAddr> {
+        match (self.chp.ip, self.chp.port) {
+            (None, None) => None,
+            (ip, port) => Some(SocketAddr::new(ip.unwrap_or(EVERY_INTERFACE), port.unwrap_or(8000))),
+        }
+    }
+
+    /// Whether `GET /metrics` is served on the API's listener: when it has no listener of its
+    /// own (`--metrics-listen`) and there is no probe listener (`--port`) to serve it on.
+    pub fn metrics_on_api(&self) -> bool {
+        self.metrics_listen.is_none() && self.probe_listen().is_none()
     }
 
     fn check(&self) -> Result<()> {
@@ -215,6 +302,15 @@ impl Config {
             return Err(Error::Config(
                 "--metrics-listen (env METRICS_LISTEN) must differ from --listen (env PROXY_LISTEN); leave it unset to serve metrics on the API's address".to_owned(),
             ));
+        }
+        if let Some(probes) = self.probe_listen().filter(|probes| probes.port() != 0) {
+            let taken = [Some(self.listen), self.metrics_listen];
+            if taken.iter().flatten().any(|addr| addr.port() == probes.port()) {
+                return Err(Error::Config(format!(
+                    "--port (configurable-http-proxy's) {} is the port of the API or of the metrics; the probes need their own",
+                    probes.port()
+                )));
+            }
         }
         self.warmup()?;
         if self.command.is_some() {
@@ -493,6 +589,107 @@ mod tests {
     fn empty_or_spaced_tokens_are_refused() {
         assert!(message(&["--auth-token", " ", "--store", "memory"]).contains("CONFIGPROXY_AUTH_TOKEN"));
         assert!(message(&["--auth-token", "a b", "--store", "memory"]).contains("white space"));
+    }
+
+    #[test]
+    fn configurable_http_proxys_addresses_place_the_api_probes_and_metrics() {
+        // Zero to JupyterHub 4.x's command line (jhub-proxy-bin/tests/fixtures/z2jh-4.4.0.yaml).
+        let z2jh = [
+            "--ip=",
+            "--api-ip=",
+            "--api-port=8001",
+            "--default-target=http://hub:8081",
+            "--error-target=http://hub:8081/hub/error",
+            "--port=8000",
+            "--log-level=debug",
+        ];
+        let config = parse(&[&["--auth-token", "t", "--store", "memory"][..], &z2jh[..]].concat()).unwrap();
+        assert_eq!(config.listen, "[::]:8001".parse().unwrap());
+        assert_eq!(config.probe_listen(), Some("[::]:8000".parse().unwrap()));
+        assert_eq!(config.log_level, LogLevel::Debug);
+        assert_eq!(config.chp_inert.not_applying, ["--default-target", "--error-target"]);
+        assert!(!config.metrics_on_api(), "metrics go with the probes");
+
+        let base = ["--auth-token", "t", "--store", "memory"];
+        let with = |extra: &[&'static str]| base.iter().chain(extra).copied().collect::<Vec<_>>();
+        // Each part replaces that of --listen's default; --ip alone keeps chp's port 8000.
+        assert_eq!(parse(&with(&["--api-port", "9001"])).unwrap().listen, "0.0.0.0:9001".parse().unwrap());
+        assert_eq!(
+            parse(&with(&["--api-ip", "localhost"])).unwrap().listen,
+            "127.0.0.1:8000".parse().unwrap()
+        );
+        let ip_only = parse(&with(&["--ip", "10.0.0.1", "--api-port", "8001"])).unwrap();
+        assert_eq!(ip_only.probe_listen(), Some("10.0.0.1:8000".parse().unwrap()));
+        let clash = message(&with(&["--ip", "10.0.0.1"]));
+        assert!(clash.contains("--port (configurable-http-proxy's) 8000 is the port of the API"), "{clash}");
+        assert_eq!(parse(&with(&[])).unwrap().probe_listen(), None);
+        assert!(parse(&with(&[])).unwrap().metrics_on_api());
+        let metrics = parse(&with(&["--metrics-port", "9090"])).unwrap();
+        assert_eq!(metrics.metrics_listen, Some("[::]:9090".parse().unwrap()));
+        let ip_only = parse(&with(&["--metrics-ip", "127.0.0.1"])).unwrap();
+        assert_eq!(
+            (ip_only.metrics_listen, &ip_only.chp_inert.not_applying[..]),
+            (None, &["--metrics-ip".to_owned()][..])
+        );
+        assert_eq!(parse(&with(&["--log-level", "WARN"])).unwrap().log_level, LogLevel::Warn);
+
+        let both = message(&with(&["--listen", "127.0.0.1:9000", "--api-port", "8001"]));
+        assert!(both.contains("--listen and --api-ip/--api-port"), "{both}");
+        let both = message(&with(&["--metrics-listen", "127.0.0.1:9090", "--metrics-port", "9091"]));
+        assert!(both.contains("--metrics-listen and --metrics-port"), "{both}");
+        let same = message(&with(&["--api-port", "8001", "--port", "8001"]));
+        assert!(same.contains("--port (configurable-http-proxy's) 8001"), "{same}");
+        let ip = message(&with(&["--api-ip", "hub.example.org"]));
+        assert!(ip.contains("--api-ip") && ip.contains("hub.example.org"), "{ip}");
+    }
+
+    #[test]
+    fn configurable_http_proxys_other_flags_are_accepted_refused_or_unknown() {
+        let base = ["--auth-token", "t", "--store", "memory"];
+        let mut args: Vec<String> = base.iter().map(|arg| arg.to_string()).collect();
+        for flag in crate::chp::NOT_APPLYING {
+            args.push(format!("--{}", flag.name));
+            if flag.takes == crate::chp::Takes::Value {
+                args.push("x".to_owned());
+            }
+        }
+        args.extend(["--custom-header".to_owned(), "k2:v2".to_owned()]);
+        let config = parse(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let every: Vec<String> =
+            crate::chp::NOT_APPLYING.iter().map(|flag| format!("--{}", flag.name)).collect();
+        assert_eq!(config.chp_inert.not_applying, every);
+        // As configurable-http-proxy takes them: `--flag=value` too.
+        let config = parse(&[&base[..], &["--ssl-ciphers=HIGH", "--insecure"][..]].concat()).unwrap();
+        assert_eq!(config.chp_inert.not_applying, ["--ssl-ciphers", "--insecure"]);
+        // --ssl-key/--ssl-cert: HTTPS for the probes on --port; without it, nothing to serve.
+        let tls = ["--ssl-key=/etc/chp/tls/tls.key", "--ssl-cert=/etc/chp/tls/tls.crt"];
+        let config = parse(&[&base[..], &tls[..], &["--port=8443"][..]].concat()).unwrap();
+        let paths = |config: &Config| config.probe_tls().map(|(cert, key)| (cert.to_owned(), key.to_owned()));
+        assert_eq!(paths(&config), Some(("/etc/chp/tls/tls.crt".into(), "/etc/chp/tls/tls.key".into())));
+        assert!(config.chp_inert.not_applying.is_empty());
+        let config = parse(&[&base[..], &tls[..]].concat()).unwrap();
+        assert_eq!(
+            (paths(&config), &config.chp_inert.not_applying[..]),
+            (None, &["--ssl-key".to_owned(), "--ssl-cert".to_owned()][..])
+        );
+        let alone = message(&[&base[..], &tls[..1], &["--port=8443"][..]].concat());
+        assert!(alone.contains("--ssl-key and --ssl-cert"), "{alone}");
+
+        for flag in crate::chp::REFUSED {
+            let name = format!("--{}", flag.name);
+            let mut args = base.to_vec();
+            args.push(&name);
+            if flag.takes == crate::chp::Takes::Value {
+                args.push("/run/chp.sock");
+            }
+            let refused = message(&args);
+            assert!(
+                refused.contains(&format!("{name} (configurable-http-proxy's) is not supported")),
+                "{refused}"
+            );
+        }
+        let unknown = message(&[&base[..], &["--no-such-flag", "--port=8000"][..]].concat());
+        assert!(unknown.contains("--no-such-flag") && !unknown.contains('\n'), "{unknown}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Unauthenticated answers in front of the API: the probes `/ping` (as the Go proxy answered
-//! it), `/healthz` and `/readyz`, and (through [`Responder`]) `/metrics`.
+//! it), `/healthz`, `/readyz` and `/_chp_healthz` (as configurable-http-proxy answers it), and
+//! (through [`Responder`]) `/metrics`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -84,7 +85,10 @@ impl HealthLayer {
     }
 }
 
-/// `/ping`, `/healthz` and `/readyz`.
+/// configurable-http-proxy's probe, which Zero to JupyterHub polls for liveness and readiness.
+pub const CHP_HEALTHZ: &str = "/_chp_healthz";
+
+/// `/ping`, `/healthz`, `/readyz` and [`CHP_HEALTHZ`].
 #[derive(Clone)]
 pub struct Probes {
     ready: ReadyCheck,
@@ -106,6 +110,11 @@ impl Responder for Probes {
             "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
             "/readyz" if (self.ready)() => json_response(StatusCode::OK, &json!({"status": "ready"})),
             "/readyz" => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "not ready"})),
+            // configurable-http-proxy's answer. Zero to JupyterHub uses it for readiness as well
+            // as liveness, so it is `/readyz` here: 503 until the route cache has loaded, which
+            // the liveness probe there waits out (60 s, then 30 failures 10 s apart).
+            CHP_HEALTHZ if (self.ready)() => json_response(StatusCode::OK, &json!({"status": "OK"})),
+            CHP_HEALTHZ => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "not ready"})),
             _ => return None,
         })
     }

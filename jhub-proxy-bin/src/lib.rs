@@ -1,10 +1,10 @@
 //! The parts of the `jupyterhub-istio-proxy` binary, so that tests can assemble them:
 //!
-//! - [`config`]: flags and environment variables;
+//! - [`config`]: flags and environment variables; [`chp`]: configurable-http-proxy's flags;
 //! - [`app`]: the routes API behind its tower layers ([`requests`], [`auth`], [`health`],
 //!   [`gate`], timeout);
 //! - [`metrics`]: the Prometheus registry and `/metrics`; [`logging`]: the tracing subscriber;
-//! - [`server`]: hyper serving, and draining on SIGTERM;
+//! - [`server`]: hyper serving, and draining on SIGTERM; [`tls`]: HTTPS for the probe listener;
 //! - [`render`]: the `render` command, objects for routes without a cluster;
 //! - [`warmup`]: waiting until the gateway serves a new route (`WAIT_FOR_WARMUP`).
 //!
@@ -34,6 +34,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod chp;
 pub mod config;
 pub mod gate;
 pub mod health;
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod render;
 pub mod requests;
 pub mod server;
+pub mod tls;
 pub mod warmup;
 
 /// The version of this build.

@@ -8,10 +8,10 @@ use std::time::Duration;
 use istio_routes::metrics::StoreMetrics;
 use istio_routes::{IstioBackend, KubeStore, MemoryStore, RouteStore};
 use jhub_proxy_bin::config::{Command, Config, StoreKind};
-use jhub_proxy_bin::health::ReadyCheck;
+use jhub_proxy_bin::health::{self, ReadyCheck};
 use jhub_proxy_bin::metrics::{self, Metrics};
 use jhub_proxy_bin::warmup::Warmup;
-use jhub_proxy_bin::{Error, app, logging, render, server};
+use jhub_proxy_bin::{Error, app, chp, logging, render, server, tls};
 use proxy_api::{ApiConfig, Backend};
 
 fn main() -> ExitCode {
@@ -22,6 +22,12 @@ fn main() -> ExitCode {
     };
     if let Err(error) = logging::init(config.log_format, config.log_level) {
         return fail(&error);
+    }
+    if !config.chp_inert.not_applying.is_empty() {
+        tracing::info!(
+            flags = config.chp_inert.not_applying.join(" "),
+            "configurable-http-proxy's flags that do not apply to a proxy carrying no traffic: ignored"
+        );
     }
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     if let Some(Command::Render(args)) = &config.command {
@@ -81,19 +87,29 @@ async fn run(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// Binds `addr`; IPv6's every-interface address falls back to IPv4's where the host has no
+/// IPv6, as configurable-http-proxy's empty `--ip` does.
 async fn bind(
     addr: std::net::SocketAddr,
     option: &'static str,
 ) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, option, source })?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Err(error) if chp::every_interface_fallback(addr).is_some() => {
+            let fallback = chp::every_interface_fallback(addr).expect("checked");
+            tracing::debug!(%error, "no IPv6 for {addr}; listening on {fallback}");
+            tokio::net::TcpListener::bind(fallback).await
+        }
+        bound => bound,
+    };
+    let listener = listener.map_err(|source| Error::Listen { addr, option, source })?;
     let bound = listener.local_addr().map_err(|source| Error::Listen { addr, option, source })?;
     Ok((listener, bound))
 }
 
-/// The service over `backend`, with warm-up in front of it when it is on, and metrics served
-/// on their own listener when `--metrics-listen` is set. That listener serves until the
-/// process ends, so scrapes go on while the API drains.
+/// The service over `backend`, with warm-up in front of it when it is on; metrics served on
+/// their own listener when `--metrics-listen` is set, and the probes (with metrics, unless
+/// those have their own) when configurable-http-proxy's `--port` is. Those listeners serve
+/// until the process ends, so probes and scrapes go on while the API drains.
 async fn http_service<B: Backend>(
     backend: Arc<B>,
     config: &Config,
@@ -107,13 +123,25 @@ async fn http_service<B: Backend>(
         let service = app::metrics_service(Arc::clone(&metrics));
         tokio::spawn(server::serve(listener, service, std::future::pending(), Duration::ZERO));
     }
+    if let Some(listen) = config.probe_listen() {
+        let tls = config.probe_tls().map(|(cert, key)| tls::acceptor(cert, key)).transpose()?;
+        let (listener, addr) = bind(listen, "--ip/--port, configurable-http-proxy's").await?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("serving probes ({}) on {scheme}://{addr}", health::CHP_HEALTHZ);
+        let service =
+            app::probes_service(ready.clone(), Arc::clone(&metrics), config.metrics_listen.is_none());
+        match tls {
+            Some(acceptor) => tokio::spawn(tls::serve(listener, acceptor, service)),
+            None => tokio::spawn(server::serve(listener, service, std::future::pending(), Duration::ZERO)),
+        };
+    }
     let options = app::AppOptions {
         token: config.token().to_owned(),
         api: ApiConfig { routing_mode: config.routing_mode(), ..ApiConfig::default() },
         request_timeout: config.request_timeout,
         ready,
         ready_wait: config.ready_wait,
-        serve_metrics: config.metrics_listen.is_none(),
+        serve_metrics: config.metrics_on_api(),
         metrics: Arc::clone(&metrics),
     };
     Ok(match config.warmup().expect("checked by Config::from_args") {

@@ -162,7 +162,7 @@ impl HttpMetrics {
 /// Whether requests to `path` stay out of the request metrics: the probes, polled every few
 /// seconds, and scrapes.
 pub fn is_unmetered(path: &str) -> bool {
-    matches!(path, "/ping" | "/healthz" | "/readyz" | PATH)
+    matches!(path, "/ping" | "/healthz" | "/readyz" | crate::health::CHP_HEALTHZ | PATH)
 }
 
 /// The method as a label: anyone can send any method name, so the few the API knows are kept

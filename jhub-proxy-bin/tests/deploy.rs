@@ -266,6 +266,12 @@ async fn the_role_grants_exactly_what_the_store_calls() {
     assert_eq!(grants(&role), called, "deploy/kubernetes/role.yaml against what the store called");
     let rendered = objects(&testkit::helm::template(&chart(), NAMESPACE, &[]), "the chart");
     assert_eq!(grants(&one(&rendered, "Role")), called, "the chart's Role against what the store called");
+    let z2jh = objects(&testkit::helm::template(&chart(), NAMESPACE, &["mode=z2jh"]), "the chart, mode z2jh");
+    assert_eq!(
+        grants(&one(&z2jh, "Role")),
+        called,
+        "the chart's Role in mode z2jh against what the store called"
+    );
 }
 
 #[test]
@@ -276,6 +282,42 @@ fn the_chart_renders_the_manifests_with_default_values() {
     for (key, manifest) in &manifests {
         assert_eq!(&rendered[key], manifest, "{key:?}: the chart's (left) against deploy/kubernetes (right)");
     }
+}
+
+/// Mode `z2jh`: Zero to JupyterHub runs our image in its own proxy pod, so the chart renders only
+/// what z2jh lacks, the Role and its binding to that pod's ServiceAccount.
+#[test]
+fn the_chart_in_z2jh_mode_renders_only_the_role_and_its_binding() {
+    for (set, account) in
+        [(&["mode=z2jh"][..], "default"), (&["mode=z2jh", "z2jh.serviceAccountName=chp"], "chp")]
+    {
+        let rendered = objects(&testkit::helm::template(&chart(), NAMESPACE, set), "the chart, mode z2jh");
+        let kinds: Vec<&str> = rendered.keys().map(|(kind, _)| kind.as_str()).collect();
+        assert_eq!(kinds, ["Role", "RoleBinding"], "{set:?}");
+        let role: Role = one(&rendered, "Role");
+        let binding: RoleBinding = one(&rendered, "RoleBinding");
+        assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+        assert_eq!(binding.role_ref.kind, "Role");
+        let [subject] = &binding.subjects.unwrap()[..] else { panic!("one subject") };
+        assert_eq!(
+            (subject.kind.as_str(), subject.name.as_str(), subject.namespace.as_deref()),
+            ("ServiceAccount", account, Some(NAMESPACE)),
+            "{set:?}"
+        );
+        for value in rendered.values() {
+            assert_eq!(value["metadata"]["namespace"], NAMESPACE, "{value}");
+        }
+    }
+    // The standalone chart's Role is the same Role.
+    let standalone = objects(&testkit::helm::template(&chart(), NAMESPACE, &[]), "the chart");
+    let z2jh = objects(&testkit::helm::template(&chart(), NAMESPACE, &["mode=z2jh"]), "the chart, mode z2jh");
+    assert_eq!(
+        z2jh[&("Role".to_owned(), "jupyterhub-istio-proxy".to_owned())],
+        standalone[&("Role".to_owned(), "jupyterhub-istio-proxy".to_owned())]
+    );
+    let bad = std::panic::catch_unwind(|| testkit::helm::template(&chart(), NAMESPACE, &["mode=sidecar"]));
+    let message = *bad.expect_err("an unknown mode fails").downcast::<String>().unwrap();
+    assert!(message.contains("mode must be standalone or z2jh"), "{message}");
 }
 
 #[test]

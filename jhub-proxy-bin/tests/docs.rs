@@ -1,6 +1,7 @@
 //! The documentation of the options against the binary: every option of the binary is in
-//! `docs/configuration.md` with its variable and default, and nothing else is; the README's
-//! table has every option of the server with its variable; the Helm chart's
+//! `docs/configuration.md` with its variable and default, and nothing else is (so are
+//! configurable-http-proxy's flags, and each of those the binary ignores or refuses is in the
+//! table that says so); the README's table has every option of the server with its variable; the Helm chart's
 //! `values.yaml` has every variable with the binary's default, and the manifests set only
 //! variables the binary reads.
 
@@ -84,7 +85,8 @@ fn every_option_is_documented_with_its_variable_and_default_and_nothing_else() {
 }
 
 /// The README's table is the short form: every option of the server (not `render`'s, nor
-/// `--help`/`--version`) with its variable; defaults may be said in words there.
+/// `--help`/`--version`, nor configurable-http-proxy's, which docs/configuration.md lists) with
+/// its variable; defaults may be said in words there.
 #[test]
 fn the_readmes_table_has_every_option_of_the_server_with_its_variable() {
     let mut command = Config::command();
@@ -92,6 +94,7 @@ fn the_readmes_table_has_every_option_of_the_server_with_its_variable() {
     let server: BTreeMap<String, Option<String>> = command
         .get_arguments()
         .filter(|arg| !matches!(arg.get_long(), None | Some("help" | "version")))
+        .filter(|arg| arg.get_help_heading() != Some(jhub_proxy_bin::chp::HEADING))
         .map(|arg| {
             let long = arg.get_long().unwrap_or_default();
             (format!("--{long}"), arg.get_env().map(|e| e.to_string_lossy().into_owned()))
@@ -100,6 +103,28 @@ fn the_readmes_table_has_every_option_of_the_server_with_its_variable() {
     let readme: BTreeMap<String, Option<String>> =
         documented_options("README.md").into_iter().map(|(flag, option)| (flag, option.env)).collect();
     assert_eq!(readme, server, "README.md's table of options against the binary's");
+}
+
+/// The flags of the table in `docs/configuration.md` whose header's last cell is `header`.
+fn table_flags(header: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(testkit::workspace_root().join("docs/configuration.md")).unwrap();
+    let mut lines = text.lines().skip_while(|line| !line.ends_with(&format!("| {header} |")));
+    assert!(lines.next().is_some(), "no table headed {header:?} in docs/configuration.md");
+    lines
+        .skip(1)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| line.split('`').nth(1).unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn configurable_http_proxys_ignored_and_refused_flags_are_documented_as_such() {
+    use jhub_proxy_bin::chp::{NOT_APPLYING, REFUSED};
+    let names = |flags: &[jhub_proxy_bin::chp::Inert]| -> Vec<String> {
+        flags.iter().map(|flag| format!("--{}", flag.name)).collect()
+    };
+    assert_eq!(table_flags("why it is ignored"), names(NOT_APPLYING));
+    assert_eq!(table_flags("why it is refused"), names(REFUSED));
 }
 
 fn values() -> Value {

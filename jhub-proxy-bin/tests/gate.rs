@@ -25,6 +25,8 @@ async fn requests_wait_for_readiness_then_go_through() {
     let ready = Arc::new(AtomicBool::new(false));
     let proxy = proxy(Arc::clone(&ready), Duration::from_secs(10)).await;
     assert_eq!(proxy.api.with_token(None).get("/readyz").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    // configurable-http-proxy's probe, which Zero to JupyterHub uses for readiness, follows it.
+    assert_eq!(proxy.api.with_token(None).get("/_chp_healthz").await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         proxy.api.with_token(None).get("/healthz").await.status,
         StatusCode::OK,
@@ -39,6 +41,7 @@ async fn requests_wait_for_readiness_then_go_through() {
     ready.store(true, Ordering::SeqCst);
     assert_eq!(held.await.unwrap().status, StatusCode::CREATED);
     assert_eq!(proxy.api.with_token(None).get("/readyz").await.status, StatusCode::OK);
+    assert_eq!(proxy.api.with_token(None).get("/_chp_healthz").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

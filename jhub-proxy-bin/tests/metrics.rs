@@ -86,6 +86,39 @@ async fn metrics_listen_serves_metrics_there_and_not_on_the_api_port() {
     assert_eq!(ApiClient::new(metrics, Some(common::TOKEN)).get("/api/routes").await.status, 404);
 }
 
+/// configurable-http-proxy's `--ip`/`--port` (Zero to JupyterHub's proxy pod): the probes and
+/// metrics on that listener, metrics no longer on the API's port; `--metrics-port` moves
+/// metrics off it again.
+#[tokio::test]
+async fn the_probe_listener_serves_the_probes_and_metrics() {
+    let args = ["--store", "memory", "--ip", "127.0.0.1", "--port", "0"];
+    let proxy = ProxyProcess::start(BIN, &args, common::TOKEN).await;
+    let log = proxy.log();
+    let (_, rest) =
+        log.split_once("serving probes (/_chp_healthz) on http://").expect("the probe listener is logged");
+    let probes: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+    let anonymous = ApiClient::new(probes, None);
+    for path in ["/_chp_healthz", "/ping", "/healthz", "/readyz"] {
+        assert_eq!(anonymous.get(path).await.status, 200, "{path}");
+    }
+    assert_eq!(anonymous.get("/_chp_healthz").await.json(), serde_json::json!({"status": "OK"}));
+    scrape(probes).await;
+    assert_eq!(ApiClient::new(probes, Some(common::TOKEN)).get("/api/routes").await.status, 404);
+    let api = ApiClient::new(proxy.addr(), Some(common::TOKEN));
+    assert_eq!(api.get("/metrics").await.status, 404, "metrics left the API's port");
+    assert_eq!(
+        api.with_token(None).get("/_chp_healthz").await.status,
+        200,
+        "the API's port has the probes too"
+    );
+    drop(proxy);
+
+    let args = ["--store", "memory", "--port", "0", "--metrics-ip", "127.0.0.1", "--metrics-port", "0"];
+    let proxy = ProxyProcess::start(BIN, &args, common::TOKEN).await;
+    let metrics = metrics_addr(&proxy.log());
+    scrape(metrics).await;
+}
+
 #[tokio::test]
 async fn the_kubernetes_store_reports_its_calls_and_its_cache() {
     let fake = FakeKube::start().await;
