@@ -429,6 +429,13 @@ fn one_line(error: &clap::Error) -> String {
     };
     let context = |kind| error.get(kind);
     match (error.kind(), context(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(flag))) => {
+            let hint = match context(ContextKind::SuggestedArg) {
+                Some(ContextValue::String(nearest)) => format!("; did you mean {nearest}?"),
+                _ => String::new(),
+            };
+            format!("unknown flag {flag}{hint} (--help lists them)")
+        }
         (ErrorKind::MissingRequiredArgument, Some(ContextValue::Strings(flags))) => {
             let flags: Vec<String> = flags.iter().map(|f| describe(f)).collect();
             format!("{} is required", flags.join(", "))
@@ -465,6 +472,15 @@ mod tests {
             Err(Error::Config(message)) => message,
             other => panic!("expected a configuration error for {args:?}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_mistyped_flag_is_unknown_and_the_nearest_one_is_suggested() {
+        assert_eq!(
+            message(&["--stroe", "memory"]),
+            "unknown flag --stroe; did you mean --store? (--help lists them)"
+        );
+        assert_eq!(message(&["--no-such-flag"]), "unknown flag --no-such-flag (--help lists them)");
     }
 
     #[test]
