@@ -78,7 +78,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
+        // At run time: a warm build cache may hold this test compiled in another clone.
+        Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name)
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn version_is_printed_with_the_commit() {
     // The commit the build script saw: the override, else git's, else "unknown".
     let git = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(testkit::manifest_dir())
         .output()
         .ok()
         .filter(|output| output.status.success())

@@ -8,7 +8,7 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
 
 fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+    testkit::manifest_dir().join("tests/golden").join(name)
 }
 
 fn render(options: &[&str], routes: &[&str]) -> String {

@@ -6,7 +6,7 @@
 //! targets, and the routes land as VirtualServices bound to the gateway from `extraEnv`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,12 +41,12 @@ struct Mode {
 }
 
 fn fixture() -> Fixture {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/z2jh-4.4.0.yaml");
+    let path = testkit::manifest_dir().join("tests/fixtures/z2jh-4.4.0.yaml");
     serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).expect("the fixture is z2jh's containers")
 }
 
 fn tls_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls")
+    testkit::manifest_dir().join("tests/fixtures/tls")
 }
 
 /// The value of `--name=value` in `args`.

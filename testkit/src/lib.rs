@@ -41,11 +41,25 @@ pub mod oracle;
 pub mod process;
 pub mod python;
 
-/// The root of this workspace, for finding its scripts and its target folder.
+/// The folder of the package whose tests are running.
+///
+/// Read at run time (cargo sets `CARGO_MANIFEST_DIR` for the tests it runs; the current folder
+/// otherwise), never with `env!`: CI builds each fresh clone in a new folder over a warm cache,
+/// and cargo then reuses a build whose compile-time paths name the previous, maybe deleted, clone.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().expect("the current folder"))
+}
+
+/// The root of this workspace, for finding its scripts, fixtures and target folder: the
+/// nearest folder above [`manifest_dir`] that holds `testkit/`.
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("testkit lives inside the workspace")
+    let start = manifest_dir();
+    start
+        .ancestors()
+        .find(|dir| dir.join("testkit/Cargo.toml").is_file())
+        .unwrap_or_else(|| panic!("no workspace with testkit/ above {}", start.display()))
         .to_path_buf()
 }
 
