@@ -26,7 +26,15 @@ pub struct IstioBackend<S> {
     decoded: Mutex<DecodedRoutes>,
     /// The last listing, sorted, with the store generation it was built at.
     listing: Mutex<Option<(u64, Vec<Arc<Route>>)>>,
+    /// Per ancestor route being kept in order, whose turn it is to check and re-create it.
+    reordering: Turns,
 }
+
+/// One lock per route spec, held while a writer checks an ancestor's place and re-creates it.
+/// Concurrent writes below one route (a spawn storm under the hub's route) then cause one
+/// re-creation between them, which the others find done, instead of one each that collide on
+/// the next generation's name and retire the same old object.
+type Turns = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
 /// Object name to the resource version it was read at and the route it held.
 type DecodedRoutes = HashMap<String, (Option<String>, Option<StoredRoute>)>;
@@ -47,7 +55,13 @@ fn name_of(object: &VirtualService) -> &str {
 impl<S: RouteStore> IstioBackend<S> {
     /// The backend over `store`, writing objects as `translation` says.
     pub fn new(store: Arc<S>, translation: Translation) -> Self {
-        IstioBackend { store, translation, decoded: Mutex::default(), listing: Mutex::default() }
+        IstioBackend {
+            store,
+            translation,
+            decoded: Mutex::default(),
+            listing: Mutex::default(),
+            reordering: Mutex::default(),
+        }
     }
 
     /// The store.
@@ -58,6 +72,19 @@ impl<S: RouteStore> IstioBackend<S> {
     /// How routes become objects.
     pub fn translation(&self) -> &Translation {
         &self.translation
+    }
+
+    /// Waits for the turn to check and re-create `spec`'s object (see [`Turns`]).
+    async fn turn(&self, spec: &RouteSpec) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.reordering.lock().unwrap_or_else(PoisonError::into_inner);
+            // Forget the locks nobody holds or waits for, now and then rather than every time.
+            if locks.len() > 64 {
+                locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            }
+            Arc::clone(locks.entry(spec.as_str().to_owned()).or_default())
+        };
+        lock.lock_owned().await
     }
 
     fn ready(&self) -> Result<()> {
@@ -189,6 +216,7 @@ impl<S: RouteStore> IstioBackend<S> {
         }
         let mut floor = Placement::of(written);
         for ancestor in ancestors(spec) {
+            let _turn = self.turn(&ancestor).await;
             let objects = self.objects_of(&ancestor);
             let Some(current) = objects.first() else {
                 continue;

@@ -73,6 +73,11 @@ impl KubeStore {
     /// Checks that the API serves Istio's resources to us, adopts the Go proxy's objects, and
     /// starts the watch cache (on the current tokio runtime). The store answers
     /// [`RouteStore::is_ready`] once the first list has arrived.
+    ///
+    /// Give it a client without kube's default retry policy (`kube::Config::default_retry`
+    /// false): the store tries a throttled call (429) again itself, a few times within
+    /// seconds, and counts each 429 in its metrics, while kube's policy retries 429s and 503s
+    /// unseen for up to minutes, past JupyterHub's patience.
     pub async fn start(client: Client, translation: &Translation) -> Result<KubeStore> {
         Self::start_with_metrics(client, translation, KubeMetrics::default()).await
     }
@@ -154,8 +159,25 @@ impl KubeStore {
     /// delete that found nothing is known to be no older than.
     async fn server_version(&self) -> Option<String> {
         let params = ListParams::default().limit(1);
-        let list = self.metrics.time(Verb::List, VS, self.virtual_services.list_metadata(&params)).await;
+        let list = self.metrics.time(Verb::List, VS, || self.virtual_services.list_metadata(&params)).await;
         list.ok()?.metadata.resource_version
+    }
+
+    /// Reads one object from the API server into the overlay: the one that took a name we
+    /// tried to create. Another replica made it, and our watch may not have brought it yet;
+    /// the caller finds it in the cache then. A list by name, so that no `get` needs granting.
+    async fn read_back(&self, name: &str) {
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        match self.metrics.time(Verb::List, VS, || self.virtual_services.list(&params)).await {
+            Ok(list) => {
+                if let Some(found) = list.items.into_iter().next() {
+                    self.overlay.wrote(name, Write::Stored(Arc::new(found)));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(object = name, %error, "reading back a VirtualService another writer created failed")
+            }
+        }
     }
 
     fn namespace(&self) -> String {
@@ -187,10 +209,10 @@ impl RouteStore for KubeStore {
 
     async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
         let name = object.metadata.name.clone().unwrap_or_default();
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&object));
         let written = self
             .metrics
-            .time(Verb::Patch, VS, self.virtual_services.patch(&name, &params, &Patch::Apply(&object)))
+            .time(Verb::Patch, VS, || self.virtual_services.patch(&name, &params, &patch))
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &self.namespace()))?;
         let written = Arc::new(written);
@@ -201,11 +223,20 @@ impl RouteStore for KubeStore {
     async fn create_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
         let name = object.metadata.name.clone().unwrap_or_default();
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-        let written = self
+        let written = match self
             .metrics
-            .time(Verb::Create, VS, self.virtual_services.create(&params, &object))
+            .time(Verb::Create, VS, || self.virtual_services.create(&params, &object))
             .await
-            .map_err(|e| classify::<VirtualServiceSpec>(e, "create", &name, &self.namespace()))?;
+        {
+            Ok(written) => written,
+            Err(error) => {
+                let error = classify::<VirtualServiceSpec>(error, "create", &name, &self.namespace());
+                if matches!(error, Error::AlreadyExists { .. }) {
+                    self.read_back(&name).await;
+                }
+                return Err(error);
+            }
+        };
         let written = Arc::new(written);
         self.overlay.wrote(&name, Write::Stored(Arc::clone(&written)));
         Ok(written)
@@ -217,7 +248,7 @@ impl RouteStore for KubeStore {
             ..DeleteParams::default()
         };
         let existed =
-            match self.metrics.time(Verb::Delete, VS, self.virtual_services.delete(name, &params)).await {
+            match self.metrics.time(Verb::Delete, VS, || self.virtual_services.delete(name, &params)).await {
                 Ok(_) => true,
                 Err(kube::Error::Api(status)) if status.is_not_found() => false,
                 Err(error) => {
@@ -235,9 +266,9 @@ impl RouteStore for KubeStore {
 
     async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()> {
         let name = object.metadata.name.clone().unwrap_or_default();
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&object));
         self.metrics
-            .time(Verb::Patch, SE, self.service_entries.patch(&name, &params, &Patch::Apply(&object)))
+            .time(Verb::Patch, SE, || self.service_entries.patch(&name, &params, &patch))
             .await
             .map_err(|e| classify::<ServiceEntrySpec>(e, "patch", &name, &self.namespace()))?;
         Ok(())
@@ -245,7 +276,7 @@ impl RouteStore for KubeStore {
 
     async fn delete_service_entry(&self, name: &str) -> Result<bool> {
         let params = DeleteParams::default();
-        match self.metrics.time(Verb::Delete, SE, self.service_entries.delete(name, &params)).await {
+        match self.metrics.time(Verb::Delete, SE, || self.service_entries.delete(name, &params)).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
             Err(error) => Err(classify::<ServiceEntrySpec>(error, "delete", name, &self.namespace())),
@@ -285,8 +316,11 @@ pub(crate) enum Failure {
     Expired,
     /// A 404 that is not about an object: the resource type itself is not served.
     NotInstalled,
-    /// No answer, a 5xx or a 429: the server may be back soon.
+    /// No answer or a 5xx: the server may be back soon.
     Unavailable,
+    /// 429: the API server's priority and fairness turned the request away unprocessed; it
+    /// is tried again after the wait the server asks for.
+    Throttled,
     Other,
 }
 
@@ -315,7 +349,9 @@ impl Failure {
             Failure::NotInstalled
         } else if code == 410 {
             Failure::Expired
-        } else if code >= 500 || code == 429 {
+        } else if code == 429 {
+            Failure::Throttled
+        } else if code >= 500 {
             Failure::Unavailable
         } else {
             Failure::Other
@@ -332,6 +368,7 @@ impl Failure {
             Failure::Expired => "expired",
             Failure::NotInstalled => "not_installed",
             Failure::Unavailable => "unavailable",
+            Failure::Throttled => "throttled",
             Failure::Other => "error",
         }
     }
@@ -355,7 +392,7 @@ fn classify<S: IstioKind>(error: kube::Error, verb: &'static str, name: &str, na
         Failure::Invalid => Error::Invalid { name, message: status.message.clone() },
         // Writes never look for a missing object: any 404 means the type is not served.
         Failure::NotFound | Failure::NotInstalled => Error::NotInstalled { resource, version: String::new() },
-        Failure::Unavailable => Error::Unavailable(status),
+        Failure::Unavailable | Failure::Throttled => Error::Unavailable(status),
         Failure::Expired | Failure::Other => {
             Error::Api { code: status.code, name, message: status.message.clone() }
         }
@@ -415,7 +452,8 @@ where
     S: IstioKind + Clone + Default + std::fmt::Debug + serde::de::DeserializeOwned,
     IstioObject<S>: Resource<DynamicType = IstioVersion>,
 {
-    match metrics.time(Verb::List, S::PLURAL, api.list_metadata(&ListParams::default().limit(1))).await {
+    let params = ListParams::default().limit(1);
+    match metrics.time(Verb::List, S::PLURAL, || api.list_metadata(&params)).await {
         Ok(_) => Ok(()),
         Err(error) => Err(match classify::<S>(error, "list", "", namespace) {
             Error::NotInstalled { resource, .. } => {
@@ -439,7 +477,7 @@ async fn adopt_legacy(
     let mut adopted = 0;
     loop {
         let page = metrics
-            .time(Verb::List, VS, api.list(&params))
+            .time(Verb::List, VS, || api.list(&params))
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", &namespace))?;
         for object in &page.items {
@@ -456,8 +494,9 @@ async fn adopt_legacy(
                 INSTANCE_LABEL: translation.prefix,
                 ROUTE_LABEL: route_id(stored.route.spec()),
             }}});
+            let (merge, labelling) = (Patch::Merge(&patch), PatchParams::default());
             metrics
-                .time(Verb::Patch, VS, api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))
+                .time(Verb::Patch, VS, || api.patch(&name, &labelling, &merge))
                 .await
                 .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &namespace))?;
             adopted += 1;

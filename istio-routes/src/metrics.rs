@@ -6,7 +6,10 @@
 //!   `verb` (`list`, `watch`, `create`, `patch`, `delete`), `resource` (`virtualservices`,
 //!   `serviceentries`) and `outcome` (`ok`, or the class of failure: `not_found`, `forbidden`,
 //!   `already_exists`, `conflict`, `invalid`, `expired`, `not_installed`, `unavailable`,
-//!   `error`), with latency by verb and resource. The watch's lists are timed from start to
+//!   `throttled`, `error`), with latency by verb and resource. A call the API server throttles
+//!   (429) is tried again, up to 4 times, after the wait it asks for: each 429 counts as a
+//!   `throttled` call, so a rising count says the API server's priority and fairness limits
+//!   are what holds the writes back. The watch's lists are timed from start to
 //!   the last page; a watch is a long-lived stream, so it is counted only when it fails.
 //! - [`StoreMetrics`]: read when scraped, not kept up to date on every write: the routes
 //!   stored, whether the route cache is synced, and the watch's counters ([`WatchStats`]).
@@ -114,17 +117,52 @@ impl KubeMetrics {
     }
 
     /// Makes `call`, counting it with its outcome and latency.
-    pub(crate) async fn time<T>(
+    pub(crate) async fn time<T, F>(
         &self,
         verb: Verb,
         resource: &'static str,
-        call: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, kube::Error> {
-        let started = Instant::now();
-        let result = call.await;
-        let outcome = result.as_ref().map_or_else(|error| Failure::of(error).label(), |_| "ok");
-        self.record(verb, resource, outcome, started.elapsed());
-        result
+        mut call: impl FnMut() -> F,
+    ) -> Result<T, kube::Error>
+    where
+        F: Future<Output = Result<T, kube::Error>>,
+    {
+        let mut throttled = 0;
+        loop {
+            let started = Instant::now();
+            let result = call().await;
+            let failure = result.as_ref().err().map(Failure::of);
+            self.record(verb, resource, failure.map_or("ok", Failure::label), started.elapsed());
+            match (failure, &result) {
+                (Some(Failure::Throttled), Err(kube::Error::Api(status)))
+                    if throttled < THROTTLED_RETRIES =>
+                {
+                    throttled += 1;
+                    let wait = throttled_wait(status, throttled);
+                    tracing::debug!(
+                        verb = verb.as_str(),
+                        resource,
+                        ?wait,
+                        "the API server throttled a call; waiting"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return result,
+            }
+        }
+    }
+}
+
+/// How often a call the API server answered 429 is tried again before its caller sees a 503.
+const THROTTLED_RETRIES: u32 = 4;
+
+/// How long to wait before trying a throttled call again: what the server asks for
+/// (`retryAfterSeconds`, at most 2 s, since JupyterHub is waiting), else 100 ms doubling.
+fn throttled_wait(status: &kube::core::Status, attempt: u32) -> Duration {
+    let asked = status.details.as_ref().map_or(0, |details| details.retry_after_seconds);
+    if asked > 0 {
+        Duration::from_secs(u64::from(asked)).min(Duration::from_secs(2))
+    } else {
+        Duration::from_millis(100 << attempt.saturating_sub(1).min(4))
     }
 }
 

@@ -48,7 +48,8 @@ pub trait RouteStore: Send + Sync + 'static {
     async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>>;
 
     /// Creates a VirtualService; [`Error::AlreadyExists`](crate::Error::AlreadyExists) when the
-    /// name is taken. Answers the object as stored.
+    /// name is taken, and then the object that holds it is in the cache (another writer's,
+    /// which a lagging watch may not have delivered yet). Answers the object as stored.
     async fn create_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>>;
 
     /// Deletes a VirtualService; with `resource_version`, only if it is still that version

@@ -109,6 +109,73 @@ async fn a_route_another_replica_deleted_first_stays_deleted_while_the_watch_lag
     }
 }
 
+/// The VirtualService creations the fake API server has seen.
+fn creations(fake: &FakeKube) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.method == Method::POST && r.path.ends_with("/virtualservices"))
+        .count()
+}
+
+/// A spawn storm: many routes added at once below the hub's route, which must then sort after
+/// each of them. It is created again once between them, not once per route (each of which
+/// would collide on the next generation's name and retire the same old object).
+#[tokio::test]
+async fn routes_added_at_once_below_one_route_re_create_it_once() {
+    let fake = FakeKube::start().await;
+    fake.set_clock(1_700_000_000);
+    let backend = start(&fake).await.unwrap();
+    backend.add(route("/jhub", "http://hub:8081")).await.unwrap();
+    fake.advance_clock(1);
+    // Slow answers, so that the writes overlap as they do under load.
+    fake.set_latency(Duration::from_millis(20));
+    fake.clear_requests();
+    let users: Vec<String> = (0..16).map(|i| format!("/jhub/user/u{i}")).collect();
+    let adds =
+        users.iter().enumerate().map(|(i, s)| backend.add(route(s, &format!("http://10.0.0.{i}:8888"))));
+    for result in futures::future::join_all(adds).await {
+        result.unwrap();
+    }
+    assert_eq!(creations(&fake), 1, "the hub's route is created again once");
+    assert_eq!(fake.objects("virtualservices").len(), users.len() + 1, "no stray generations");
+    let objects: Vec<Arc<istio_routes::resources::VirtualService>> = fake
+        .objects("virtualservices")
+        .into_iter()
+        .map(|v| Arc::new(serde_json::from_value(v).unwrap()))
+        .collect();
+    let routed = Gateway::build(&objects, GATEWAY, &["*"]).route("hub.org", "/jhub/user/u7/lab").unwrap();
+    let object =
+        objects.iter().find(|o| o.metadata.name.as_deref() == Some(&routed.virtual_service)).unwrap();
+    let chosen = backend.translation().read(object).unwrap().unwrap().route.spec().to_string();
+    assert_eq!(chosen, "/jhub/user/u7");
+}
+
+/// Another replica has just created the hub route's next generation, and our watch has not
+/// brought it yet: our create of the same name finds it taken, and the store reads it back,
+/// so the write succeeds with the other replica's object instead of failing.
+#[tokio::test]
+async fn a_generation_another_replica_just_created_is_read_back_not_an_error() {
+    let fake = FakeKube::start().await;
+    fake.set_clock(1_700_000_000);
+    let (one, two) = (start(&fake).await.unwrap(), start(&fake).await.unwrap());
+    one.add(route("/jhub", "http://hub:8081")).await.unwrap();
+    eventually("the second replica lists the hub's route", || async { listed(&two).await == ["/jhub"] })
+        .await;
+    fake.advance_clock(1);
+    fake.hold_watch_events();
+    one.add(route("/jhub/user/alice", "http://10.0.0.1:8888")).await.unwrap();
+    two.add(route("/jhub/user/bob", "http://10.0.0.2:8888")).await.unwrap();
+    assert_eq!(fake.objects("virtualservices").len(), 3, "one object per route");
+    assert_eq!(listed(&two).await, ["/jhub", "/jhub/user/bob"]);
+    fake.release_watch_events(usize::MAX);
+    for replica in [&one, &two] {
+        eventually("each replica lists every route", || async {
+            listed(replica).await == ["/jhub", "/jhub/user/alice", "/jhub/user/bob"]
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn reads_come_from_the_watch_cache_not_the_api_server() {
     let fake = FakeKube::start().await;

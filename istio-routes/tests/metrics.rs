@@ -22,7 +22,10 @@ struct Setup {
 
 async fn start(fake: &FakeKube) -> Setup {
     let translation = Translation { namespace: "hub".into(), ..Translation::default() };
-    let client = kube::Client::try_from(fake.kubeconfig("hub")).unwrap();
+    // As the binary makes it: the store retries, not kube's default policy.
+    let mut config = fake.kubeconfig("hub");
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).unwrap();
     let mut registry = Registry::with_prefix("jupyterhub_istio_proxy");
     let metrics = KubeMetrics::default();
     metrics.register(&mut registry);
@@ -103,4 +106,25 @@ async fn a_failed_watch_is_counted_and_restarted() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("the failed watch was not counted:\n{}", scrape(&registry).text);
+}
+
+/// A 429 is the API server's priority and fairness turning a call away unprocessed: the store
+/// waits and tries again, counting each 429, and JupyterHub sees its route written. Only a
+/// server that keeps refusing makes a 503.
+#[tokio::test]
+async fn throttled_calls_are_tried_again_and_counted() {
+    let fake = FakeKube::start().await;
+    let Setup { backend, registry } = start(&fake).await;
+    let throttled = Answer::status(429, "TooManyRequests");
+    fake.fail_next(FailureRule::new(throttled.clone()).method(Method::PATCH).times(2));
+    backend.add(route("/user/a", "http://jupyter-a:8888")).await.unwrap();
+    let scraped = scrape(&registry);
+    assert_eq!(calls(&scraped, "patch", "virtualservices", "throttled"), 2.0, "{}", scraped.text);
+    assert_eq!(calls(&scraped, "patch", "virtualservices", "ok"), 1.0, "{}", scraped.text);
+
+    fake.fail_next(FailureRule::new(throttled).method(Method::PATCH).times(100));
+    let error = backend.add(route("/user/b", "http://jupyter-b:8888")).await.unwrap_err();
+    assert_eq!(error.status(), 503, "{error}");
+    let scraped = scrape(&registry);
+    assert_eq!(calls(&scraped, "patch", "virtualservices", "throttled"), 7.0, "2 + 1 call tried 5 times");
 }

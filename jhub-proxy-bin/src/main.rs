@@ -57,14 +57,17 @@ async fn run(config: Config) -> Result<(), Error> {
             (http_service(backend, &config, Arc::new(|| true), metrics).await?, "memory")
         }
         StoreKind::Kubernetes => {
-            let client = kube::Client::try_default().await.map_err(|e| match e {
-                kube::Error::InferConfig(_) => Error::Config(
+            let mut kube_config = kube::Config::infer().await.map_err(|_| {
+                Error::Config(
                     "--store (env PROXY_STORE) is 'kubernetes', but there is no in-cluster service account and no kubeconfig \
                      (set KUBECONFIG); use --store memory to try the proxy without Kubernetes"
                         .to_owned(),
-                ),
-                other => Error::Kubernetes(Box::new(other)),
+                )
             })?;
+            // The store retries what is worth retrying, bounded and counted (see `KubeStore`);
+            // kube's own policy would hold a request for minutes on a struggling API server.
+            kube_config.default_retry = false;
+            let client = kube::Client::try_from(kube_config).map_err(|e| Error::Kubernetes(Box::new(e)))?;
             let namespace =
                 config.k8s_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
             let translation = config.translation(&namespace);

@@ -139,6 +139,12 @@ async fn the_kubernetes_store_reports_its_calls_and_its_cache() {
             .method(http::Method::PATCH),
     );
     assert_eq!(api.post("/api/routes/user/b", r#"{"target":"http://b:8888"}"#).await.status, 403);
+    // A throttled call is tried again by the store and counted, not retried unseen by kube.
+    fake.fail_next(
+        testkit::fake_kube::FailureRule::new(testkit::fake_kube::Answer::status(429, "TooManyRequests"))
+            .method(http::Method::PATCH),
+    );
+    assert_eq!(api.post("/api/routes/user/c", r#"{"target":"http://c:8888"}"#).await.status, 201);
 
     let scraped = scrape(proxy.addr()).await;
     let calls = |verb, resource, outcome| {
@@ -148,12 +154,14 @@ async fn the_kubernetes_store_reports_its_calls_and_its_cache() {
         )
     };
     assert_eq!(calls("patch", "serviceentries", "ok"), 1.0, "{}", scraped.text);
-    assert_eq!(calls("patch", "virtualservices", "ok"), 1.0);
+    assert_eq!(calls("patch", "virtualservices", "ok"), 2.0);
     assert_eq!(calls("patch", "virtualservices", "forbidden"), 1.0);
+    assert_eq!(calls("patch", "virtualservices", "throttled"), 1.0);
     assert!(calls("list", "virtualservices", "ok") >= 1.0);
     assert_eq!(scraped.value("jupyterhub_istio_proxy_route_cache_synced", &[]), Some(1.0));
-    assert_eq!(scraped.value("jupyterhub_istio_proxy_routes", &[]), Some(1.0));
+    assert_eq!(scraped.value("jupyterhub_istio_proxy_routes", &[]), Some(2.0));
     assert_eq!(scraped.value("jupyterhub_istio_proxy_watch_lists_total", &[]), Some(1.0));
     assert_eq!(requests(&scraped, "POST", "403"), 1.0);
+    assert_eq!(requests(&scraped, "POST", "201"), 2.0);
     let _ = std::fs::remove_file(kubeconfig);
 }

@@ -20,7 +20,12 @@ pub(crate) fn translation(namespace: &str) -> Translation {
 }
 
 /// A backend over a Kubernetes store in `namespace`, once its cache has synced.
-pub(crate) async fn start(config: kube::Config, namespace: &str) -> Result<IstioBackend<KubeStore>, Error> {
+pub(crate) async fn start(
+    mut config: kube::Config,
+    namespace: &str,
+) -> Result<IstioBackend<KubeStore>, Error> {
+    // As the binary makes it: the store retries, not kube's default policy.
+    config.default_retry = false;
     let client = kube::Client::try_from(config).unwrap();
     let store = KubeStore::start(client, &translation(namespace)).await?;
     tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await.expect("the cache syncs");

@@ -167,7 +167,11 @@ fn collection(shared: &Arc<Shared>, scope: &Scope, call: &Call) -> Result<Respon
                 }
             };
             let token = call.query.get("continue").filter(|t| !t.is_empty());
-            let list = shared.lock().store.list(scope, &selector, limit, token)?;
+            let name = name_field(call.query.get("fieldSelector").unwrap_or_default())?;
+            let mut list = shared.lock().store.list(scope, &selector, limit, token)?;
+            if let (Some(name), Some(items)) = (name, list["items"].as_array_mut()) {
+                items.retain(|item| item["metadata"]["name"] == name);
+            }
             Ok(object_response(call, 200, &list))
         }
         Method::POST if scope.namespace.is_some() => {
@@ -177,6 +181,18 @@ fn collection(shared: &Arc<Shared>, scope: &Scope, call: &Call) -> Result<Respon
             written(call, shared.write(|store| store.delete_collection(scope, &selector)))
         }
         _ => Err(method_not_allowed(&call.method)),
+    }
+}
+
+/// The one field selector the fake serves, `metadata.name=NAME` (what the store asks for);
+/// others are refused as the API server refuses a field it does not index.
+fn name_field(selector: &str) -> Result<Option<&str>, ApiError> {
+    if selector.is_empty() {
+        return Ok(None);
+    }
+    match selector.strip_prefix("metadata.name=") {
+        Some(name) => Ok(Some(name.strip_prefix('=').unwrap_or(name))),
+        None => Err(ApiError::bad_request(format!("field label not supported: {selector}"))),
     }
 }
 
