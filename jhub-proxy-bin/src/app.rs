@@ -27,8 +27,8 @@ pub type HttpService =
 /// What the service stack needs besides the backend.
 #[derive(Clone)]
 pub struct AppOptions {
-    /// The token JupyterHub sends.
-    pub token: String,
+    /// The token JupyterHub sends, as it is now.
+    pub tokens: crate::token::Tokens,
     /// How the API reads requests.
     pub api: ApiConfig,
     /// How long one request may take before it is answered 504.
@@ -64,7 +64,7 @@ pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService 
         .layer(AnswerLayer::with(MetricsEndpoint(endpoint)))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, options.request_timeout))
         .layer(HealthLayer::new(options.ready.clone()))
-        .layer(RequireTokenLayer::new(&options.token))
+        .layer(RequireTokenLayer::new(options.tokens, options.metrics.auth().clone()))
         .layer(ReadyGateLayer::new(options.ready, options.ready_wait))
         .service(RoutesApi::new(backend, options.api));
     boxed(stack)

@@ -11,7 +11,7 @@ use jhub_proxy_bin::config::{Command, Config, StoreKind};
 use jhub_proxy_bin::health::{self, ReadyCheck};
 use jhub_proxy_bin::metrics::{self, Metrics};
 use jhub_proxy_bin::warmup::Warmup;
-use jhub_proxy_bin::{Error, app, chp, logging, render, server, tls};
+use jhub_proxy_bin::{Error, app, chp, logging, render, server, tls, token};
 use proxy_api::{ApiConfig, Backend};
 
 fn main() -> ExitCode {
@@ -47,6 +47,8 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), Error> {
     let mut metrics = Metrics::new();
+    // First, so that a bad token file stops the proxy before it calls the Kubernetes API.
+    let tokens = config.tokens(token::FILE_POLL, metrics.auth().clone())?;
     let (service, store_name) = match config.store {
         StoreKind::Memory => {
             let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
@@ -54,7 +56,7 @@ async fn run(config: Config) -> Result<(), Error> {
             let store = Arc::new(MemoryStore::new(translation.clone()));
             let backend = Arc::new(IstioBackend::new(store, translation));
             StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
-            (http_service(backend, &config, Arc::new(|| true), metrics).await?, "memory")
+            (http_service(backend, &config, tokens, Arc::new(|| true), metrics).await?, "memory")
         }
         StoreKind::Kubernetes => {
             let client = kube::Client::try_default().await.map_err(|e| match e {
@@ -78,7 +80,7 @@ async fn run(config: Config) -> Result<(), Error> {
             let watch = Some(Arc::clone(store.watch_stats()));
             let backend = Arc::new(IstioBackend::new(store, translation));
             StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
-            (http_service(backend, &config, ready, metrics).await?, "kubernetes")
+            (http_service(backend, &config, tokens, ready, metrics).await?, "kubernetes")
         }
     };
     let (listener, addr) = bind(config.listen, "--listen, env PROXY_LISTEN").await?;
@@ -113,6 +115,7 @@ async fn bind(
 async fn http_service<B: Backend>(
     backend: Arc<B>,
     config: &Config,
+    tokens: token::Tokens,
     ready: ReadyCheck,
     metrics: Metrics,
 ) -> Result<app::HttpService, Error> {
@@ -136,7 +139,7 @@ async fn http_service<B: Backend>(
         };
     }
     let options = app::AppOptions {
-        token: config.token().to_owned(),
+        tokens,
         api: ApiConfig { routing_mode: config.routing_mode(), ..ApiConfig::default() },
         request_timeout: config.request_timeout,
         ready,

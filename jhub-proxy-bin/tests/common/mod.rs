@@ -55,7 +55,7 @@ pub(crate) async fn serve_with<B: Backend>(
     ready_wait: Duration,
 ) -> TestProxy {
     let options = app::AppOptions {
-        token: TOKEN.to_owned(),
+        tokens: jhub_proxy_bin::token::Tokens::fixed(TOKEN),
         api: ApiConfig { routing_mode: mode, ..ApiConfig::default() },
         request_timeout,
         ready,
