@@ -19,6 +19,7 @@ use crate::gate::ReadyGateLayer;
 use crate::health::{AnswerLayer, HealthLayer, ReadyCheck};
 use crate::metrics::{Metrics, MetricsEndpoint};
 use crate::requests::RequestsLayer;
+use crate::server::DeadlineBody;
 
 /// The service the server runs for every connection.
 pub type HttpService =
@@ -33,6 +34,9 @@ pub struct AppOptions {
     pub api: ApiConfig,
     /// How long one request may take before it is answered 504.
     pub request_timeout: Duration,
+    /// How long a request's body may take to arrive, after its headers, before it is answered
+    /// 408 (`--client-timeout`, which also bounds the headers: [`crate::server::Limits`]).
+    pub client_timeout: Duration,
     /// Whether the backend can serve now, for `/readyz` and the gate.
     pub ready: ReadyCheck,
     /// How long an API request waits for the backend to become ready.
@@ -48,19 +52,25 @@ impl std::fmt::Debug for AppOptions {
         f.debug_struct("AppOptions")
             .field("api", &self.api)
             .field("request_timeout", &self.request_timeout)
+            .field("client_timeout", &self.client_timeout)
             .field("serve_metrics", &self.serve_metrics)
             .finish_non_exhaustive()
     }
 }
 
 /// The routes API over `backend`, in its layers, outermost first: one log line and the
-/// metrics per request (`requests`; never headers, which carry the token), `/metrics` when
+/// metrics per request (`requests`; never headers, which carry the token), the body's deadline
+/// (408 for a slow body), `/metrics` when
 /// served here, the request timeout, the unauthenticated probes, the token check, and the gate
 /// that holds requests until the store is ready.
 pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService {
     let endpoint = options.serve_metrics.then(|| Arc::clone(&options.metrics));
+    let client_timeout = options.client_timeout;
     let stack = ServiceBuilder::new()
         .layer(RequestsLayer::new(options.metrics.http().clone()))
+        .map_request(move |request: Request<Incoming>| {
+            request.map(|body| DeadlineBody::new(body, client_timeout))
+        })
         .layer(AnswerLayer::with(MetricsEndpoint(endpoint)))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, options.request_timeout))
         .layer(HealthLayer::new(options.ready.clone()))

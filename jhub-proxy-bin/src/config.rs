@@ -133,6 +133,12 @@ pub struct Config {
           value_parser = parse_seconds)]
     pub request_timeout: Duration,
 
+    /// Seconds a client may take to send a request's headers, and then its body (else 408); an
+    /// idle HTTP/1 connection is closed after as long.
+    #[arg(long, env = "PROXY_CLIENT_TIMEOUT", default_value = "10", value_name = "SECONDS",
+          value_parser = parse_seconds)]
+    pub client_timeout: Duration,
+
     /// Serve Prometheus metrics (`GET /metrics`) on this address only, instead of on the API's.
     #[arg(long, env = "METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -404,6 +410,11 @@ impl Config {
 }
 
 impl Config {
+    /// The limits every listener puts on its clients.
+    pub fn limits(&self) -> crate::server::Limits {
+        crate::server::Limits { client_timeout: self.client_timeout }
+    }
+
     /// Whether route specs start with a host.
     pub fn routing_mode(&self) -> RoutingMode {
         if self.host_routing { RoutingMode::Host } else { RoutingMode::Path }

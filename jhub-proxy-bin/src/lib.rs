@@ -18,6 +18,7 @@
 //!     tokens: jhub_proxy_bin::token::Tokens::fixed("secret"),
 //!     api: proxy_api::ApiConfig::default(),
 //!     request_timeout: std::time::Duration::from_secs(30),
+//!     client_timeout: std::time::Duration::from_secs(10),
 //!     ready: Arc::new(|| true),
 //!     ready_wait: std::time::Duration::from_secs(10),
 //!     metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
@@ -28,7 +29,8 @@
 //! let backend = istio_routes::IstioBackend::new(store, translation);
 //! let service = app::service(Arc::new(backend), options);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-//! server::serve(listener, service, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
+//! let limits = server::Limits::default();
+//! server::serve(listener, service, limits, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]

@@ -85,7 +85,7 @@ async fn run(config: Config) -> Result<(), Error> {
     };
     let (listener, addr) = bind(config.listen, "--listen, env PROXY_LISTEN").await?;
     tracing::info!(store = store_name, host_routing = config.host_routing, "listening on http://{addr}");
-    server::serve(listener, service, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
+    server::serve(listener, service, config.limits(), server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
     Ok(())
 }
 
@@ -124,7 +124,13 @@ async fn http_service<B: Backend>(
         let (listener, addr) = bind(listen, "--metrics-listen, env METRICS_LISTEN").await?;
         tracing::info!("serving metrics on http://{addr}{}", metrics::PATH);
         let service = app::metrics_service(Arc::clone(&metrics));
-        tokio::spawn(server::serve(listener, service, std::future::pending(), Duration::ZERO));
+        tokio::spawn(server::serve(
+            listener,
+            service,
+            config.limits(),
+            std::future::pending(),
+            Duration::ZERO,
+        ));
     }
     if let Some(listen) = config.probe_listen() {
         let tls = config.probe_tls().map(|(cert, key)| tls::acceptor(cert, key)).transpose()?;
@@ -134,14 +140,21 @@ async fn http_service<B: Backend>(
         let service =
             app::probes_service(ready.clone(), Arc::clone(&metrics), config.metrics_listen.is_none());
         match tls {
-            Some(acceptor) => tokio::spawn(tls::serve(listener, acceptor, service)),
-            None => tokio::spawn(server::serve(listener, service, std::future::pending(), Duration::ZERO)),
+            Some(acceptor) => tokio::spawn(tls::serve(listener, acceptor, service, config.limits())),
+            None => tokio::spawn(server::serve(
+                listener,
+                service,
+                config.limits(),
+                std::future::pending(),
+                Duration::ZERO,
+            )),
         };
     }
     let options = app::AppOptions {
         tokens,
         api: ApiConfig { routing_mode: config.routing_mode(), ..ApiConfig::default() },
         request_timeout: config.request_timeout,
+        client_timeout: config.client_timeout,
         ready,
         ready_wait: config.ready_wait,
         serve_metrics: config.metrics_on_api(),

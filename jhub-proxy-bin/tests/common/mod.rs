@@ -58,18 +58,24 @@ pub(crate) async fn serve_with<B: Backend>(
         tokens: jhub_proxy_bin::token::Tokens::fixed(TOKEN),
         api: ApiConfig { routing_mode: mode, ..ApiConfig::default() },
         request_timeout,
+        client_timeout: server::Limits::default().client_timeout,
         ready,
         ready_wait,
         metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
         serve_metrics: true,
     };
+    serve_app(app::service(backend, options), server::Limits::default()).await
+}
+
+/// Serves `service` with `limits` on a free loopback port.
+pub(crate) async fn serve_app(service: app::HttpService, limits: server::Limits) -> TestProxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
-    let service = app::service(backend, options);
     let served = tokio::spawn(server::serve(
         listener,
         service,
+        limits,
         async move {
             let _ = rx.await;
         },
