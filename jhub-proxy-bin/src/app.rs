@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::RequireTokenLayer;
 use crate::gate::ReadyGateLayer;
-use crate::health::{AnswerLayer, HealthLayer, ReadyCheck};
+use crate::health::{AnswerLayer, HealthLayer, Readiness};
 use crate::metrics::{Metrics, MetricsEndpoint};
 use crate::requests::RequestsLayer;
 use crate::server::DeadlineBody;
@@ -38,7 +38,7 @@ pub struct AppOptions {
     /// 408 (`--client-timeout`, which also bounds the headers: [`crate::server::Limits`]).
     pub client_timeout: Duration,
     /// Whether the backend can serve now, for `/readyz` and the gate.
-    pub ready: ReadyCheck,
+    pub ready: Readiness,
     /// How long an API request waits for the backend to become ready.
     pub ready_wait: Duration,
     /// The metrics requests are counted in.
@@ -95,7 +95,7 @@ pub fn metrics_service(metrics: Arc<Metrics>) -> HttpService {
 
 /// The probes, and `GET /metrics` when `metrics` is given, alone, for the probe listener
 /// (configurable-http-proxy's `--ip`/`--port`); anything else is a 404.
-pub fn probes_service(ready: ReadyCheck, metrics: Arc<Metrics>, serve_metrics: bool) -> HttpService {
+pub fn probes_service(ready: Readiness, metrics: Arc<Metrics>, serve_metrics: bool) -> HttpService {
     let not_found = tower::service_fn(|_: Request<Incoming>| {
         let body = serde_json::json!({"error": "only the probes and GET /metrics are served here; the API is on --listen"});
         std::future::ready(Ok::<_, Infallible>(proxy_api::json_response(StatusCode::NOT_FOUND, &body)))

@@ -19,7 +19,7 @@
 //!     api: proxy_api::ApiConfig::default(),
 //!     request_timeout: std::time::Duration::from_secs(30),
 //!     client_timeout: std::time::Duration::from_secs(10),
-//!     ready: Arc::new(|| true),
+//!     ready: jhub_proxy_bin::health::Readiness::ready(),
 //!     ready_wait: std::time::Duration::from_secs(10),
 //!     metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
 //!     serve_metrics: true,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use istio_routes::metrics::StoreMetrics;
-use istio_routes::{IstioBackend, KubeStore, MemoryStore, RouteStore};
+use istio_routes::{IstioBackend, KubeStore, MemoryStore};
 use jhub_proxy_bin::config::{Command, Config, StoreKind};
-use jhub_proxy_bin::health::{self, ReadyCheck};
+use jhub_proxy_bin::health::{self, Readiness};
 use jhub_proxy_bin::metrics::{self, Metrics};
 use jhub_proxy_bin::warmup::Warmup;
 use jhub_proxy_bin::{Error, app, chp, logging, render, server, tls, token};
@@ -56,7 +56,7 @@ async fn run(config: Config) -> Result<(), Error> {
             let store = Arc::new(MemoryStore::new(translation.clone()));
             let backend = Arc::new(IstioBackend::new(store, translation));
             StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
-            (http_service(backend, &config, tokens, Arc::new(|| true), metrics).await?, "memory")
+            (http_service(backend, &config, tokens, Readiness::ready(), metrics).await?, "memory")
         }
         StoreKind::Kubernetes => {
             let client = kube::Client::try_default().await.map_err(|e| match e {
@@ -75,8 +75,7 @@ async fn run(config: Config) -> Result<(), Error> {
                 .map_err(|e| Error::Kubernetes(Box::new(e)))?;
             let store = Arc::new(store);
             tracing::info!(namespace, selector = translation.label_selector(), "watching VirtualServices");
-            let ready_store = Arc::clone(&store);
-            let ready: ReadyCheck = Arc::new(move || ready_store.is_ready());
+            let ready = Readiness::from_signal(store.readiness());
             let watch = Some(Arc::clone(store.watch_stats()));
             let backend = Arc::new(IstioBackend::new(store, translation));
             StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
@@ -116,7 +115,7 @@ async fn http_service<B: Backend>(
     backend: Arc<B>,
     config: &Config,
     tokens: token::Tokens,
-    ready: ReadyCheck,
+    ready: Readiness,
     metrics: Metrics,
 ) -> Result<app::HttpService, Error> {
     let metrics = Arc::new(metrics);

@@ -157,7 +157,7 @@ async fn serve_bytes(request: Vec<u8>, mode: RoutingMode) -> Result<(), TestCase
         api: ApiConfig { routing_mode: mode, ..ApiConfig::default() },
         request_timeout: Duration::from_secs(5),
         client_timeout: Duration::from_secs(5),
-        ready: Arc::new(|| true),
+        ready: jhub_proxy_bin::health::Readiness::ready(),
         ready_wait: Duration::from_secs(1),
         metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
         serve_metrics: true,

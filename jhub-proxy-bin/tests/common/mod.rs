@@ -43,7 +43,14 @@ pub(crate) async fn serve<B: Backend>(
     mode: RoutingMode,
     request_timeout: Duration,
 ) -> TestProxy {
-    serve_with(backend, mode, request_timeout, Arc::new(|| true), Duration::from_secs(10)).await
+    serve_with(
+        backend,
+        mode,
+        request_timeout,
+        jhub_proxy_bin::health::Readiness::ready(),
+        Duration::from_secs(10),
+    )
+    .await
 }
 
 /// [`serve`], with readiness and the ready gate's wait of the test's choosing.
@@ -51,7 +58,7 @@ pub(crate) async fn serve_with<B: Backend>(
     backend: Arc<B>,
     mode: RoutingMode,
     request_timeout: Duration,
-    ready: jhub_proxy_bin::health::ReadyCheck,
+    ready: jhub_proxy_bin::health::Readiness,
     ready_wait: Duration,
 ) -> TestProxy {
     let options = app::AppOptions {
