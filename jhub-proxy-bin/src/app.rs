@@ -60,9 +60,8 @@ impl std::fmt::Debug for AppOptions {
 
 /// The routes API over `backend`, in its layers, outermost first: one log line and the
 /// metrics per request (`requests`; never headers, which carry the token), the body's deadline
-/// (408 for a slow body), `/metrics` when
-/// served here, the request timeout, the unauthenticated probes, the token check, and the gate
-/// that holds requests until the store is ready.
+/// (408 for a slow body), `/metrics` when served here, the request timeout, the unauthenticated
+/// probes, the token check, and the gate that holds requests until the store is ready.
 pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService {
     let endpoint = options.serve_metrics.then(|| Arc::clone(&options.metrics));
     let client_timeout = options.client_timeout;
