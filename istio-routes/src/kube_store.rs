@@ -144,6 +144,12 @@ impl KubeStore {
         &self.stats
     }
 
+    /// The readiness signal: `true` once the first list has arrived, for whoever wants to wait
+    /// for it without holding the store (a server's ready gate and probes).
+    pub fn readiness(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
     /// Waits until the first list has arrived.
     pub async fn wait_until_ready(&self) {
         let mut ready = self.ready.clone();

@@ -1,35 +1,34 @@
 //! configurable-http-proxy's authentication: `Authorization: token <token>`.
+//!
+//! The token in force comes from [`Tokens`] (it may be rotated while serving) and is compared
+//! in constant time, as digests of equal length. A refusal is counted by why
+//! (`auth_refusals_total{reason}`) and never logs the header.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::Full;
 use proxy_api::Error;
-use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
+use crate::metrics::AuthMetrics;
+use crate::token::Tokens;
+
 /// Refuses, with 403, requests that do not carry the token.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RequireTokenLayer {
-    token: Arc<[u8]>,
+    tokens: Tokens,
+    metrics: AuthMetrics,
 }
 
 impl RequireTokenLayer {
-    /// A layer that accepts only `token`.
-    pub fn new(token: &str) -> Self {
-        RequireTokenLayer { token: token.as_bytes().into() }
-    }
-}
-
-// The token stays out of Debug output, and so out of logs.
-impl std::fmt::Debug for RequireTokenLayer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequireTokenLayer").finish_non_exhaustive()
+    /// A layer that accepts only the token in force in `tokens`, counting refusals in `metrics`.
+    pub fn new(tokens: Tokens, metrics: AuthMetrics) -> Self {
+        RequireTokenLayer { tokens, metrics }
     }
 }
 
@@ -37,21 +36,16 @@ impl<S> Layer<S> for RequireTokenLayer {
     type Service = RequireToken<S>;
 
     fn layer(&self, inner: S) -> RequireToken<S> {
-        RequireToken { inner, token: Arc::clone(&self.token) }
+        RequireToken { inner, tokens: self.tokens.clone(), metrics: self.metrics.clone() }
     }
 }
 
 /// The service [`RequireTokenLayer`] makes.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RequireToken<S> {
     inner: S,
-    token: Arc<[u8]>,
-}
-
-impl<S> std::fmt::Debug for RequireToken<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequireToken").finish_non_exhaustive()
-    }
+    tokens: Tokens,
+    metrics: AuthMetrics,
 }
 
 impl<S, B> Service<Request<B>> for RequireToken<S>
@@ -68,15 +62,13 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let authorized = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(presented_token)
-            .is_some_and(|token| bool::from(token.ct_eq(&self.token)));
-        if authorized {
-            Box::pin(self.inner.call(request))
-        } else {
-            Box::pin(std::future::ready(Ok(Error::Unauthenticated.into_response())))
+        let presented = request.headers().get(header::AUTHORIZATION).and_then(presented_token);
+        match presented {
+            Some(token) if self.tokens.matches(token) => Box::pin(self.inner.call(request)),
+            _ => {
+                self.metrics.refused(presented.is_some());
+                Box::pin(std::future::ready(Ok(Error::Unauthenticated.into_response())))
+            }
         }
     }
 }

@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "CONFIGPROXY_AUTH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub auth_token: Option<Secret>,
 
+    /// A file holding the token instead, such as a mounted Secret: read at start and again
+    /// every second, so that a rotated Secret is taken without a restart.
+    #[arg(long, env = "CONFIGPROXY_AUTH_TOKEN_FILE", value_name = "FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+
     /// Where routes are kept.
     #[arg(long, env = "PROXY_STORE", value_enum, default_value_t = StoreKind::Kubernetes)]
     pub store: StoreKind,
@@ -127,6 +132,12 @@ pub struct Config {
     #[arg(long, env = "PROXY_REQUEST_TIMEOUT", default_value = "30", value_name = "SECONDS",
           value_parser = parse_seconds)]
     pub request_timeout: Duration,
+
+    /// Seconds a client may take to send a request's headers, and then its body (else 408); an
+    /// idle HTTP/1 connection is closed after as long.
+    #[arg(long, env = "PROXY_CLIENT_TIMEOUT", default_value = "10", value_name = "SECONDS",
+          value_parser = parse_seconds)]
+    pub client_timeout: Duration,
 
     /// Serve Prometheus metrics (`GET /metrics`) on this address only, instead of on the API's.
     #[arg(long, env = "METRICS_LISTEN", value_name = "ADDR")]
@@ -316,8 +327,20 @@ impl Config {
         if self.command.is_some() {
             return Ok(());
         }
-        let Some(token) = &self.auth_token else {
-            return Err(Error::Config("--auth-token (env CONFIGPROXY_AUTH_TOKEN) is required".to_owned()));
+        let token = match (&self.auth_token, &self.auth_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "--auth-token (env CONFIGPROXY_AUTH_TOKEN) and --auth-token-file (env CONFIGPROXY_AUTH_TOKEN_FILE) both give the token; give one".to_owned(),
+                ));
+            }
+            (None, None) => {
+                return Err(Error::Config(
+                    "--auth-token (env CONFIGPROXY_AUTH_TOKEN) or --auth-token-file (env CONFIGPROXY_AUTH_TOKEN_FILE) is required".to_owned(),
+                ));
+            }
+            // The file is read when serving starts (crate::token), which says what is wrong with it.
+            (None, Some(_)) => return Ok(()),
+            (Some(token), None) => token,
         };
         if token.expose().trim().is_empty() {
             return Err(Error::Config(
@@ -370,13 +393,28 @@ impl Config {
         }))
     }
 
-    /// The token, once [`Config::from_args`] has checked there is one to serve with.
-    pub fn token(&self) -> &str {
-        self.auth_token.as_ref().map(Secret::expose).unwrap_or_default()
+    /// The token to serve with: the one given, or the one in `--auth-token-file`, read now and
+    /// again every `poll` (an error names what is wrong with the file). Needs a tokio runtime.
+    pub fn tokens(
+        &self,
+        poll: Duration,
+        metrics: crate::metrics::AuthMetrics,
+    ) -> Result<crate::token::Tokens> {
+        match (&self.auth_token, &self.auth_token_file) {
+            (_, Some(path)) => crate::token::Tokens::from_file(path, poll, metrics),
+            (token, None) => {
+                Ok(crate::token::Tokens::fixed(token.as_ref().map(Secret::expose).unwrap_or_default()))
+            }
+        }
     }
 }
 
 impl Config {
+    /// The limits every listener puts on its clients.
+    pub fn limits(&self) -> crate::server::Limits {
+        crate::server::Limits { client_timeout: self.client_timeout }
+    }
+
     /// Whether route specs start with a host.
     pub fn routing_mode(&self) -> RoutingMode {
         if self.host_routing { RoutingMode::Host } else { RoutingMode::Path }
@@ -706,6 +744,20 @@ mod tests {
         }
         let unknown = message(&[&base[..], &["--no-such-flag", "--port=8000"][..]].concat());
         assert!(unknown.contains("--no-such-flag") && !unknown.contains('\n'), "{unknown}");
+    }
+
+    #[test]
+    fn the_token_comes_from_a_value_or_a_file_never_both() {
+        let both = message(&["--auth-token", "t", "--auth-token-file", "/run/token", "--store", "memory"]);
+        assert!(both.contains("both give the token; give one"), "{both}");
+        assert!(both.contains("CONFIGPROXY_AUTH_TOKEN_FILE"), "{both}");
+        let config = parse(&["--auth-token-file", "/run/token", "--store", "memory"]).unwrap();
+        assert_eq!(config.auth_token_file.as_deref(), Some(std::path::Path::new("/run/token")));
+        let neither = message(&["--store", "memory"]);
+        assert!(
+            neither.contains("--auth-token (env CONFIGPROXY_AUTH_TOKEN) or --auth-token-file"),
+            "{neither}"
+        );
     }
 
     #[test]

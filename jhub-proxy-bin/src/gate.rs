@@ -1,12 +1,12 @@
 //! Holding API requests until the store is ready: after start, the Kubernetes store's cache
-//! needs its first list before it can answer. A request waits up to a bound, then is answered
-//! 503 with `Retry-After`, which JupyterHub retries.
+//! needs its first list before it can answer. A request waits up to a bound, woken by the
+//! store's readiness signal, then is answered 503 with `Retry-After`, which JupyterHub retries.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -14,28 +14,19 @@ use http_body_util::Full;
 use proxy_api::Error;
 use tower::{Layer, Service};
 
-use crate::health::ReadyCheck;
-
-/// How often a held request looks again.
-const POLL: Duration = Duration::from_millis(25);
+use crate::health::Readiness;
 
 /// Holds requests until `ready` says so, for at most `wait`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ReadyGateLayer {
-    ready: ReadyCheck,
+    ready: Readiness,
     wait: Duration,
 }
 
 impl ReadyGateLayer {
     /// A gate on `ready` that holds a request for at most `wait`.
-    pub fn new(ready: ReadyCheck, wait: Duration) -> Self {
+    pub fn new(ready: Readiness, wait: Duration) -> Self {
         ReadyGateLayer { ready, wait }
-    }
-}
-
-impl std::fmt::Debug for ReadyGateLayer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadyGateLayer").field("wait", &self.wait).finish_non_exhaustive()
     }
 }
 
@@ -48,17 +39,11 @@ impl<S> Layer<S> for ReadyGateLayer {
 }
 
 /// The service [`ReadyGateLayer`] makes.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ReadyGate<S> {
     inner: S,
-    ready: ReadyCheck,
+    ready: Readiness,
     wait: Duration,
-}
-
-impl<S> std::fmt::Debug for ReadyGate<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadyGate").field("wait", &self.wait).finish_non_exhaustive()
-    }
 }
 
 impl<S, B> Service<Request<B>> for ReadyGate<S>
@@ -76,28 +61,48 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if (self.ready)() {
+        if self.ready.is_ready() {
             return Box::pin(self.inner.call(request));
         }
         // The inner service was readied for this call; take it, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let ready = self.ready.clone();
-        let wait = self.wait;
+        let (ready, wait) = (self.ready.clone(), self.wait);
         Box::pin(async move {
-            let deadline = Instant::now() + wait;
-            while !ready() {
-                if Instant::now() >= deadline {
-                    return Ok(Error::Unavailable {
-                        message: "the route cache is still loading from the Kubernetes API server".to_owned(),
-                        retry_after: Some(Duration::from_secs(1)),
-                        source: None,
-                    }
-                    .into_response());
-                }
-                tokio::time::sleep(POLL).await;
+            if let Ok(true) = tokio::time::timeout(wait, ready.wait()).await {
+                return inner.call(request).await;
             }
-            inner.call(request).await
+            Ok(Error::Unavailable {
+                message: "the route cache is still loading from the Kubernetes API server".to_owned(),
+                retry_after: Some(Duration::from_secs(1)),
+                source: None,
+            }
+            .into_response())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A held request goes on the moment the store is ready, not at a poll's next tick: with the
+    /// clock paused, no time passes between the two.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_request_is_woken_by_the_signal_not_a_poll() {
+        let (signal, receiver) = tokio::sync::watch::channel(false);
+        let ok =
+            tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(Full::default())) });
+        let mut gate =
+            ReadyGateLayer::new(Readiness::from_signal(receiver), Duration::from_secs(10)).layer(ok);
+        let held = tokio::spawn(gate.call(Request::new(())));
+        // Not a multiple of any polling period.
+        tokio::time::sleep(Duration::from_millis(1_001)).await;
+        assert!(!held.is_finished(), "answered before the store was ready");
+        let readied = tokio::time::Instant::now();
+        signal.send_replace(true);
+        let response = held.await.unwrap().unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(readied.elapsed(), Duration::ZERO);
     }
 }

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -13,10 +12,35 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use proxy_api::json_response;
 use serde_json::json;
+use tokio::sync::watch;
 use tower::{Layer, Service};
 
-/// Answers whether the proxy can serve the routes API now.
-pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Whether the proxy can serve the routes API: the store's readiness signal, read by the probes
+/// and awaited by the ready gate, which is woken when it turns, never polling.
+#[derive(Debug, Clone)]
+pub struct Readiness(watch::Receiver<bool>);
+
+impl Readiness {
+    /// Ready from the start (the memory store).
+    pub fn ready() -> Readiness {
+        Readiness(watch::channel(true).1)
+    }
+
+    /// Ready once `signal` says `true` (the Kubernetes store's first list).
+    pub fn from_signal(signal: watch::Receiver<bool>) -> Readiness {
+        Readiness(signal)
+    }
+
+    /// Whether the proxy can serve now.
+    pub fn is_ready(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until the proxy can serve: `false` if the signal's sender is gone before that.
+    pub async fn wait(&self) -> bool {
+        self.0.clone().wait_for(|ready| *ready).await.is_ok()
+    }
+}
 
 /// Answers some requests itself, by method and path, in front of the service it wraps.
 pub trait Responder: Clone + Send + Sync + 'static {
@@ -80,7 +104,7 @@ pub type HealthLayer = AnswerLayer<Probes>;
 
 impl HealthLayer {
     /// Probes that report readiness by `ready`.
-    pub fn new(ready: ReadyCheck) -> Self {
+    pub fn new(ready: Readiness) -> Self {
         AnswerLayer::with(Probes { ready })
     }
 }
@@ -89,15 +113,9 @@ impl HealthLayer {
 pub const CHP_HEALTHZ: &str = "/_chp_healthz";
 
 /// `/ping`, `/healthz`, `/readyz` and [`CHP_HEALTHZ`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Probes {
-    ready: ReadyCheck,
-}
-
-impl std::fmt::Debug for Probes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Probes").finish_non_exhaustive()
-    }
+    ready: Readiness,
 }
 
 impl Responder for Probes {
@@ -108,12 +126,12 @@ impl Responder for Probes {
         Some(match path {
             "/ping" => json_response(StatusCode::OK, &json!({"message": "pong"})),
             "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
-            "/readyz" if (self.ready)() => json_response(StatusCode::OK, &json!({"status": "ready"})),
+            "/readyz" if self.ready.is_ready() => json_response(StatusCode::OK, &json!({"status": "ready"})),
             "/readyz" => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "not ready"})),
             // configurable-http-proxy's answer. Zero to JupyterHub uses it for readiness as well
             // as liveness, so it is `/readyz` here: 503 until the route cache has loaded, which
             // the liveness probe there waits out (60 s, then 30 failures 10 s apart).
-            CHP_HEALTHZ if (self.ready)() => json_response(StatusCode::OK, &json!({"status": "OK"})),
+            CHP_HEALTHZ if self.ready.is_ready() => json_response(StatusCode::OK, &json!({"status": "OK"})),
             CHP_HEALTHZ => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "not ready"})),
             _ => return None,
         })

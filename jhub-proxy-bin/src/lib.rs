@@ -5,6 +5,7 @@
 //!   [`gate`], timeout);
 //! - [`metrics`]: the Prometheus registry and `/metrics`; [`logging`]: the tracing subscriber;
 //! - [`server`]: hyper serving, and draining on SIGTERM; [`tls`]: HTTPS for the probe listener;
+//! - [`token`]: the token, given or read from a file and read again when it changes;
 //! - [`render`]: the `render` command, objects for routes without a cluster;
 //! - [`warmup`]: waiting until the gateway serves a new route (`WAIT_FOR_WARMUP`).
 //!
@@ -14,10 +15,11 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let options = app::AppOptions {
-//!     token: "secret".into(),
+//!     tokens: jhub_proxy_bin::token::Tokens::fixed("secret"),
 //!     api: proxy_api::ApiConfig::default(),
 //!     request_timeout: std::time::Duration::from_secs(30),
-//!     ready: Arc::new(|| true),
+//!     client_timeout: std::time::Duration::from_secs(10),
+//!     ready: jhub_proxy_bin::health::Readiness::ready(),
 //!     ready_wait: std::time::Duration::from_secs(10),
 //!     metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
 //!     serve_metrics: true,
@@ -27,7 +29,8 @@
 //! let backend = istio_routes::IstioBackend::new(store, translation);
 //! let service = app::service(Arc::new(backend), options);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-//! server::serve(listener, service, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
+//! let limits = server::Limits::default();
+//! server::serve(listener, service, limits, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
@@ -44,6 +47,7 @@ pub mod render;
 pub mod requests;
 pub mod server;
 pub mod tls;
+pub mod token;
 pub mod warmup;
 
 /// The version of this build.
@@ -71,6 +75,19 @@ pub enum Error {
     /// `render` could not render what it was given.
     #[error("cannot render: {0}")]
     Render(String),
+
+    /// The token file (`--auth-token-file`) gave no token at start. (While serving, such a
+    /// failure keeps the last good token and is logged instead.)
+    #[error("--auth-token-file (env CONFIGPROXY_AUTH_TOKEN_FILE) {} {problem}", path.display())]
+    TokenFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: token::FileProblem,
+        /// The error reading it, if reading failed.
+        #[source]
+        source: Option<std::io::Error>,
+    },
 
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({option})")]

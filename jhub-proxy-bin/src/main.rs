@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use istio_routes::metrics::StoreMetrics;
-use istio_routes::{IstioBackend, KubeStore, MemoryStore, RouteStore};
+use istio_routes::{IstioBackend, KubeStore, MemoryStore};
 use jhub_proxy_bin::config::{Command, Config, StoreKind};
-use jhub_proxy_bin::health::{self, ReadyCheck};
+use jhub_proxy_bin::health::{self, Readiness};
 use jhub_proxy_bin::metrics::{self, Metrics};
 use jhub_proxy_bin::warmup::Warmup;
-use jhub_proxy_bin::{Error, app, chp, logging, render, server, tls};
+use jhub_proxy_bin::{Error, app, chp, logging, render, server, tls, token};
 use proxy_api::{ApiConfig, Backend};
 
 fn main() -> ExitCode {
@@ -47,6 +47,8 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), Error> {
     let mut metrics = Metrics::new();
+    // First, so that a bad token file stops the proxy before it calls the Kubernetes API.
+    let tokens = config.tokens(token::FILE_POLL, metrics.auth().clone())?;
     let (service, store_name) = match config.store {
         StoreKind::Memory => {
             let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
@@ -54,7 +56,7 @@ async fn run(config: Config) -> Result<(), Error> {
             let store = Arc::new(MemoryStore::new(translation.clone()));
             let backend = Arc::new(IstioBackend::new(store, translation));
             StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
-            (http_service(backend, &config, Arc::new(|| true), metrics).await?, "memory")
+            (http_service(backend, &config, tokens, Readiness::ready(), metrics).await?, "memory")
         }
         StoreKind::Kubernetes => {
             let mut kube_config = kube::Config::infer().await.map_err(|_| {
@@ -76,17 +78,16 @@ async fn run(config: Config) -> Result<(), Error> {
                 .map_err(|e| Error::Kubernetes(Box::new(e)))?;
             let store = Arc::new(store);
             tracing::info!(namespace, selector = translation.label_selector(), "watching VirtualServices");
-            let ready_store = Arc::clone(&store);
-            let ready: ReadyCheck = Arc::new(move || ready_store.is_ready());
+            let ready = Readiness::from_signal(store.readiness());
             let watch = Some(Arc::clone(store.watch_stats()));
             let backend = Arc::new(IstioBackend::new(store, translation));
             StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
-            (http_service(backend, &config, ready, metrics).await?, "kubernetes")
+            (http_service(backend, &config, tokens, ready, metrics).await?, "kubernetes")
         }
     };
     let (listener, addr) = bind(config.listen, "--listen, env PROXY_LISTEN").await?;
     tracing::info!(store = store_name, host_routing = config.host_routing, "listening on http://{addr}");
-    server::serve(listener, service, server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
+    server::serve(listener, service, config.limits(), server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
     Ok(())
 }
 
@@ -116,7 +117,8 @@ async fn bind(
 async fn http_service<B: Backend>(
     backend: Arc<B>,
     config: &Config,
-    ready: ReadyCheck,
+    tokens: token::Tokens,
+    ready: Readiness,
     metrics: Metrics,
 ) -> Result<app::HttpService, Error> {
     let metrics = Arc::new(metrics);
@@ -124,7 +126,13 @@ async fn http_service<B: Backend>(
         let (listener, addr) = bind(listen, "--metrics-listen, env METRICS_LISTEN").await?;
         tracing::info!("serving metrics on http://{addr}{}", metrics::PATH);
         let service = app::metrics_service(Arc::clone(&metrics));
-        tokio::spawn(server::serve(listener, service, std::future::pending(), Duration::ZERO));
+        tokio::spawn(server::serve(
+            listener,
+            service,
+            config.limits(),
+            std::future::pending(),
+            Duration::ZERO,
+        ));
     }
     if let Some(listen) = config.probe_listen() {
         let tls = config.probe_tls().map(|(cert, key)| tls::acceptor(cert, key)).transpose()?;
@@ -134,14 +142,21 @@ async fn http_service<B: Backend>(
         let service =
             app::probes_service(ready.clone(), Arc::clone(&metrics), config.metrics_listen.is_none());
         match tls {
-            Some(acceptor) => tokio::spawn(tls::serve(listener, acceptor, service)),
-            None => tokio::spawn(server::serve(listener, service, std::future::pending(), Duration::ZERO)),
+            Some(acceptor) => tokio::spawn(tls::serve(listener, acceptor, service, config.limits())),
+            None => tokio::spawn(server::serve(
+                listener,
+                service,
+                config.limits(),
+                std::future::pending(),
+                Duration::ZERO,
+            )),
         };
     }
     let options = app::AppOptions {
-        token: config.token().to_owned(),
+        tokens,
         api: ApiConfig { routing_mode: config.routing_mode(), ..ApiConfig::default() },
         request_timeout: config.request_timeout,
+        client_timeout: config.client_timeout,
         ready,
         ready_wait: config.ready_wait,
         serve_metrics: config.metrics_on_api(),

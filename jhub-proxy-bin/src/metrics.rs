@@ -9,6 +9,11 @@
 //!   `kubernetes_request_duration_seconds{verb, resource}`, `routes`, `route_cache_synced`,
 //!   `watch_restarts_total`, `watch_lists_total`: the store's (`istio_routes::metrics`).
 //! - `warmup_duration_seconds` (every wait, served or timed out) and `warmup_timeouts_total`.
+//! - `auth_refusals_total{reason}`: requests refused for their token, `no_token` (no or a
+//!   malformed `Authorization` header) or `wrong_token` (a token, not the one in force).
+//! - `auth_token_reloads_total{outcome}`: with `--auth-token-file`, each new token taken
+//!   (`rotated`) and each read of the file that failed (`missing`, `unreadable`, `empty`,
+//!   `invalid`), after which the last good token stays in force.
 //! - `build_info{version, commit}`, always 1.
 
 use std::sync::Arc;
@@ -50,6 +55,7 @@ pub struct Metrics {
     http: HttpMetrics,
     warmup: WarmupMetrics,
     kube: KubeMetrics,
+    auth: AuthMetrics,
 }
 
 impl Default for Metrics {
@@ -89,9 +95,20 @@ impl Metrics {
         );
         let kube = KubeMetrics::default();
         kube.register(&mut registry);
+        let auth = AuthMetrics::default();
+        registry.register(
+            "auth_refusals",
+            "Requests refused for their token: no_token (none, or a malformed header) or wrong_token",
+            auth.refusals.clone(),
+        );
+        registry.register(
+            "auth_token_reloads",
+            "With --auth-token-file: new tokens taken (rotated) and failed reads of the file, by why",
+            auth.reloads.clone(),
+        );
         let build = vec![("version", crate::VERSION), ("commit", crate::COMMIT)];
         registry.register("build", "The proxy's version and the commit it was built from", Info::new(build));
-        Metrics { registry, http, warmup, kube }
+        Metrics { registry, http, warmup, kube, auth }
     }
 
     /// The API's request metrics.
@@ -102,6 +119,11 @@ impl Metrics {
     /// Warm-up's metrics.
     pub fn warmup(&self) -> &WarmupMetrics {
         &self.warmup
+    }
+
+    /// The token check's and the token file's metrics.
+    pub fn auth(&self) -> &AuthMetrics {
+        &self.auth
     }
 
     /// The Kubernetes store's call metrics, to give to `KubeStore::start_with_metrics`.
@@ -180,6 +202,36 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Why requests were refused for their token, and what became of the token file's reads.
+#[derive(Debug, Clone, Default)]
+pub struct AuthMetrics {
+    refusals: Family<ReasonLabels, Counter>,
+    reloads: Family<OutcomeLabels, Counter>,
+}
+
+impl AuthMetrics {
+    /// Counts a request refused: `wrong` when it carried a token that is not the one in force.
+    pub fn refused(&self, wrong: bool) {
+        let reason = if wrong { "wrong_token" } else { "no_token" };
+        self.refusals.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a read of the token file: `rotated`, or what was wrong with the file.
+    pub fn token_reloaded(&self, outcome: &'static str) {
+        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}
+
 /// How long warm-up waited, and how often it gave up.
 #[derive(Debug, Clone)]
 pub struct WarmupMetrics {
@@ -236,6 +288,10 @@ mod tests {
         metrics.http().record(&Method::from_bytes(b"BREW").unwrap(), StatusCode::NOT_FOUND, Duration::ZERO);
         metrics.warmup().record(Duration::from_secs(2), false);
         metrics.warmup().record(Duration::from_secs(10), true);
+        metrics.auth().refused(true);
+        metrics.auth().refused(false);
+        metrics.auth().refused(true);
+        metrics.auth().token_reloaded("rotated");
         let scrape = Scrape::parse(&metrics.encode());
         let build = [("version", crate::VERSION), ("commit", crate::COMMIT)];
         assert_eq!(scrape.value("jupyterhub_istio_proxy_build_info", &build), Some(1.0), "{}", scrape.text);
@@ -256,6 +312,11 @@ mod tests {
         assert_eq!(scrape.value("jupyterhub_istio_proxy_warmup_duration_seconds_count", &[]), Some(2.0));
         assert_eq!(scrape.value("jupyterhub_istio_proxy_warmup_timeouts_total", &[]), Some(1.0));
         assert_eq!(metrics.warmup().timeouts(), 1);
+        let refusals = "jupyterhub_istio_proxy_auth_refusals_total";
+        assert_eq!(scrape.value(refusals, &[("reason", "wrong_token")]), Some(2.0));
+        assert_eq!(scrape.value(refusals, &[("reason", "no_token")]), Some(1.0));
+        let reloads = "jupyterhub_istio_proxy_auth_token_reloads_total";
+        assert_eq!(scrape.value(reloads, &[("outcome", "rotated")]), Some(1.0));
         for sample in &scrape.samples {
             assert!(sample.name.starts_with("jupyterhub_istio_proxy_"), "{}", sample.name);
         }

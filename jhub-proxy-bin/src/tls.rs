@@ -6,8 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -16,6 +15,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
 use crate::app::HttpService;
+use crate::server::Limits;
 use crate::{Error, Result};
 
 /// How long a client may take over the TLS handshake.
@@ -44,10 +44,8 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
 
 /// Serves `service` over TLS on `listener` until the process ends. Each connection's handshake
 /// runs in its own task, so a slow client holds up no other.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, service: HttpService) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, service: HttpService, limits: Limits) {
+    let builder = Arc::new(limits.builder());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

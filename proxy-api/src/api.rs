@@ -29,7 +29,9 @@ pub const ROUTES_PATH: &str = "/api/routes";
 pub struct ApiConfig {
     /// Whether specs start with a host.
     pub routing_mode: RoutingMode,
-    /// The largest request body accepted; larger ones are answered 413.
+    /// The largest request body accepted; larger ones are answered 413. (A body whose stream
+    /// fails with [`std::io::ErrorKind::TimedOut`] is answered 408: the server's deadline for slow
+    /// clients is a body wrapper in front of the API.)
     pub max_body_bytes: usize,
 }
 
@@ -152,9 +154,23 @@ impl<B: Backend> RoutesApi<B> {
         match Limited::new(request.into_body(), limit).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(error) if error.is::<LengthLimitError>() => Err(Error::BodyTooLarge { limit }),
+            Err(error) if timed_out(&*error) => Err(Error::BodyTimeout(error)),
             Err(error) => Err(Error::BodyRead(error)),
         }
     }
+}
+
+/// Whether a body's error, or one of its causes, is an I/O time-out: the server gave up on a
+/// slow client, which is the client's fault (408), not a broken body (400).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl<B, ReqBody> Service<Request<ReqBody>> for RoutesApi<B>
@@ -296,6 +312,34 @@ mod tests {
             let (got, body) = answer(&api, request(method.clone(), uri, body)).await;
             assert_eq!(got, status, "{method} {uri}");
             assert!(body["error"].is_string(), "{method} {uri}: {body}");
+        }
+    }
+
+    /// A body whose first frame is an I/O error of this kind.
+    struct FailingBody(std::io::ErrorKind);
+
+    impl Body for FailingBody {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            std::task::Poll::Ready(Some(Err(std::io::Error::new(self.0, "gone").into())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_times_out_is_408_and_one_that_breaks_is_400() {
+        let api = api(MockBackend::new());
+        for (kind, status) in [
+            (std::io::ErrorKind::TimedOut, StatusCode::REQUEST_TIMEOUT),
+            (std::io::ErrorKind::ConnectionReset, StatusCode::BAD_REQUEST),
+        ] {
+            let request = Request::post("/api/routes/x").body(FailingBody(kind)).unwrap();
+            let response = api.handle(request).await;
+            assert_eq!(response.status(), status, "{kind:?}");
         }
     }
 

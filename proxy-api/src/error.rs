@@ -54,6 +54,11 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The request body did not arrive in time: its stream failed with
+    /// [`std::io::ErrorKind::TimedOut`], as a server's deadline on slow bodies makes it fail.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout(#[source] BoxError),
+
     /// The request body could not be read (the client went away, or sent a broken body).
     #[error("could not read the request body")]
     BodyRead(#[source] BoxError),
@@ -116,6 +121,7 @@ impl Error {
             | Error::InvalidDatestamp(_)
             | Error::BodyRead(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Unauthenticated | Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

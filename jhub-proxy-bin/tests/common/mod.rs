@@ -43,7 +43,14 @@ pub(crate) async fn serve<B: Backend>(
     mode: RoutingMode,
     request_timeout: Duration,
 ) -> TestProxy {
-    serve_with(backend, mode, request_timeout, Arc::new(|| true), Duration::from_secs(10)).await
+    serve_with(
+        backend,
+        mode,
+        request_timeout,
+        jhub_proxy_bin::health::Readiness::ready(),
+        Duration::from_secs(10),
+    )
+    .await
 }
 
 /// [`serve`], with readiness and the ready gate's wait of the test's choosing.
@@ -51,25 +58,31 @@ pub(crate) async fn serve_with<B: Backend>(
     backend: Arc<B>,
     mode: RoutingMode,
     request_timeout: Duration,
-    ready: jhub_proxy_bin::health::ReadyCheck,
+    ready: jhub_proxy_bin::health::Readiness,
     ready_wait: Duration,
 ) -> TestProxy {
     let options = app::AppOptions {
-        token: TOKEN.to_owned(),
+        tokens: jhub_proxy_bin::token::Tokens::fixed(TOKEN),
         api: ApiConfig { routing_mode: mode, ..ApiConfig::default() },
         request_timeout,
+        client_timeout: server::Limits::default().client_timeout,
         ready,
         ready_wait,
         metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
         serve_metrics: true,
     };
+    serve_app(app::service(backend, options), server::Limits::default()).await
+}
+
+/// Serves `service` with `limits` on a free loopback port.
+pub(crate) async fn serve_app(service: app::HttpService, limits: server::Limits) -> TestProxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
-    let service = app::service(backend, options);
     let served = tokio::spawn(server::serve(
         listener,
         service,
+        limits,
         async move {
             let _ = rx.await;
         },
