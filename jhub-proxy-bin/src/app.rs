@@ -15,6 +15,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::RequireTokenLayer;
+use crate::explain::{ExplainLayer, Explainer};
 use crate::gate::ReadyGateLayer;
 use crate::health::{AnswerLayer, HealthLayer, ReadyCheck};
 use crate::metrics::{Metrics, MetricsEndpoint};
@@ -41,6 +42,8 @@ pub struct AppOptions {
     pub metrics: Arc<Metrics>,
     /// Whether `GET /metrics` is served here (no `--metrics-listen`).
     pub serve_metrics: bool,
+    /// What answers `GET /api/explain`; without it, that path is the routes API's 404.
+    pub explain: Option<Explainer>,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -56,7 +59,8 @@ impl std::fmt::Debug for AppOptions {
 /// The routes API over `backend`, in its layers, outermost first: one log line and the
 /// metrics per request (`requests`; never headers, which carry the token), `/metrics` when
 /// served here, the request timeout, the unauthenticated probes, the token check, and the gate
-/// that holds requests until the store is ready.
+/// that holds requests until the store is ready, and `GET /api/explain` when there is an
+/// explainer.
 pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService {
     let endpoint = options.serve_metrics.then(|| Arc::clone(&options.metrics));
     let stack = ServiceBuilder::new()
@@ -66,6 +70,7 @@ pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService 
         .layer(HealthLayer::new(options.ready.clone()))
         .layer(RequireTokenLayer::new(&options.token))
         .layer(ReadyGateLayer::new(options.ready, options.ready_wait))
+        .option_layer(options.explain.map(ExplainLayer))
         .service(RoutesApi::new(backend, options.api));
     boxed(stack)
 }

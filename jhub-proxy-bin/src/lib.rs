@@ -6,6 +6,7 @@
 //! - [`metrics`]: the Prometheus registry and `/metrics`; [`logging`]: the tracing subscriber;
 //! - [`server`]: hyper serving, and draining on SIGTERM; [`tls`]: HTTPS for the probe listener;
 //! - [`render`]: the `render` command, objects for routes without a cluster;
+//! - [`explain`]: the `explain` command and `GET /api/explain`, where the gateway sends a URL;
 //! - [`warmup`]: waiting until the gateway serves a new route (`WAIT_FOR_WARMUP`).
 //!
 //! ```no_run
@@ -21,6 +22,7 @@
 //!     ready_wait: std::time::Duration::from_secs(10),
 //!     metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
 //!     serve_metrics: true,
+//!     explain: None,
 //! };
 //! let translation = istio_routes::Translation::default();
 //! let store = Arc::new(istio_routes::MemoryStore::new(translation.clone()));
@@ -36,6 +38,7 @@ pub mod app;
 pub mod auth;
 pub mod chp;
 pub mod config;
+pub mod explain;
 pub mod gate;
 pub mod health;
 pub mod logging;
@@ -72,6 +75,10 @@ pub enum Error {
     #[error("cannot render: {0}")]
     Render(String),
 
+    /// `explain` could not explain the URL it was given.
+    #[error("cannot explain: {0}")]
+    Explain(String),
+
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({option})")]
     Listen {
@@ -87,3 +94,16 @@ pub enum Error {
 
 /// The result of starting and running the proxy.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A client of the Kubernetes API: in-cluster, or from `KUBECONFIG`; without either, an error
+/// that says how to do without.
+pub async fn kube_client() -> Result<kube::Client> {
+    kube::Client::try_default().await.map_err(|e| match e {
+        kube::Error::InferConfig(_) => Error::Config(
+            "--store (env PROXY_STORE) is 'kubernetes', but there is no in-cluster service account and no kubeconfig \
+             (set KUBECONFIG); use --store memory to try the proxy without Kubernetes"
+                .to_owned(),
+        ),
+        other => Error::Kubernetes(Box::new(other)),
+    })
+}

@@ -54,6 +54,18 @@ pub(crate) async fn serve_with<B: Backend>(
     ready: jhub_proxy_bin::health::ReadyCheck,
     ready_wait: Duration,
 ) -> TestProxy {
+    serve_explaining(backend, mode, request_timeout, ready, ready_wait, None).await
+}
+
+/// [`serve_with`], answering `GET /api/explain` with `explain` when given.
+async fn serve_explaining<B: Backend>(
+    backend: Arc<B>,
+    mode: RoutingMode,
+    request_timeout: Duration,
+    ready: jhub_proxy_bin::health::ReadyCheck,
+    ready_wait: Duration,
+    explain: Option<jhub_proxy_bin::explain::Explainer>,
+) -> TestProxy {
     let options = app::AppOptions {
         token: TOKEN.to_owned(),
         api: ApiConfig { routing_mode: mode, ..ApiConfig::default() },
@@ -62,6 +74,7 @@ pub(crate) async fn serve_with<B: Backend>(
         ready_wait,
         metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
         serve_metrics: true,
+        explain,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -82,9 +95,18 @@ pub(crate) async fn serve_with<B: Backend>(
 pub(crate) async fn memory(mode: RoutingMode) -> TestProxy {
     let translation =
         istio_routes::Translation { routing_mode: mode, ..istio_routes::Translation::default() };
-    let backend = istio_routes::IstioBackend::new(
+    let backend = Arc::new(istio_routes::IstioBackend::new(
         Arc::new(istio_routes::MemoryStore::new(translation.clone())),
         translation,
-    );
-    serve(Arc::new(backend), mode, Duration::from_secs(30)).await
+    ));
+    let explain = Some(jhub_proxy_bin::explain::explainer(Arc::clone(&backend)));
+    serve_explaining(
+        backend,
+        mode,
+        Duration::from_secs(30),
+        Arc::new(|| true),
+        Duration::from_secs(10),
+        explain,
+    )
+    .await
 }
