@@ -235,6 +235,14 @@ impl<S: RouteStore> IstioBackend<S> {
 }
 
 impl<S: RouteStore> IstioBackend<S> {
+    /// Where the gateway sends a request for `url` through the objects as they are now (see
+    /// [`crate::explain`]); a bad URL is refused before the store is asked.
+    pub async fn explain(&self, url: &str) -> crate::Result<crate::explain::Explanation> {
+        crate::explain::Request::parse(url)?;
+        let objects = self.store.live_virtual_services().await?;
+        crate::explain::explain(&objects, &self.translation, url)
+    }
+
     /// Every route, sorted by spec, from the store's cache: what [`Backend::list`] answers,
     /// without waiting for anything (for metrics read at scrape time).
     pub fn routes(&self) -> proxy_api::Result<Vec<Arc<Route>>> {

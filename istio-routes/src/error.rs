@@ -62,6 +62,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A URL to explain is not one a browser could send to the gateway.
+    #[error("invalid url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused, and what to give instead.
+        reason: &'static str,
+    },
+
     /// Any other answer of the API server.
     #[error("the Kubernetes API server answered {code} for {name}: {message}")]
     Api {
@@ -98,6 +107,9 @@ impl From<Error> for proxy_api::Error {
                 source: Some(Box::new(error)),
             },
             Error::Forbidden { .. } => proxy_api::Error::Forbidden { message, source: Some(Box::new(error)) },
+            Error::InvalidUrl { url, reason } => {
+                proxy_api::Error::InvalidQuery { parameter: "url", reason: format!("{url:?}: {reason}") }
+            }
             Error::NotInstalled { .. } | Error::Invalid { .. } | Error::Api { .. } => {
                 proxy_api::Error::Internal { message, source: Some(Box::new(error)) }
             }

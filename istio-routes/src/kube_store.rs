@@ -189,6 +189,36 @@ impl KubeStore {
     fn namespace(&self) -> String {
         self.namespace.clone()
     }
+
+    /// Every VirtualService in the translation's namespace, whole, read now: what
+    /// [`RouteStore::live_virtual_services`] answers, for a caller with no store running (the
+    /// `explain` command, which must not write or wait for a watch).
+    pub async fn list_live(client: Client, translation: &Translation) -> Result<Vec<Arc<VirtualService>>> {
+        let api = Api::namespaced_with(client, &translation.namespace, &translation.version);
+        list_whole(&api, &translation.namespace, &KubeMetrics::default()).await
+    }
+}
+
+/// Every VirtualService in the namespace, page by page, specs and all (not only ours: another
+/// writer's object bound to the gateway routes requests too).
+async fn list_whole(
+    api: &Api<VirtualService>,
+    namespace: &str,
+    metrics: &KubeMetrics,
+) -> Result<Vec<Arc<VirtualService>>> {
+    let mut params = ListParams::default().limit(500);
+    let mut objects = Vec::new();
+    loop {
+        let page = metrics
+            .time(Verb::List, VS, || api.list(&params))
+            .await
+            .map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", namespace))?;
+        objects.extend(page.items.into_iter().map(Arc::new));
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(objects),
+        }
+    }
 }
 
 #[async_trait]
@@ -204,6 +234,11 @@ impl RouteStore for KubeStore {
 
     fn virtual_services(&self) -> Vec<Arc<VirtualService>> {
         self.current()
+    }
+
+    async fn live_virtual_services(&self) -> Result<Vec<Arc<VirtualService>>> {
+        // The cache keeps no specs (see `slim`).
+        list_whole(&self.virtual_services, &self.namespace, &self.metrics).await
     }
 
     fn virtual_services_of(&self, route: &str) -> Vec<Arc<VirtualService>> {

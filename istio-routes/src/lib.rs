@@ -9,6 +9,8 @@
 //!   (feature `mock`) for tests; [`KubeStore`] keeps the objects in Kubernetes behind a watch
 //!   cache, and [`MemoryStore`] keeps them in memory.
 //! - [`IstioBackend`]: the routes API's [`proxy_api::Backend`] over a store.
+//! - [`explain`]: where Istio's gateway sends a request through the objects, and whether that
+//!   is where configurable-http-proxy would send it.
 //! - [`metrics`]: Prometheus metrics of the stores, for a registry the application owns.
 //!
 //! ```
@@ -57,6 +59,7 @@
 
 mod backend;
 mod error;
+pub mod explain;
 mod kube_store;
 mod memory;
 pub mod metrics;

@@ -40,6 +40,13 @@ pub trait RouteStore: Send + Sync + 'static {
         None
     }
 
+    /// Every VirtualService a gateway could route this instance's requests through, read now
+    /// and whole (specs included): for `explain`, which must see what Istio sees, edits and
+    /// other writers' objects too. The default answers the cache, for stores that keep specs.
+    async fn live_virtual_services(&self) -> Result<Vec<Arc<VirtualService>>> {
+        Ok(self.virtual_services())
+    }
+
     /// The VirtualServices of one route (label `jupyterhub-istio-proxy/route=<id>`), from the cache.
     fn virtual_services_of(&self, route_id: &str) -> Vec<Arc<VirtualService>>;
 

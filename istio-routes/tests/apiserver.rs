@@ -270,3 +270,61 @@ fn without_server_fields(object: &VirtualService) -> VirtualService {
     object.metadata.managed_fields = None;
     object
 }
+
+/// `explain` reads the objects as the API server holds them, specs included (the watch cache
+/// keeps none): an edit behind our back, and another writer's VirtualService, are what it sees.
+#[tokio::test]
+async fn explain_reads_the_live_objects_whole() {
+    use kube::api::{Patch, PatchParams, PostParams};
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("explain").await;
+    let objects = Namespace::new(server, &namespace);
+    let backend = start(server, &namespace).await;
+    backend.add(route("/", "http://hub:8081")).await.unwrap();
+    backend.add(route("/user/alice", "http://10.0.0.1:8888")).await.unwrap();
+    let url = "http://hub.org/user/alice/lab";
+    let explained = backend.explain(url).await.unwrap();
+    assert_eq!(explained.winner.unwrap().route.as_deref(), Some("/user/alice"));
+    assert!(explained.agrees_with_chp);
+
+    // Alice's object edited to send her requests to the hub: the explanation says so loudly.
+    let alice = objects
+        .virtual_services()
+        .await
+        .into_iter()
+        .find(|o| objects.translation.read(o).unwrap().unwrap().route.spec().as_str() == "/user/alice");
+    let name = alice.unwrap().metadata.name.unwrap();
+    let edit = serde_json::json!({"spec": {"http": [{"match": [{"uri": {"prefix": "/nobody/"}}],
+        "route": [{"destination": {"host": "hub.hub.svc.cluster.local"}}]}]}});
+    objects.virtual_services.patch(&name, &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    let explained = backend.explain(url).await.unwrap();
+    assert_eq!(explained.winner.as_ref().unwrap().route.as_deref(), Some("/"));
+    assert_eq!(explained.chp_route.as_deref(), Some("/user/alice"));
+    assert!(
+        explained.warning.unwrap().contains("configurable-http-proxy would send it to route /user/alice")
+    );
+
+    // Another writer's VirtualService on the same gateway, unlabelled, takes alice's path.
+    let mut foreign: VirtualService = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "someone-elses", "namespace": namespace},
+        "spec": {"hosts": ["*"], "gateways": [common::GATEWAY],
+                 "http": [{"match": [{"uri": {"prefix": "/user/"}}], "route": [{"destination": {"host": "other"}}]}]}
+    }))
+    .unwrap();
+    foreign.metadata.namespace = Some(namespace.clone());
+    objects.virtual_services.create(&PostParams::default(), &foreign).await.unwrap();
+    let client = server.client();
+    for explained in [
+        backend.explain(url).await.unwrap(),
+        istio_routes::explain::explain(
+            &KubeStore::list_live(client, &objects.translation).await.unwrap(),
+            &objects.translation,
+            url,
+        )
+        .unwrap(),
+    ] {
+        let winner = explained.winner.unwrap();
+        assert_eq!((winner.virtual_service.as_str(), winner.route), ("someone-elses", None));
+    }
+}

@@ -6,14 +6,15 @@
 //! holds after every step (one oracle run per case, a pilot per step) and routes the probes
 //! through the route configuration it generates, as Envoy would. `testkit::istio_model`, the
 //! fast model, checks every step too, and must agree with the oracle on every probe of the
-//! corpus. CHP is `testkit::chp`. Probes are the routes' paths as browsers send them (encoded,
+//! corpus. `istio_routes::explain`, asked for every probe as a URL, must name the oracle's winner
+//! and CHP's route. CHP is `testkit::chp`. Probes are the routes' paths as browsers send them (encoded,
 //! `@` raw or as `%40`, hex in either case), below them, beside them (`/user/alice2`) and above
 //! them.
 
 use std::sync::Arc;
 
 use istio_routes::resources::VirtualService;
-use istio_routes::{IstioBackend, ManualClock, MemoryStore, RouteStore, Translation, encode_path};
+use istio_routes::{IstioBackend, ManualClock, MemoryStore, RouteStore, Translation, encode_path, explain};
 use proptest::prelude::*;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 use testkit::chp::ChpTable;
@@ -86,6 +87,8 @@ struct Snapshot {
     scenario: Scenario,
     expected: Vec<Option<String>>,
     modelled: Vec<Option<Routed>>,
+    /// The VirtualService `explain` named the winner.
+    explained: Vec<Option<String>>,
     /// The steps so far, for failure messages.
     steps: usize,
 }
@@ -173,8 +176,11 @@ impl World {
             objects,
             expected: Vec::new(),
             modelled: Vec::new(),
+            explained: Vec::new(),
             steps: history.len(),
         };
+        let explainer = explain::Explainer::new(&snapshot.objects, &self.translation);
+        let mut explained_winners = Vec::new();
         for (host, path) in self.probes() {
             let expected = self.chp.route(&host, &path);
             let routed = gateway.route(&host, &path);
@@ -188,10 +194,19 @@ impl World {
                 &snapshot.objects,
                 context,
             );
+            let url = format!("http://{host}{path}");
+            let explained = explainer.explain(&url).unwrap();
+            assert_eq!(explained.chp_route, expected, "explain's CHP route for {url}");
+            assert_eq!(
+                explained.agrees_with_chp,
+                explained.winner.as_ref().and_then(|w| w.route.clone()) == expected
+            );
+            explained_winners.push(explained.winner.map(|w| w.virtual_service));
             snapshot.scenario.requests.push(Request::new(&host, &path));
             snapshot.expected.push(expected);
             snapshot.modelled.push(routed);
         }
+        snapshot.explained = explained_winners;
         // A step that changed nothing (a wait, a repeated add) needs no second pilot.
         let last = self.snapshots.last();
         if last.is_none_or(|l| l.scenario != snapshot.scenario || l.expected != snapshot.expected) {
@@ -245,7 +260,8 @@ impl World {
         for (snapshot, outcome) in self.snapshots.iter().zip(outcomes) {
             assert_eq!(outcome.rejected, Vec::<String>::new(), "Istio refused objects we wrote");
             let probes = snapshot.scenario.requests.iter().zip(&snapshot.expected).zip(&snapshot.modelled);
-            for (((request, expected), model), answer) in probes.zip(&outcome.answers) {
+            let probes = probes.zip(&snapshot.explained);
+            for ((((request, expected), model), explained), answer) in probes.zip(&outcome.answers) {
                 let context = || {
                     let steps = &history[..snapshot.steps];
                     format!("Istio: Host: {}, path {}\nafter {steps:#?}", request.authority, request.path)
@@ -261,6 +277,8 @@ impl World {
                     context,
                 );
                 assert_model_agrees(model.as_ref(), answer.as_ref(), &context);
+                let istio = answer.as_ref().map(|a| a.virtual_service_name().to_owned());
+                assert_eq!(explained, &istio, "explain's winner is not Istio's\n{}", context());
             }
         }
     }

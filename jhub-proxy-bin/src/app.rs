@@ -15,6 +15,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::RequireTokenLayer;
+use crate::explain::{ExplainLayer, Explainer};
 use crate::gate::ReadyGateLayer;
 use crate::health::{AnswerLayer, HealthLayer, Readiness};
 use crate::metrics::{Metrics, MetricsEndpoint};
@@ -45,6 +46,8 @@ pub struct AppOptions {
     pub metrics: Arc<Metrics>,
     /// Whether `GET /metrics` is served here (no `--metrics-listen`).
     pub serve_metrics: bool,
+    /// What answers `GET /api/explain`; without it, that path is the routes API's 404.
+    pub explain: Option<Explainer>,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -61,7 +64,8 @@ impl std::fmt::Debug for AppOptions {
 /// The routes API over `backend`, in its layers, outermost first: one log line and the
 /// metrics per request (`requests`; never headers, which carry the token), the body's deadline
 /// (408 for a slow body), `/metrics` when served here, the request timeout, the unauthenticated
-/// probes, the token check, and the gate that holds requests until the store is ready.
+/// probes, the token check, the gate that holds requests until the store is ready, and
+/// `GET /api/explain` when there is an explainer.
 pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService {
     let endpoint = options.serve_metrics.then(|| Arc::clone(&options.metrics));
     let client_timeout = options.client_timeout;
@@ -75,6 +79,7 @@ pub fn service<B: Backend>(backend: Arc<B>, options: AppOptions) -> HttpService 
         .layer(HealthLayer::new(options.ready.clone()))
         .layer(RequireTokenLayer::new(options.tokens, options.metrics.auth().clone()))
         .layer(ReadyGateLayer::new(options.ready, options.ready_wait))
+        .option_layer(options.explain.map(ExplainLayer))
         .service(RoutesApi::new(backend, options.api));
     boxed(stack)
 }

@@ -167,6 +167,28 @@ pub enum Command {
     /// Print the Istio objects for routes as YAML, without a cluster, using the translation
     /// options (namespace, gateway, hosts, prefix, host routing...) given before `render`.
     Render(RenderArgs),
+    /// Explain where Istio's gateway sends a request for a URL: the objects that match it in
+    /// the order the gateway tries them, the winner, its route and destination, and whether
+    /// configurable-http-proxy would pick the same route. Reads the live objects through the
+    /// Kubernetes API, or routes from `--routes-file` offline.
+    Explain(ExplainArgs),
+}
+
+/// The request to explain, and where the objects come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExplainArgs {
+    /// The URL a browser requests, e.g. `http://hub.example.org/user/alice/lab`.
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    /// A JSON file of routes as `GET /api/routes` lists them (`-` for standard input), e.g.
+    /// the listing of a running configurable-http-proxy.
+    #[arg(long = "routes-file", value_name = "FILE")]
+    pub routes_file: Option<std::path::PathBuf>,
+
+    /// Print the explanation as JSON, as `GET /api/explain` answers it.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The routes to render.

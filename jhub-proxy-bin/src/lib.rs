@@ -7,6 +7,7 @@
 //! - [`server`]: hyper serving, and draining on SIGTERM; [`tls`]: HTTPS for the probe listener;
 //! - [`token`]: the token, given or read from a file and read again when it changes;
 //! - [`render`]: the `render` command, objects for routes without a cluster;
+//! - [`explain`]: the `explain` command and `GET /api/explain`, where the gateway sends a URL;
 //! - [`warmup`]: waiting until the gateway serves a new route (`WAIT_FOR_WARMUP`).
 //!
 //! ```no_run
@@ -23,6 +24,7 @@
 //!     ready_wait: std::time::Duration::from_secs(10),
 //!     metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
 //!     serve_metrics: true,
+//!     explain: None,
 //! };
 //! let translation = istio_routes::Translation::default();
 //! let store = Arc::new(istio_routes::MemoryStore::new(translation.clone()));
@@ -39,6 +41,7 @@ pub mod app;
 pub mod auth;
 pub mod chp;
 pub mod config;
+pub mod explain;
 pub mod gate;
 pub mod health;
 pub mod logging;
@@ -89,6 +92,10 @@ pub enum Error {
         source: Option<std::io::Error>,
     },
 
+    /// `explain` could not explain the URL it was given.
+    #[error("cannot explain: {0}")]
+    Explain(String),
+
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({option})")]
     Listen {
@@ -104,3 +111,19 @@ pub enum Error {
 
 /// The result of starting and running the proxy.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A client of the Kubernetes API: in-cluster, or from `KUBECONFIG`; without either, an error
+/// that says how to do without.
+pub async fn kube_client() -> Result<kube::Client> {
+    let mut config = kube::Config::infer().await.map_err(|_| {
+        Error::Config(
+            "--store (env PROXY_STORE) is 'kubernetes', but there is no in-cluster service account and no kubeconfig \
+             (set KUBECONFIG); use --store memory to try the proxy without Kubernetes"
+                .to_owned(),
+        )
+    })?;
+    // The store retries what is worth retrying, bounded and counted (see `KubeStore::start`);
+    // kube's own policy would hold a request for minutes on a struggling API server.
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(|e| Error::Kubernetes(Box::new(e)))
+}

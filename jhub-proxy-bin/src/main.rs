@@ -11,7 +11,7 @@ use jhub_proxy_bin::config::{Command, Config, StoreKind};
 use jhub_proxy_bin::health::{self, Readiness};
 use jhub_proxy_bin::metrics::{self, Metrics};
 use jhub_proxy_bin::warmup::Warmup;
-use jhub_proxy_bin::{Error, app, chp, logging, render, server, tls, token};
+use jhub_proxy_bin::{Error, app, chp, explain, logging, render, server, tls, token};
 use proxy_api::{ApiConfig, Backend};
 
 fn main() -> ExitCode {
@@ -30,10 +30,15 @@ fn main() -> ExitCode {
         );
     }
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
-    if let Some(Command::Render(args)) = &config.command {
-        return match runtime.block_on(render::render(&config, args)) {
-            Ok(yaml) => {
-                print!("{yaml}");
+    let printed = match &config.command {
+        Some(Command::Render(args)) => Some(runtime.block_on(render::render(&config, args))),
+        Some(Command::Explain(args)) => Some(runtime.block_on(explain::command(&config, args))),
+        None => None,
+    };
+    if let Some(printed) = printed {
+        return match printed {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(error) => fail(&error),
@@ -56,20 +61,11 @@ async fn run(config: Config) -> Result<(), Error> {
             let store = Arc::new(MemoryStore::new(translation.clone()));
             let backend = Arc::new(IstioBackend::new(store, translation));
             StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
-            (http_service(backend, &config, tokens, Readiness::ready(), metrics).await?, "memory")
+            let explainer = explain::explainer(Arc::clone(&backend));
+            (http_service(backend, &config, tokens, Readiness::ready(), metrics, explainer).await?, "memory")
         }
         StoreKind::Kubernetes => {
-            let mut kube_config = kube::Config::infer().await.map_err(|_| {
-                Error::Config(
-                    "--store (env PROXY_STORE) is 'kubernetes', but there is no in-cluster service account and no kubeconfig \
-                     (set KUBECONFIG); use --store memory to try the proxy without Kubernetes"
-                        .to_owned(),
-                )
-            })?;
-            // The store retries what is worth retrying, bounded and counted (see `KubeStore`);
-            // kube's own policy would hold a request for minutes on a struggling API server.
-            kube_config.default_retry = false;
-            let client = kube::Client::try_from(kube_config).map_err(|e| Error::Kubernetes(Box::new(e)))?;
+            let client = jhub_proxy_bin::kube_client().await?;
             let namespace =
                 config.k8s_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
             let translation = config.translation(&namespace);
@@ -82,7 +78,8 @@ async fn run(config: Config) -> Result<(), Error> {
             let watch = Some(Arc::clone(store.watch_stats()));
             let backend = Arc::new(IstioBackend::new(store, translation));
             StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
-            (http_service(backend, &config, tokens, ready, metrics).await?, "kubernetes")
+            let explainer = explain::explainer(Arc::clone(&backend));
+            (http_service(backend, &config, tokens, ready, metrics, explainer).await?, "kubernetes")
         }
     };
     let (listener, addr) = bind(config.listen, "--listen, env PROXY_LISTEN").await?;
@@ -120,6 +117,7 @@ async fn http_service<B: Backend>(
     tokens: token::Tokens,
     ready: Readiness,
     metrics: Metrics,
+    explainer: explain::Explainer,
 ) -> Result<app::HttpService, Error> {
     let metrics = Arc::new(metrics);
     if let Some(listen) = config.metrics_listen {
@@ -161,6 +159,7 @@ async fn http_service<B: Backend>(
         ready_wait: config.ready_wait,
         serve_metrics: config.metrics_on_api(),
         metrics: Arc::clone(&metrics),
+        explain: Some(explainer),
     };
     Ok(match config.warmup().expect("checked by Config::from_args") {
         Some(warmup) => {

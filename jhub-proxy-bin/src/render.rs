@@ -23,17 +23,7 @@ pub async fn render(config: &Config, args: &RenderArgs) -> Result<String> {
     if routes.is_empty() {
         return Err(Error::Render("no routes: give --route SPEC=TARGET or --routes-file FILE".to_owned()));
     }
-    // Deepest first, so no ancestor is ever created again and every name is generation 0:
-    // the output does not depend on the clock.
-    routes.sort_by_key(|route| std::cmp::Reverse(istio_routes::order::depth(route.spec())));
-    let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
-    let translation = config.translation(&namespace);
-    let store = Arc::new(MemoryStore::new(translation.clone()));
-    let backend = IstioBackend::new(Arc::clone(&store), translation);
-    for route in routes {
-        let spec = route.spec().clone();
-        backend.add(route).await.map_err(|e| Error::Render(format!("route {spec}: {e}")))?;
-    }
+    let store = memory_backend(config, routes).await?.store().clone();
     // By name, which is Istio's order within one second: deeper routes first.
     let mut virtual_services = store.virtual_services();
     virtual_services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -52,6 +42,25 @@ pub async fn render(config: &Config, args: &RenderArgs) -> Result<String> {
     Ok(yaml::documents(&documents))
 }
 
+/// `routes` in a memory store, through the backend and translation the proxy serves with.
+pub(crate) async fn memory_backend(
+    config: &Config,
+    mut routes: Vec<Route>,
+) -> Result<IstioBackend<MemoryStore>> {
+    // Deepest first, so no ancestor is ever created again and every name is generation 0:
+    // the output does not depend on the clock.
+    routes.sort_by_key(|route| std::cmp::Reverse(istio_routes::order::depth(route.spec())));
+    let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let translation = config.translation(&namespace);
+    let store = Arc::new(MemoryStore::new(translation.clone()));
+    let backend = IstioBackend::new(store, translation);
+    for route in routes {
+        let spec = route.spec().clone();
+        backend.add(route).await.map_err(|e| Error::Render(format!("route {spec}: {e}")))?;
+    }
+    Ok(backend)
+}
+
 /// `SPEC=TARGET`; the target starts at the first `=http://` or `=https://`.
 fn route_arg(arg: &str, mode: RoutingMode) -> Result<Route> {
     let at = ["=http://", "=https://", "=HTTP://", "=HTTPS://"].iter().filter_map(|sep| arg.find(sep)).min();
@@ -67,7 +76,7 @@ fn route_arg(arg: &str, mode: RoutingMode) -> Result<Route> {
 }
 
 /// Routes as `GET /api/routes` lists them: an object from spec to `{"target": ..., <data>}`.
-fn routes_file(path: &std::path::Path, mode: RoutingMode) -> Result<Vec<Route>> {
+pub(crate) fn routes_file(path: &std::path::Path, mode: RoutingMode) -> Result<Vec<Route>> {
     let name = path.display();
     let mut text = String::new();
     let read = if path.as_os_str() == "-" {

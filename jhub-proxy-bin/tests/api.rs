@@ -321,3 +321,48 @@ async fn thirty_concurrent_posts_of_one_route_leave_exactly_one_whole_winner() {
     // Target and data come from the same POST: no mix of two writers.
     assert_eq!(winner["target"], format!("http://10.0.0.{writer}:8888"));
 }
+
+/// `GET /api/explain?url=`: behind the token, JSON naming the winner, its route and
+/// destination, and CHP's route; bad input is a JSON 400 saying why.
+#[tokio::test]
+async fn explain_names_the_winner_and_chps_route_and_refuses_bad_urls() {
+    let proxy = memory(RoutingMode::Path).await;
+    assert_eq!(proxy.api.post("/api/routes/", r#"{"target": "http://hub:8081"}"#).await.status, 201);
+    assert_eq!(proxy.api.post("/api/routes/user/alice/", ALICE).await.status, 201);
+
+    let url = "/api/explain?url=http%3A%2F%2Fhub.example.org%2Fuser%2Falice%2Flab%3Fx%3D1";
+    let explained = proxy.api.get(url).await;
+    assert_eq!(explained.status, StatusCode::OK);
+    assert_eq!(explained.content_type(), "application/json");
+    let body = explained.json();
+    assert_eq!(body["request"]["path"], "/user/alice/lab");
+    assert_eq!(body["winner"]["route"], "/user/alice");
+    assert_eq!(body["winner"]["match"], json!({"uri": {"prefix": "/user/alice/"}}));
+    assert_eq!(body["winner"]["destination"]["port"], 8888);
+    assert_eq!(body["candidates"].as_array().unwrap().len(), 2, "alice's route, then the hub's catch-all");
+    assert_eq!(body["candidates"][1]["route"], "/");
+    assert_eq!(
+        (&body["chp_route"], &body["agrees_with_chp"], &body["warning"]),
+        (&json!("/user/alice"), &json!(true), &Value::Null)
+    );
+
+    assert_eq!(proxy.api.with_token(None).get(url).await.status, StatusCode::FORBIDDEN);
+    for (query, says) in [
+        ("", "missing"),
+        ("?url=", "give the URL"),
+        ("?url=/user/alice", "absolute URL"),
+        ("?url=garbage", "no scheme"),
+        ("?url=http://exa%20mple.org/", "not a URL"),
+        ("?url=%zz", "malformed"),
+    ] {
+        let refused = proxy.api.get(&format!("/api/explain{query}")).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(refused.content_type(), "application/json");
+        assert!(
+            refused.error().contains("url") && refused.error().contains(says),
+            "{query}: {}",
+            refused.error()
+        );
+    }
+    assert_eq!(proxy.api.post("/api/explain?url=http://h/", "").await.status, StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -161,6 +161,7 @@ async fn serve_bytes(request: Vec<u8>, mode: RoutingMode) -> Result<(), TestCase
         ready_wait: Duration::from_secs(1),
         metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
         serve_metrics: true,
+        explain: Some(jhub_proxy_bin::explain::explainer(Arc::clone(&backend))),
     };
     let service = app::service(Arc::clone(&backend), options);
     let (mut client, server_side) = tokio::io::duplex(64 * 1024);

@@ -196,14 +196,19 @@ where
 
 /// The value of `inactive_since` (or CHP's other spelling, `inactiveSince`), decoded.
 fn inactive_since_param(query: Option<&str>) -> Result<Option<String>> {
+    // A literal '+' stays a '+', so an unencoded offset like +02:00 still parses.
+    query_param(query, &["inactive_since", "inactiveSince"])
+        .map_err(|raw| Error::InvalidDatestamp(raw.to_owned()))
+}
+
+/// The first value of a query parameter under any of `names`, percent-decoded ('+' kept);
+/// `Err` with the raw value when it has a malformed escape.
+pub fn query_param<'q>(query: Option<&'q str>, names: &[&str]) -> Result<Option<String>, &'q str> {
     let Some(query) = query else { return Ok(None) };
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == "inactive_since" || key == "inactiveSince" {
-            // A literal '+' stays a '+', so an unencoded offset like +02:00 still parses.
-            let value =
-                percent_decode_strict(value).map_err(|_| Error::InvalidDatestamp(value.to_owned()))?;
-            return Ok(Some(value));
+        if names.contains(&key) {
+            return percent_decode_strict(value).map(Some).map_err(|_| value);
         }
     }
     Ok(None)

@@ -43,6 +43,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A query parameter is missing or cannot be used.
+    #[error("invalid query parameter {parameter}: {reason}")]
+    InvalidQuery {
+        /// The parameter.
+        parameter: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// `inactive_since` is not a timestamp. The wording is configurable-http-proxy's.
     #[error("Invalid datestamp '{0}' must be ISO8601.")]
     InvalidDatestamp(String),
@@ -118,6 +127,7 @@ impl Error {
             Error::InvalidSpec { .. }
             | Error::InvalidTarget { .. }
             | Error::InvalidBody { .. }
+            | Error::InvalidQuery { .. }
             | Error::InvalidDatestamp(_)
             | Error::BodyRead(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -61,6 +61,18 @@ pub(crate) async fn serve_with<B: Backend>(
     ready: jhub_proxy_bin::health::Readiness,
     ready_wait: Duration,
 ) -> TestProxy {
+    serve_explaining(backend, mode, request_timeout, ready, ready_wait, None).await
+}
+
+/// [`serve_with`], answering `GET /api/explain` with `explain` when given.
+async fn serve_explaining<B: Backend>(
+    backend: Arc<B>,
+    mode: RoutingMode,
+    request_timeout: Duration,
+    ready: jhub_proxy_bin::health::Readiness,
+    ready_wait: Duration,
+    explain: Option<jhub_proxy_bin::explain::Explainer>,
+) -> TestProxy {
     let options = app::AppOptions {
         tokens: jhub_proxy_bin::token::Tokens::fixed(TOKEN),
         api: ApiConfig { routing_mode: mode, ..ApiConfig::default() },
@@ -70,6 +82,7 @@ pub(crate) async fn serve_with<B: Backend>(
         ready_wait,
         metrics: Arc::new(jhub_proxy_bin::metrics::Metrics::new()),
         serve_metrics: true,
+        explain,
     };
     serve_app(app::service(backend, options), server::Limits::default()).await
 }
@@ -95,9 +108,18 @@ pub(crate) async fn serve_app(service: app::HttpService, limits: server::Limits)
 pub(crate) async fn memory(mode: RoutingMode) -> TestProxy {
     let translation =
         istio_routes::Translation { routing_mode: mode, ..istio_routes::Translation::default() };
-    let backend = istio_routes::IstioBackend::new(
+    let backend = Arc::new(istio_routes::IstioBackend::new(
         Arc::new(istio_routes::MemoryStore::new(translation.clone())),
         translation,
-    );
-    serve(Arc::new(backend), mode, Duration::from_secs(30)).await
+    ));
+    let explain = Some(jhub_proxy_bin::explain::explainer(Arc::clone(&backend)));
+    serve_explaining(
+        backend,
+        mode,
+        Duration::from_secs(30),
+        jhub_proxy_bin::health::Readiness::ready(),
+        Duration::from_secs(10),
+        explain,
+    )
+    .await
 }
