@@ -212,3 +212,29 @@ fn an_ip_as_a_destination_host_is_refused() {
     assert_eq!(outcome.rejected.len(), 1, "{:?}", outcome.rejected);
     assert!(outcome.answers[0].is_none());
 }
+
+/// `virtual_service` exported to `namespaces`.
+fn exported(mut object: Value, namespaces: &[&str]) -> Value {
+    object["spec"]["exportTo"] = json!(namespaces);
+    object
+}
+
+#[test]
+fn a_virtual_service_not_exported_to_the_gateways_namespace_is_not_routed() {
+    let objects = vec![
+        exported(virtual_service("private", 1, json!([http(prefix("/a/"), "private")])), &["."]),
+        exported(virtual_service("exported", 1, json!([http(prefix("/b/"), "exported")])), &["istio-system"]),
+    ];
+    let outcome = route(objects, &[("hub.org", "/a/x"), ("hub.org", "/b/x")]);
+    assert_eq!(hosts(&outcome), ["-", "exported"], "the gateway's pods run in istio-system");
+}
+
+#[test]
+fn virtual_services_exported_to_the_gateways_namespace_are_tried_before_public_ones() {
+    // The older public VirtualService would win by creation time; the exported one comes first.
+    let objects = vec![
+        virtual_service("public", 1, json!([http(prefix("/a/"), "public")])),
+        exported(virtual_service("exported", 2, json!([http(prefix("/a/"), "exported")])), &["istio-system"]),
+    ];
+    assert_eq!(hosts(&route(objects, &[("hub.org", "/a/x")])), ["exported"]);
+}

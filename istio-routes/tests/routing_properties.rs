@@ -98,6 +98,7 @@ impl World {
             gateways: vec![GATEWAY.into()],
             hosts: vec!["*".into()],
             routing_mode: mode,
+            export_to: istio_routes::default_export_to("hub", &[GATEWAY.to_owned()]),
             ..Translation::default()
         };
         let store = Arc::new(MemoryStore::with_clock(translation.clone(), clock.clock()));
