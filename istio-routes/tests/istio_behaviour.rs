@@ -238,3 +238,23 @@ fn virtual_services_exported_to_the_gateways_namespace_are_tried_before_public_o
     ];
     assert_eq!(hosts(&route(objects, &[("hub.org", "/a/x")])), ["exported"]);
 }
+
+#[test]
+fn virtual_services_of_one_second_and_name_are_tried_by_namespace() {
+    let mut other = virtual_service("same", 1, json!([http(prefix("/a/"), "first.alpha.svc.cluster.local")]));
+    other["metadata"]["namespace"] = json!("alpha");
+    other["spec"]["gateways"] = json!([GATEWAY]);
+    let objects = vec![virtual_service("same", 1, json!([http(prefix("/a/"), "second")])), other];
+    let outcome = route(objects, &[("hub.org", "/a/x")]);
+    assert_eq!(outcome.answers[0].as_ref().unwrap().virtual_service, "alpha/same");
+}
+
+#[test]
+fn a_regex_matching_everything_is_a_catch_all_too() {
+    let everything = json!([{"uri": {"regex": ".*"}}]);
+    let objects = vec![
+        virtual_service("root", 1, json!([http(everything, "hub")])),
+        virtual_service("alice", 2, json!([http(prefix("/user/alice/"), "alice")])),
+    ];
+    assert_eq!(hosts(&route(objects, &[("hub.org", "/user/alice/lab")])), ["alice"]);
+}
