@@ -75,8 +75,12 @@ fn only_the_gateways_pods_carry_our_routes() {
     );
     assert_eq!(added(&bare_hub.gateway, &empty.gateway), gateway_gets, "its pods beside the hub");
     // Sidecars elsewhere: nothing, not even a push.
-    for (outcome, what) in [(&system, "other, hub"), (&bare_system, "other")] {
-        assert_eq!(added(&outcome.sidecars[0], &empty.sidecars[0]), [0; 4], "a sidecar in {what}");
+    for (outcome, gateway) in [(&system, GATEWAY), (&bare_system, "jupyterhub-gateway")] {
+        assert_eq!(
+            added(&outcome.sidecars[0], &empty.sidecars[0]),
+            [0; 4],
+            "a sidecar in other, for {gateway}"
+        );
     }
     assert_eq!(added(&system.sidecars[1], &empty.sidecars[1]), [0; 4], "a sidecar in the hub's namespace");
     // What exportTo saves: without it, every sidecar gets a cluster and an endpoint per user,
