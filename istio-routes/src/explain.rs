@@ -517,8 +517,12 @@ mod tests {
             route: vec![HttpRouteDestination { destination: Destination { host: host.into(), port: None } }],
             ..HttpRoute::default()
         };
-        let spec =
-            VirtualServiceSpec { hosts: vec!["*".into()], gateways: vec!["gw".into()], http: vec![http] };
+        let spec = VirtualServiceSpec {
+            hosts: vec!["*".into()],
+            gateways: vec!["gw".into()],
+            http: vec![http],
+            ..VirtualServiceSpec::default()
+        };
         Arc::new(VirtualService::new(IstioVersion::V1, metadata, spec))
     }
 

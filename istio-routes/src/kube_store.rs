@@ -506,7 +506,7 @@ where
 }
 
 /// Labels the VirtualServices the Go jupyterhub-istio-proxy wrote, which carry no labels, so
-/// that our label-selected cache sees them. They are listed as routes from then on and replaced
+/// that our label-selected cache sees them, and exports them as ours. They are listed as routes from then on and replaced
 /// by ours when JupyterHub next writes the route.
 async fn adopt_legacy(
     api: &Api<VirtualService>,
@@ -530,11 +530,17 @@ async fn adopt_legacy(
                 continue;
             }
             let name = object.metadata.name.clone().unwrap_or_default();
-            let patch = serde_json::json!({"metadata": {"labels": {
+            let mut patch = serde_json::json!({"metadata": {"labels": {
                 MANAGED_BY_LABEL: MANAGED_BY,
                 INSTANCE_LABEL: translation.prefix,
                 ROUTE_LABEL: route_id(stored.route.spec()),
             }}});
+            // Istio tries VirtualServices exported to the gateway's namespace before public ones
+            // (the Go proxy's): exported like ours, they keep their place by creation time
+            // among ours, which the ancestor ordering relies on.
+            if !translation.export_to.is_empty() {
+                patch["spec"] = serde_json::json!({"exportTo": translation.export_to});
+            }
             let (merge, labelling) = (Patch::Merge(&patch), PatchParams::default());
             metrics
                 .time(Verb::Patch, VS, || api.patch(&name, &labelling, &merge))

@@ -143,6 +143,10 @@ pub struct VirtualServiceSpec {
     /// HTTP routes, tried in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpRoute>,
+    /// Namespaces whose proxies see the object (`.` for its own); empty for Istio's default,
+    /// every namespace.
+    #[serde(default, rename = "exportTo", skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
 }
 
 /// One HTTP route of a VirtualService.
@@ -267,6 +271,10 @@ pub struct ServiceEntrySpec {
     /// The addresses behind the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<WorkloadEntry>,
+    /// Namespaces whose proxies get the entry's cluster and endpoints (`.` for its own); empty
+    /// for Istio's default, every namespace.
+    #[serde(default, rename = "exportTo", skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
 }
 
 /// A port of a ServiceEntry.

@@ -66,6 +66,9 @@ pub struct Translation {
     /// Accept loopback targets (127.0.0.1, `localhost`), which only a gateway on the same
     /// machine as the servers can reach: for running everything on one machine.
     pub allow_loopback_targets: bool,
+    /// The objects' `exportTo` (`ISTIO_EXPORT_TO`): the namespaces whose Istio proxies see
+    /// them; empty for every namespace. [`default_export_to`] gives the gateway's.
+    pub export_to: Vec<String>,
 }
 
 impl Default for Translation {
@@ -80,8 +83,41 @@ impl Default for Translation {
             routing_mode: RoutingMode::Path,
             ip_target_mtls: true,
             allow_loopback_targets: false,
+            export_to: Vec::new(),
         }
     }
+}
+
+/// Where the Istio installs the Go proxy documents run their gateway's pods by default.
+pub const ISTIO_SYSTEM: &str = "istio-system";
+
+/// The `exportTo` that lets the gateway's pods, and no sidecar elsewhere, see the objects of
+/// a proxy writing to `namespace` for `gateways`.
+///
+/// What counts is the namespace the gateway's *pods* run in, which a Gateway reference does not
+/// say. A Gateway in another namespace (`istio-system/jupyterhub-gateway`) sits, as Istio
+/// advises, beside its pods: export there. A Gateway in the hub's own namespace (a bare name,
+/// as in the Go proxy's documented Deployment) may select Istio's default ingress pods in
+/// `istio-system` or pods deployed beside the hub: export to both. Without a gateway the
+/// routes are for the mesh's sidecars, so everyone sees them (empty: Istio's default).
+pub fn default_export_to(namespace: &str, gateways: &[String]) -> Vec<String> {
+    let mut export = Vec::new();
+    let mut add = |ns: &str| {
+        let ns = if ns == namespace { "." } else { ns };
+        if !export.iter().any(|e| e == ns) {
+            export.push(ns.to_owned());
+        }
+    };
+    for gateway in gateways {
+        match gateway.split_once('/') {
+            Some((ns, _)) if ns != namespace => add(ns),
+            _ => {
+                add(".");
+                add(ISTIO_SYSTEM);
+            }
+        }
+    }
+    export
 }
 
 /// The objects of one route.
@@ -159,6 +195,7 @@ impl Translation {
                 hosts: self.hosts.clone(),
                 gateways: self.gateways.clone(),
                 http: self.http_routes(route, destination),
+                export_to: self.export_to.clone(),
             },
         );
         Ok(Rendered { virtual_service, service_entry })
@@ -254,6 +291,7 @@ impl Translation {
                     name: name.to_owned(),
                 }],
                 endpoints: vec![WorkloadEntry { address: ip.to_string(), labels }],
+                export_to: self.export_to.clone(),
             },
         )
     }
@@ -414,6 +452,36 @@ mod tests {
             Err(proxy_api::Error::InvalidTarget { reason, .. }) => reason,
             other => panic!("expected {target} to be refused, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_default_export_reaches_where_the_gateways_pods_run() {
+        let export = |gateways: &[&str]| {
+            default_export_to("hub", &gateways.iter().map(|g| g.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(export(&["istio-system/jupyterhub-gateway"]), ["istio-system"]);
+        assert_eq!(export(&["gateways/public"]), ["gateways"]);
+        // Beside the hub, or Istio's default ingress pods: both.
+        assert_eq!(export(&["jupyterhub-gateway"]), [".", "istio-system"]);
+        assert_eq!(export(&["hub/jupyterhub-gateway"]), [".", "istio-system"]);
+        assert_eq!(export(&["a/x", "b/y", "a/z"]), ["a", "b"]);
+        assert!(export(&[]).is_empty(), "mesh routes: every sidecar");
+        assert_eq!(default_export_to("istio-system", &["gw".to_owned()]), ["."]);
+    }
+
+    #[test]
+    fn both_objects_are_exported_as_configured() {
+        let exported = Translation { export_to: vec!["istio-system".into()], ..translation() };
+        let rendered = exported.render(&route("/user/a", "http://10.0.0.7:8888"), 0).unwrap();
+        assert_eq!(rendered.virtual_service.spec.export_to, ["istio-system"]);
+        assert_eq!(rendered.service_entry.unwrap().spec.export_to, ["istio-system"]);
+        let yaml = serde_json::to_value(
+            &exported.render(&route("/user/a", "http://a:1"), 0).unwrap().virtual_service,
+        )
+        .unwrap();
+        assert_eq!(yaml["spec"]["exportTo"], serde_json::json!(["istio-system"]));
+        let public = translation().render(&route("/user/a", "http://a:1"), 0).unwrap().virtual_service;
+        assert!(serde_json::to_value(&public).unwrap()["spec"].get("exportTo").is_none());
     }
 
     #[test]

@@ -212,3 +212,49 @@ fn an_ip_as_a_destination_host_is_refused() {
     assert_eq!(outcome.rejected.len(), 1, "{:?}", outcome.rejected);
     assert!(outcome.answers[0].is_none());
 }
+
+/// `virtual_service` exported to `namespaces`.
+fn exported(mut object: Value, namespaces: &[&str]) -> Value {
+    object["spec"]["exportTo"] = json!(namespaces);
+    object
+}
+
+#[test]
+fn a_virtual_service_not_exported_to_the_gateways_namespace_is_not_routed() {
+    let objects = vec![
+        exported(virtual_service("private", 1, json!([http(prefix("/a/"), "private")])), &["."]),
+        exported(virtual_service("exported", 1, json!([http(prefix("/b/"), "exported")])), &["istio-system"]),
+    ];
+    let outcome = route(objects, &[("hub.org", "/a/x"), ("hub.org", "/b/x")]);
+    assert_eq!(hosts(&outcome), ["-", "exported"], "the gateway's pods run in istio-system");
+}
+
+#[test]
+fn virtual_services_exported_to_the_gateways_namespace_are_tried_before_public_ones() {
+    // The older public VirtualService would win by creation time; the exported one comes first.
+    let objects = vec![
+        virtual_service("public", 1, json!([http(prefix("/a/"), "public")])),
+        exported(virtual_service("exported", 2, json!([http(prefix("/a/"), "exported")])), &["istio-system"]),
+    ];
+    assert_eq!(hosts(&route(objects, &[("hub.org", "/a/x")])), ["exported"]);
+}
+
+#[test]
+fn virtual_services_of_one_second_and_name_are_tried_by_namespace() {
+    let mut other = virtual_service("same", 1, json!([http(prefix("/a/"), "first.alpha.svc.cluster.local")]));
+    other["metadata"]["namespace"] = json!("alpha");
+    other["spec"]["gateways"] = json!([GATEWAY]);
+    let objects = vec![virtual_service("same", 1, json!([http(prefix("/a/"), "second")])), other];
+    let outcome = route(objects, &[("hub.org", "/a/x")]);
+    assert_eq!(outcome.answers[0].as_ref().unwrap().virtual_service, "alpha/same");
+}
+
+#[test]
+fn a_regex_matching_everything_is_a_catch_all_too() {
+    let everything = json!([{"uri": {"regex": ".*"}}]);
+    let objects = vec![
+        virtual_service("root", 1, json!([http(everything, "hub")])),
+        virtual_service("alice", 2, json!([http(prefix("/user/alice/"), "alice")])),
+    ];
+    assert_eq!(hosts(&route(objects, &[("hub.org", "/user/alice/lab")])), ["alice"]);
+}

@@ -297,6 +297,8 @@ async fn the_go_proxys_objects_are_adopted_listed_and_replaced() {
     assert_eq!(listed(&backend).await, ["/user/alice"]);
     let adopted = fake.object("virtualservices", NAMESPACE, "jupyter-0123").unwrap();
     assert_eq!(adopted["metadata"]["labels"]["jupyterhub-istio-proxy/instance"], "jupyter");
+    // Exported as ours, so that Istio orders it among ours by creation time.
+    assert_eq!(adopted["spec"]["exportTo"], json!(["istio-system"]));
     assert!(fake.object("virtualservices", NAMESPACE, "grafana").unwrap()["metadata"]["labels"].is_null());
 
     backend.add(route("/user/alice", "http://10.0.0.5:8888")).await.unwrap();

@@ -5,9 +5,10 @@
 //! The gateway is Istio's own: `testkit::oracle` runs Istio's pilot on the objects the store
 //! holds after every step (one oracle run per case, a pilot per step) and routes the probes
 //! through the route configuration it generates, as Envoy would. `testkit::istio_model`, the
-//! fast model, checks every step too, and must agree with the oracle on every probe of the
-//! corpus. `istio_routes::explain`, asked for every probe as a URL, must name the oracle's winner
-//! and CHP's route. CHP is `testkit::chp`. Probes are the routes' paths as browsers send them (encoded,
+//! fast model, checks every step too (it fails fast, with the step), and a test of its own
+//! checks that it answers as the oracle does on every probe of a corpus drawn from the same
+//! strategies. `istio_routes::explain`, asked for every probe as a URL, must name the oracle's
+//! winner and CHP's route. CHP is `testkit::chp`. Probes are the routes' paths as browsers send them (encoded,
 //! `@` raw or as `%40`, hex in either case), below them, beside them (`/user/alice2`) and above
 //! them.
 
@@ -101,6 +102,7 @@ impl World {
             gateways: vec![GATEWAY.into()],
             hosts: vec!["*".into()],
             routing_mode: mode,
+            export_to: istio_routes::default_export_to("hub", &[GATEWAY.to_owned()]),
             ..Translation::default()
         };
         let store = Arc::new(MemoryStore::with_clock(translation.clone(), clock.clock()));
@@ -253,7 +255,7 @@ impl World {
     }
 
     /// Every step of the case through Istio's pilot, in one oracle run: Istio routes every
-    /// probe as CHP does, and as the model said.
+    /// probe as CHP does.
     fn judge(&self, history: &[Step]) {
         let scenarios: Vec<Scenario> = self.snapshots.iter().map(|s| s.scenario.clone()).collect();
         let outcomes = testkit::oracle::route(&scenarios);
@@ -335,7 +337,9 @@ fn names(objects: &[Arc<VirtualService>]) -> Vec<String> {
         .collect()
 }
 
-fn run(mode: RoutingMode, steps: &[Step]) {
+/// Replays the steps, checking every step with the model; the world keeps each step for the
+/// oracle.
+fn simulate(mode: RoutingMode, steps: &[Step]) -> World {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(async {
         let mut world = World::new(mode);
@@ -343,8 +347,51 @@ fn run(mode: RoutingMode, steps: &[Step]) {
             world.step(step).await;
             world.check(&steps[..=i]).await;
         }
-        world.judge(steps);
-    });
+        world
+    })
+}
+
+fn run(mode: RoutingMode, steps: &[Step]) {
+    simulate(mode, steps).judge(steps);
+}
+
+/// Cases per mode of the corpus the model is held to.
+const CORPUS_CASES: usize = 64;
+
+/// `testkit::istio_model` answers every probe of every step as Istio's pilot does (the oracle
+/// is right), on a corpus drawn from the property tests' strategies with a fixed seed, in one
+/// oracle run.
+#[test]
+fn the_model_answers_as_istio_does_on_the_corpus() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut cases = Vec::new();
+    for (mode, strategy) in
+        [(RoutingMode::Path, steps(path_spec()).boxed()), (RoutingMode::Host, steps(host_spec()).boxed())]
+    {
+        for _ in 0..CORPUS_CASES {
+            let steps = strategy.new_tree(&mut runner).unwrap().current();
+            cases.push((simulate(mode, &steps), steps));
+        }
+    }
+    let scenarios: Vec<Scenario> =
+        cases.iter().flat_map(|(world, _)| world.snapshots.iter().map(|s| s.scenario.clone())).collect();
+    let mut outcomes = testkit::oracle::route(&scenarios).into_iter();
+    let mut probes = 0;
+    for (world, history) in &cases {
+        for (snapshot, outcome) in world.snapshots.iter().zip(outcomes.by_ref()) {
+            let requests = snapshot.scenario.requests.iter().zip(&snapshot.modelled);
+            for ((request, model), answer) in requests.zip(&outcome.answers) {
+                let context = || {
+                    let steps = &history[..snapshot.steps];
+                    format!("Host: {}, path {}\nafter {steps:#?}", request.authority, request.path)
+                };
+                assert_model_agrees(model.as_ref(), answer.as_ref(), &context);
+                probes += 1;
+            }
+        }
+    }
+    assert!(probes >= 2 * CORPUS_CASES, "every case probes: {probes} probes");
 }
 
 proptest! {

@@ -117,6 +117,12 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub ip_target_mtls: bool,
 
+    /// Namespaces whose Istio proxies see the routing objects (their `exportTo`), comma-separated:
+    /// `.` is K8S_NAMESPACE, `*` every namespace. Default: where the gateway's pods run (the
+    /// namespace of ISTIO_GATEWAY; for a gateway in K8S_NAMESPACE, it and istio-system).
+    #[arg(long, env = "ISTIO_EXPORT_TO", value_delimiter = ',', value_name = "NAMESPACES")]
+    pub istio_export_to: Option<Vec<String>>,
+
     /// Accept loopback targets (127.0.0.1, localhost), which a gateway reaches only when it runs
     /// on the same machine as the servers: for development and tests on one machine.
     #[arg(long, env = "ALLOW_LOOPBACK_TARGETS", value_parser = BoolishValueParser::new(), default_value_t = false,
@@ -330,6 +336,9 @@ impl Config {
 
     fn check(&self) -> Result<()> {
         check_prefix(&self.virtual_service_prefix)?;
+        if let Some(export_to) = &self.istio_export_to {
+            check_export_to(export_to)?;
+        }
         // Port 0 picks a free port for each, so they differ.
         if self.metrics_listen == Some(self.listen) && self.listen.port() != 0 {
             return Err(Error::Config(
@@ -454,8 +463,44 @@ impl Config {
             routing_mode: self.routing_mode(),
             ip_target_mtls: self.ip_target_mtls,
             allow_loopback_targets: self.allow_loopback_targets,
+            export_to: self.export_to(namespace),
         }
     }
+
+    /// The objects' `exportTo`: as configured, or where the gateway's pods run.
+    pub fn export_to(&self, namespace: &str) -> Vec<String> {
+        match &self.istio_export_to {
+            Some(export_to) => export_to.clone(),
+            None => istio_routes::default_export_to(
+                namespace,
+                &self.istio_gateway.iter().cloned().collect::<Vec<_>>(),
+            ),
+        }
+    }
+}
+
+/// `exportTo` as Istio validates it: namespace names, `.`, or `*` alone; an object nobody
+/// may see (`~`, or nothing) routes nothing, so it is refused.
+fn check_export_to(export_to: &[String]) -> Result<()> {
+    let invalid = |why: String| Error::Config(format!("--istio-export-to (env ISTIO_EXPORT_TO) {why}"));
+    for namespace in export_to {
+        let name = namespace.len() <= 63
+            && namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && namespace.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && namespace.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !(name || namespace == "." || namespace == "*") {
+            return Err(invalid(format!(
+                "{namespace:?} is not a namespace name, '.' (K8S_NAMESPACE) or '*' (every namespace)"
+            )));
+        }
+    }
+    if export_to.is_empty() || export_to.iter().all(String::is_empty) {
+        return Err(invalid("is empty: no gateway would see the routes".to_owned()));
+    }
+    if export_to.len() > 1 && export_to.iter().any(|n| n == "*") {
+        return Err(invalid("takes '*' alone: it already means every namespace".to_owned()));
+    }
+    Ok(())
 }
 
 /// The prefix starts object names and is a label value: a DNS label, short enough to leave
@@ -635,6 +680,21 @@ mod tests {
             parse(&["--auth-token", "t", "--store", "memory"]).unwrap().translation("hub").hosts,
             ["*"]
         );
+        assert_eq!(translation.export_to, ["istio-system"], "where the gateway's pods run");
+    }
+
+    #[test]
+    fn the_export_is_configurable_and_checked() {
+        let base = ["--auth-token", "t", "--store", "memory", "--istio-gateway", "gw"];
+        let with = |extra: &[&str]| parse(&base.iter().chain(extra).copied().collect::<Vec<_>>());
+        assert_eq!(with(&[]).unwrap().translation("hub").export_to, [".", "istio-system"]);
+        let set = with(&["--istio-export-to", "gateways,."]).unwrap();
+        assert_eq!(set.translation("hub").export_to, ["gateways", "."]);
+        assert_eq!(with(&["--istio-export-to", "*"]).unwrap().translation("hub").export_to, ["*"]);
+        for bad in ["Istio_System", "*,hub", "", "~"] {
+            let error = with(&["--istio-export-to", bad]).unwrap_err().to_string();
+            assert!(error.contains("--istio-export-to (env ISTIO_EXPORT_TO)"), "{bad:?}: {error}");
+        }
     }
 
     #[test]

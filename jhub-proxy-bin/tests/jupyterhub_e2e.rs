@@ -1,9 +1,9 @@
 //! End to end: a real JupyterHub (6.1.1, from PyPI) drives the binary, which writes to a real
 //! Kubernetes API server (testkit's, with Istio's CRDs). The hub spawns mock servers on
 //! loopback ports; after every step the VirtualServices and ServiceEntries in the namespace
-//! must be exactly the hub's routes, and the model of Istio's gateway, fed those objects, must
-//! route each user's paths to a server that says it is that user's (its `/env`), and the hub's
-//! paths to the hub. Then the proxy restarts, loses an object behind the hub's back, and hands
+//! must be exactly the hub's routes, and Istio's gateway (its pilot, `testkit::oracle`), fed
+//! those objects, must route each user's paths to a server that says it is that user's (its
+//! `/env`), and the hub's paths to the hub. Then the proxy restarts, loses an object behind the hub's back, and hands
 //! over to a second replica, and the hub notices nothing amiss.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,8 +19,8 @@ use proxy_api::{Route, RouteSpec, RoutingMode, Target};
 use serde_json::{Value, json};
 use testkit::apiserver::ApiServer;
 use testkit::client::ApiClient;
-use testkit::istio_model::Gateway;
 use testkit::jupyterhub::{HubConfig, JupyterHub};
+use testkit::oracle::{Answer, Request, Scenario};
 use testkit::process::ProxyProcess;
 use tokio::process::Command;
 
@@ -257,35 +257,50 @@ impl E2e {
     }
 
     /// Waits until the API server holds exactly the expected routes; returns them, and the
-    /// VirtualServices for the gateway model.
-    async fn expect_objects(&self, step: &str) -> (BTreeMap<String, Stored>, Vec<Arc<VirtualService>>) {
+    /// Istio objects as the server lists them, with the Gateway, for the oracle.
+    async fn expect_objects(&self, step: &str) -> (BTreeMap<String, Stored>, Vec<Value>) {
         let deadline = Instant::now() + SETTLE;
         loop {
             let (virtual_services, service_entries) = self.list(step).await;
             match self.check_objects(&virtual_services, &service_entries) {
-                Ok(stored) => return (stored, virtual_services),
+                Ok(stored) => {
+                    let objects = std::iter::once(testkit::oracle::gateway(GATEWAY, &["*"]))
+                        .chain(virtual_services.iter().map(|o| serde_json::to_value(&**o).unwrap()))
+                        .chain(service_entries.iter().map(|o| serde_json::to_value(o).unwrap()))
+                        .collect();
+                    return (stored, objects);
+                }
                 Err(why) if Instant::now() > deadline => self.fail(step, &why),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
 
-    /// Routes, through the gateway model, a request for each user server's `/env` and for
-    /// the hub's API, follows it to the address the ServiceEntry names, and checks who answers.
+    /// Routes, through Istio's pilot (one oracle run), a request for each user server's `/env`
+    /// and for the hub's API, follows it to the address the ServiceEntry names, and checks who
+    /// answers.
     async fn expect_gateway(&self, step: &str) {
-        let (stored, virtual_services) = self.expect_objects(step).await;
-        let gateway = Gateway::build(&virtual_services, GATEWAY, &["*"]);
+        let (stored, objects) = self.expect_objects(step).await;
         let base = self.hub.base_url();
+        let mut probes = Vec::new();
         for (spec, owner) in &self.expected {
-            let probes = match owner {
+            let paths = match owner {
                 Owner::Hub => vec![format!("{base}hub/api/"), format!("{base}user/nobody/env")],
                 Owner::Server { .. } => vec![format!("{spec}/env")],
             };
-            for path in probes {
-                self.expect_routed(step, &gateway, &stored, &path, spec, owner).await;
-            }
+            probes.extend(paths.into_iter().map(|path| (path, spec, owner)));
         }
-        if base != "/" && gateway.route("hub.example.org", "/elsewhere").is_some() {
+        let mut requests: Vec<Request> =
+            probes.iter().map(|(path, ..)| Request::new("hub.example.org", path)).collect();
+        requests.push(Request::new("hub.example.org", "/elsewhere"));
+        let outcome = testkit::oracle::route_one(&Scenario { objects, requests });
+        if !outcome.rejected.is_empty() {
+            self.fail(step, &format!("Istio refuses objects: {:?}", outcome.rejected));
+        }
+        for ((path, spec, owner), answer) in probes.iter().zip(&outcome.answers) {
+            self.expect_routed(step, answer.as_ref(), &stored, path, spec, owner).await;
+        }
+        if base != "/" && outcome.answers.last().is_some_and(Option::is_some) {
             self.fail(step, "a path outside the hub's base_url is routed");
         }
     }
@@ -293,14 +308,14 @@ impl E2e {
     async fn expect_routed(
         &self,
         step: &str,
-        gateway: &Gateway,
+        answer: Option<&Answer>,
         stored: &BTreeMap<String, Stored>,
         path: &str,
         spec: &str,
         owner: &Owner,
     ) {
         let route = &stored[spec];
-        let Some(routed) = gateway.route("hub.example.org", path) else {
+        let Some(routed) = answer else {
             self.fail(step, &format!("the gateway does not route {path}"));
         };
         let full = Route::new(
@@ -310,9 +325,10 @@ impl E2e {
         )
         .expect("a valid route");
         let proxy_id = routed.response_headers.get(PROXY_ID_HEADER);
-        if routed.virtual_service != route.virtual_service
-            || routed.host != route.host
-            || routed.port != route.port
+        let port = route.port.map_or_else(String::new, |p| p.to_string());
+        if routed.virtual_service_name() != route.virtual_service
+            || routed.cluster != format!("outbound|{port}||{}", route.host)
+            || !routed.cluster_known
             || proxy_id != Some(&revision(&full))
         {
             self.fail(step, &format!("{path} is routed to {routed:#?}, expected {route:#?}"));

@@ -1,6 +1,7 @@
 //! Several proxy processes on one Kubernetes API server, testkit's fake and the real one,
 //! taking overlapping routes at once from concurrent clients: one object per route, nothing
-//! left behind, and the gateway routes every probe as configurable-http-proxy would.
+//! left behind, and Istio's gateway (its pilot, `testkit::oracle`, given the objects read back
+//! from the API server) routes every probe as configurable-http-proxy would.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use testkit::apiserver::ApiServer;
 use testkit::chp::ChpTable;
 use testkit::client::ApiClient;
 use testkit::fake_kube::FakeKube;
-use testkit::istio_model::Gateway;
+use testkit::oracle::{Request, Scenario};
 use testkit::process::ProxyProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
@@ -69,13 +70,14 @@ impl Cluster {
         }
     }
 
-    async fn service_entry_count(&self) -> usize {
+    async fn service_entries(&self) -> Vec<serde_json::Value> {
         match self {
-            Cluster::Fake { fake, .. } => fake.objects("serviceentries").len(),
+            Cluster::Fake { fake, .. } => fake.objects("serviceentries"),
             Cluster::Real { server, namespace } => {
                 let api: Api<ServiceEntry> =
                     Api::namespaced_with(server.client(), namespace, &IstioVersion::V1);
-                api.list(&Default::default()).await.unwrap().items.len()
+                let items = api.list(&Default::default()).await.unwrap().items;
+                items.iter().map(|o| serde_json::to_value(o).unwrap()).collect()
             }
         }
     }
@@ -139,7 +141,8 @@ async fn three_replicas(cluster: Cluster) {
             .iter()
             .all(|o| o.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"] == MANAGED_BY)
     );
-    assert_eq!(cluster.service_entry_count().await, specs.len(), "each pod IP route has its ServiceEntry");
+    let entries = cluster.service_entries().await;
+    assert_eq!(entries.len(), specs.len(), "each pod IP route has its ServiceEntry");
 
     // Every replica lists what the API server holds, once its watch has delivered the other
     // replicas' writes (a replica sees its own at once).
@@ -181,12 +184,11 @@ async fn three_replicas(cluster: Cluster) {
         );
     }
 
-    // And Istio routes as CHP would.
+    // And Istio routes as CHP would, to the cluster of the route's pod IP.
     let translation = Translation::default();
-    let gateway = Gateway::build(&objects, GATEWAY, &["*"]);
     let mut chp = ChpTable::new(false);
     specs.iter().for_each(|spec| chp.add(spec));
-    for path in [
+    let paths = [
         "/jhub/user/alice/foo/lab",
         "/jhub/user/alice/",
         "/jhub/user/alice2",
@@ -194,11 +196,22 @@ async fn three_replicas(cluster: Cluster) {
         "/jhub/hub/login",
         "/jhub/services/x",
         "/",
-    ] {
-        let routed = gateway.route("hub.example.org", path).expect("routed");
-        let object =
-            objects.iter().find(|o| o.metadata.name.as_deref() == Some(&routed.virtual_service)).unwrap();
+    ];
+    let istio_objects = std::iter::once(testkit::oracle::gateway(GATEWAY, &["*"]))
+        .chain(objects.iter().map(|o| serde_json::to_value(&**o).unwrap()))
+        .chain(entries)
+        .collect();
+    let requests = paths.iter().map(|path| Request::new("hub.example.org", path)).collect();
+    let outcome = testkit::oracle::route_one(&Scenario { objects: istio_objects, requests });
+    assert_eq!(outcome.rejected, Vec::<String>::new(), "Istio accepts every object");
+    for (path, answer) in paths.iter().zip(outcome.answers) {
+        let answer = answer.unwrap_or_else(|| panic!("Istio does not route {path}"));
+        let object = objects
+            .iter()
+            .find(|o| o.metadata.name.as_deref() == Some(answer.virtual_service_name()))
+            .unwrap();
         let chosen = translation.read(object).unwrap().unwrap().route.spec().to_string();
         assert_eq!(Some(chosen), chp.route("hub.example.org", path), "{path}");
+        assert!(answer.cluster_known, "{path}: the gateway has no cluster {}", answer.cluster);
     }
 }

@@ -6,8 +6,11 @@
 // VirtualServices, ServiceEntries) and each request is {"authority", "path", "port"}. For each
 // scenario it runs Istio's pilot in process, as Istio's own tests do (see pilot.go), takes the
 // RouteConfiguration pilot generates for an ingress gateway pod (namespace istio-system, label
-// istio=ingressgateway) and evaluates it as Envoy does (see envoy.go). It writes {"scenarios": [{"rejected": [...], "answers": [...]}]} on stdout: per
-// request the virtual host, route and cluster Envoy picks, or null when no route matches.
+// istio=ingressgateway) and evaluates it as Envoy does (see envoy.go). It writes
+// {"scenarios": [{"rejected": [...], "answers": [...]}]} on stdout: per request the virtual
+// host, route and cluster Envoy picks, or null when no route matches. Scenarios under "mesh"
+// instead ask what pilot gives a gateway and sidecars for the objects (see mesh.go), answered
+// under "mesh".
 //
 // Istio sorts VirtualServices by creation time, then name, then namespace, so objects keep the
 // creationTimestamp and name the API server stored. Objects that Istio's validation refuses are
@@ -26,6 +29,8 @@ import (
 // input is what the oracle reads.
 type input struct {
 	Scenarios []scenario `json:"scenarios"`
+	// Mesh asks what the mesh carries instead (see mesh.go).
+	Mesh []meshScenario `json:"mesh"`
 }
 
 // scenario is one set of objects and the requests to route through them.
@@ -46,7 +51,8 @@ type request struct {
 
 // output is what the oracle writes.
 type output struct {
-	Scenarios []result `json:"scenarios"`
+	Scenarios []result     `json:"scenarios"`
+	Mesh      []meshResult `json:"mesh"`
 }
 
 // result answers one scenario.
@@ -89,6 +95,13 @@ func run(in io.Reader, out io.Writer) error {
 			return fmt.Errorf("scenario %d: %w", i, err)
 		}
 		answered.Scenarios = append(answered.Scenarios, r)
+	}
+	for i, sc := range doc.Mesh {
+		r, err := measure(sc)
+		if err != nil {
+			return fmt.Errorf("mesh scenario %d: %w", i, err)
+		}
+		answered.Mesh = append(answered.Mesh, r)
 	}
 	return json.NewEncoder(out).Encode(answered)
 }

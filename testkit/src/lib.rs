@@ -15,6 +15,7 @@
 //! - [`jupyterhub`]: a real JupyterHub from that venv, spawning mock servers, driven through
 //!   its REST API, for end-to-end tests.
 //! - [`helm`]: Helm, built from Go modules, to render the chart in `deploy/helm`.
+//! - [`mesh`]: a hub's objects, ours and the Go proxy's, to measure what they cost the mesh.
 //!
 //! ```no_run
 //! use testkit::{client::ApiClient, process::ProxyProcess};
@@ -36,6 +37,7 @@ mod go;
 pub mod helm;
 pub mod istio_model;
 pub mod jupyterhub;
+pub mod mesh;
 pub mod metrics;
 pub mod oracle;
 pub mod process;

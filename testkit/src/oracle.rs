@@ -121,6 +121,66 @@ pub fn gateway(gateway: &str, hosts: &[&str]) -> serde_json::Value {
     })
 }
 
+/// A question about what the mesh carries for a set of objects: what Istio's pilot gives an
+/// ingress gateway pod and sidecars in other namespaces, and which of them some writes concern.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshScenario {
+    /// Gateways, VirtualServices and ServiceEntries, as in [`Scenario::objects`].
+    pub objects: Vec<serde_json::Value>,
+    /// Where the ingress gateway pod (label `istio: ingressgateway`) runs.
+    pub gateway_namespace: String,
+    /// Namespaces of ordinary sidecar pods to measure, one pod each.
+    pub sidecars: Vec<String>,
+    /// Objects written (created, changed or deleted): each write is one config event, which
+    /// istiod pushes to the proxies it concerns.
+    pub writes: Vec<serde_json::Value>,
+}
+
+/// What pilot gives one proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ProxyFigures {
+    /// Envoy routes, over all its route configurations.
+    pub routes: usize,
+    /// Clusters, pilot's own (`BlackHoleCluster`, ...) included.
+    pub clusters: usize,
+    /// Endpoints of its EDS clusters.
+    pub endpoints: usize,
+    /// How many of the scenario's writes concern it: istiod pushes to it for each.
+    pub pushes: usize,
+}
+
+/// The answer to a [`MeshScenario`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct MeshOutcome {
+    /// Objects Istio's validation refused, with why.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub rejected: Vec<String>,
+    /// The gateway pod's figures.
+    pub gateway: ProxyFigures,
+    /// Each sidecar's, in [`MeshScenario::sidecars`]' order.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub sidecars: Vec<ProxyFigures>,
+}
+
+/// Measures every mesh scenario on Istio's pilot, in one run of the oracle. Panics as
+/// [`route`] does.
+pub fn measure(scenarios: &[MeshScenario]) -> Vec<MeshOutcome> {
+    #[derive(Serialize)]
+    struct Input<'a> {
+        mesh: &'a [MeshScenario],
+    }
+    #[derive(Deserialize)]
+    struct Output {
+        #[serde(default, deserialize_with = "null_as_empty")]
+        mesh: Vec<MeshOutcome>,
+    }
+    let input = serde_json::to_vec(&Input { mesh: scenarios }).expect("scenarios serialize");
+    let output: Output = serde_json::from_slice(&run(&input)).expect("the oracle writes its answers as JSON");
+    assert_eq!(output.mesh.len(), scenarios.len(), "the oracle answered every mesh scenario");
+    output.mesh
+}
+
 /// Routes every scenario's requests through Istio, in one run of the oracle. Panics, with the
 /// oracle's output, when it cannot be built or run, or fails on a scenario.
 pub fn route(scenarios: &[Scenario]) -> Vec<Outcome> {

@@ -15,6 +15,8 @@ pub(crate) fn translation(namespace: &str) -> Translation {
         namespace: namespace.into(),
         gateways: vec![GATEWAY.into()],
         hosts: vec!["*".into()],
+        // As the binary exports them by default.
+        export_to: istio_routes::default_export_to(namespace, &[GATEWAY.to_owned()]),
         ..Translation::default()
     }
 }
