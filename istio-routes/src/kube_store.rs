@@ -515,18 +515,22 @@ async fn adopt_legacy(
 ) -> Result<()> {
     let namespace = translation.namespace.clone();
     let mut params = ListParams::default().limit(500);
-    let mut adopted = 0;
+    let (mut adopted, mut reexported) = (0, 0);
     loop {
         let page = metrics
             .time(Verb::List, VS, || api.list(&params))
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", &namespace))?;
         for object in &page.items {
-            let labelled = object.metadata.labels.as_ref().and_then(|l| l.get(INSTANCE_LABEL)).is_some();
+            let instance = object.metadata.labels.as_ref().and_then(|l| l.get(INSTANCE_LABEL));
             let Some(Ok(stored)) = translation.read(object) else {
                 continue;
             };
-            if labelled || stored.origin != Origin::Legacy {
+            if instance == Some(&translation.prefix) && stored.origin != Origin::Legacy {
+                reexported += reexport(api, object, translation, metrics).await?;
+                continue;
+            }
+            if instance.is_some() || stored.origin != Origin::Legacy {
                 continue;
             }
             let name = object.metadata.name.clone().unwrap_or_default();
@@ -559,5 +563,33 @@ async fn adopt_legacy(
             "labelled the Go jupyterhub-istio-proxy's VirtualServices as this proxy's routes"
         );
     }
+    if reexported > 0 {
+        tracing::info!(reexported, export_to = ?translation.export_to, "exported this proxy's VirtualServices anew");
+    }
     Ok(())
+}
+
+/// Gives one of our VirtualServices the `exportTo` this start writes, when it has another (an
+/// earlier build, or another ISTIO_EXPORT_TO). Istio tries the objects exported to the gateway's
+/// namespace before the public ones, so objects of both kinds would break the order the
+/// ancestor re-creation keeps: a hub route written anew would shadow the users' older routes.
+/// Answers 1 when it patched the object.
+async fn reexport(
+    api: &Api<VirtualService>,
+    object: &VirtualService,
+    translation: &Translation,
+    metrics: &KubeMetrics,
+) -> Result<u32> {
+    if object.spec.export_to == translation.export_to {
+        return Ok(0);
+    }
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let export_to = (!translation.export_to.is_empty()).then_some(&translation.export_to);
+    let patch = serde_json::json!({"spec": {"exportTo": export_to}});
+    let (merge, params) = (Patch::Merge(&patch), PatchParams::default());
+    metrics
+        .time(Verb::Patch, VS, || api.patch(&name, &params, &merge))
+        .await
+        .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &translation.namespace))?;
+    Ok(1)
 }

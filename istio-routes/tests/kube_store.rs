@@ -309,6 +309,31 @@ async fn the_go_proxys_objects_are_adopted_listed_and_replaced() {
     assert_eq!(listed(&backend).await, ["/user/alice"]);
 }
 
+/// Objects an earlier build wrote public (or with another ISTIO_EXPORT_TO) are exported anew
+/// at start: Istio tries exported objects before public ones, so a hub route written anew
+/// would otherwise shadow the users' older routes.
+#[tokio::test]
+async fn our_objects_exported_otherwise_are_exported_anew_at_start() {
+    let fake = FakeKube::start().await;
+    let public = Translation { export_to: Vec::new(), ..translation() };
+    let mut config = fake.kubeconfig(NAMESPACE);
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).unwrap();
+    let store = KubeStore::start(client, &public).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await.unwrap();
+    let earlier = IstioBackend::new(Arc::new(store), public);
+    earlier.add(route("/jhub", "http://hub:8081")).await.unwrap();
+    earlier.add(route("/jhub/user/alice", "http://10.0.0.1:8888")).await.unwrap();
+    let exports = || -> Vec<serde_json::Value> {
+        fake.objects("virtualservices").iter().map(|o| o["spec"]["exportTo"].clone()).collect()
+    };
+    assert_eq!(exports(), [serde_json::Value::Null, serde_json::Value::Null]);
+
+    let backend = start(&fake).await.unwrap();
+    assert_eq!(exports(), [json!(["istio-system"]), json!(["istio-system"])]);
+    assert_eq!(listed(&backend).await, ["/jhub", "/jhub/user/alice"]);
+}
+
 #[tokio::test]
 async fn two_replicas_writing_overlapping_routes_route_as_chp_does() {
     let fake = FakeKube::start().await;
