@@ -159,7 +159,9 @@ impl<K: Resource> Overlay<K> {
         self.state().pending.is_empty()
     }
 
-    /// Remembers a write the server has answered.
+    /// Remembers a write the server has answered, or an object read back from the server
+    /// (another writer's, found when our create hit its name): either is the server's state at
+    /// its resource version, which the watch will deliver.
     pub(crate) fn wrote(&self, name: &str, write: Write<K>) {
         let mut state = self.state();
         let (object, raw_version) = match write {
