@@ -1,0 +1,301 @@
+//! Routes' `last_activity` from the gateway's traffic (`--activity-prometheus-url`).
+//!
+//! A background task asks Prometheus, once per `--activity-interval`, when requests last reached
+//! each destination ([`istio_routes::activity`]), and keeps the answers in a shared map;
+//! [`Activity`] fills them into the routes that `list` and `get` return. The API never waits on
+//! Prometheus: when it is slow or down, the map keeps what it knew, and the failure is counted
+//! and logged. Nothing is written anywhere: every replica asks the same Prometheus the same
+//! question, so they all answer the same times, and so does a replica started later.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use istio_routes::Translation;
+use istio_routes::activity::{self, ActivityQuery};
+use jiff::Timestamp;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use proxy_api::{Backend, Route, RouteSpec};
+use serde_json::Value;
+
+use crate::metrics::ActivityMetrics;
+use crate::{Error, Result};
+
+/// The route data key JupyterHub reads.
+const LAST_ACTIVITY: &str = "last_activity";
+
+/// Where Prometheus is, what to ask it, and how often.
+#[derive(Debug, Clone)]
+pub struct ActivityOptions {
+    /// Prometheus's base URL, e.g. `http://prometheus.monitoring:9090`.
+    pub url: Uri,
+    /// Which series count, and the resolution (its `step`).
+    pub query: ActivityQuery,
+    /// How often to ask.
+    pub interval: Duration,
+    /// How far back a replica that knows nothing yet looks.
+    pub lookback: Duration,
+    /// How long one query may take.
+    pub timeout: Duration,
+}
+
+/// Destination host to the last time requests reached it; shared by the refresher, which
+/// swaps in a new map, and the backend, which reads a snapshot per call.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityMap(Arc<RwLock<Arc<HashMap<String, Timestamp>>>>);
+
+impl ActivityMap {
+    /// The map as it is now.
+    pub fn snapshot(&self) -> Arc<HashMap<String, Timestamp>> {
+        Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Takes `fresh` times, keeping the later of two for a destination: a query that looks back
+    /// less far than an earlier one must not forget what that one found.
+    fn merge(&self, fresh: HashMap<String, Timestamp>) -> usize {
+        let mut merged = HashMap::clone(&self.snapshot());
+        for (host, stamp) in fresh {
+            let entry = merged.entry(host).or_insert(stamp);
+            *entry = (*entry).max(stamp);
+        }
+        let size = merged.len();
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(merged);
+        size
+    }
+}
+
+/// Asks Prometheus, and keeps the answers in an [`ActivityMap`].
+pub struct Refresher {
+    options: ActivityOptions,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    map: ActivityMap,
+    metrics: ActivityMetrics,
+    /// The evaluation time of the last query that succeeded: the next looks back to it.
+    last_success: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refresher").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl Refresher {
+    /// A refresher filling `map`, counting in `metrics`.
+    pub fn new(options: ActivityOptions, map: ActivityMap, metrics: ActivityMetrics) -> Refresher {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Refresher { options, client, map, metrics, last_success: None }
+    }
+
+    /// Starts refreshing every interval, in the background, for as long as the runtime runs.
+    pub fn spawn(mut self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                // Errors are counted and logged in `refresh`; the map keeps its times.
+                let _ = self.refresh().await;
+                tokio::time::sleep(self.options.interval).await;
+            }
+        })
+    }
+
+    /// One query: how many destinations the map knows after it, or why it failed.
+    pub async fn refresh(&mut self) -> Result<usize> {
+        let now = Timestamp::now();
+        // Back to the last success, with two steps of overlap for samples ingested late.
+        let overlap = self.options.query.step * 2;
+        let lookback = match self.last_success {
+            Some(last) => {
+                let since = now.duration_since(last).unsigned_abs();
+                (since + overlap).min(self.options.lookback)
+            }
+            None => self.options.lookback,
+        };
+        match tokio::time::timeout(self.options.timeout, self.query(lookback)).await {
+            Ok(Ok(fresh)) => {
+                let found = fresh.len();
+                let known = self.map.merge(fresh);
+                let first = self.last_success.is_none();
+                self.last_success = Some(now);
+                self.metrics.succeeded(now, known);
+                if first {
+                    tracing::info!(destinations = known, "activity read from Prometheus");
+                } else {
+                    tracing::debug!(found, destinations = known, "activity read from Prometheus");
+                }
+                Ok(known)
+            }
+            Ok(Err(error)) => Err(self.failed(error)),
+            Err(_) => Err(self.failed(Error::Prometheus(format!(
+                "no answer within {} s (--activity-timeout)",
+                self.options.timeout.as_secs()
+            )))),
+        }
+    }
+
+    fn failed(&self, error: Error) -> Error {
+        self.metrics.failed();
+        tracing::warn!(
+            url = %self.options.url,
+            destinations = self.map.snapshot().len(),
+            "{error}; routes keep their last known last_activity"
+        );
+        error
+    }
+
+    async fn query(&self, lookback: Duration) -> Result<HashMap<String, Timestamp>> {
+        let promql = self.options.query.promql(lookback);
+        let base = self.options.url.to_string();
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            base.trim_end_matches('/'),
+            utf8_percent_encode(&promql, NON_ALPHANUMERIC)
+        );
+        let fail = |what: String| Error::Prometheus(what);
+        let uri: Uri = url.parse().map_err(|e| fail(format!("{url}: {e}")))?;
+        let request = Request::get(uri).body(Empty::new()).map_err(|e| fail(e.to_string()))?;
+        let response = self.client.request(request).await.map_err(|e| fail(format!("{base}: {e}")))?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| fail(e.to_string()))?.to_bytes();
+        // Prometheus answers a bad query 400 and a failed one 422 or 503, with the reason in JSON.
+        if status != StatusCode::OK && !body.starts_with(b"{") {
+            return Err(fail(format!("{base} answered {status}")));
+        }
+        activity::parse_response(&body).map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// A backend whose routes carry the `last_activity` of their destination.
+pub struct Activity<B> {
+    inner: Arc<B>,
+    translation: Translation,
+    map: ActivityMap,
+}
+
+impl<B> std::fmt::Debug for Activity<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activity").finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Activity<B> {
+    /// Activity from `map` on the routes of `inner`, whose destinations `translation` names.
+    pub fn new(inner: Arc<B>, translation: Translation, map: ActivityMap) -> Self {
+        Activity { inner, translation, map }
+    }
+
+    /// `route` with its destination's time, when that is later than any JupyterHub gave it.
+    fn with_activity(&self, route: Arc<Route>, times: &HashMap<String, Timestamp>) -> Arc<Route> {
+        let Ok(host) = self.translation.destination_host(&route) else { return route };
+        let Some(&seen) = times.get(&host) else { return route };
+        let mut data = route.data();
+        let posted = data
+            .get(LAST_ACTIVITY)
+            .and_then(Value::as_str)
+            .and_then(|stamp| proxy_api::wire::parse_datestamp(stamp).ok());
+        if posted.is_some_and(|posted| posted >= seen) {
+            return route;
+        }
+        data.insert(LAST_ACTIVITY.to_owned(), Value::String(activity::iso8601(seen)));
+        match Route::new(route.spec().clone(), route.target().clone(), data) {
+            Ok(with) => Arc::new(with),
+            Err(_) => route,
+        }
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for Activity<B> {
+    async fn list(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
+        let routes = self.inner.list().await?;
+        let times = self.map.snapshot();
+        if times.is_empty() {
+            return Ok(routes);
+        }
+        Ok(routes.into_iter().map(|route| self.with_activity(route, &times)).collect())
+    }
+
+    async fn get(&self, spec: &RouteSpec) -> proxy_api::Result<Option<Arc<Route>>> {
+        let route = self.inner.get(spec).await?;
+        Ok(route.map(|route| self.with_activity(route, &self.map.snapshot())))
+    }
+
+    async fn add(&self, route: Route) -> proxy_api::Result<()> {
+        self.inner.add(route).await
+    }
+
+    async fn delete(&self, spec: &RouteSpec) -> proxy_api::Result<bool> {
+        self.inner.delete(spec).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use istio_routes::{IstioBackend, MemoryStore};
+    use proxy_api::{RoutingMode, Target};
+
+    use super::*;
+
+    fn route(spec: &str, target: &str, data: serde_json::Value) -> Route {
+        let spec = RouteSpec::new(spec, RoutingMode::Path).unwrap();
+        let data = data.as_object().cloned().unwrap_or_default();
+        Route::new(spec, Target::parse(target).unwrap(), data).unwrap()
+    }
+
+    fn stamp(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn routes_get_their_destinations_time_or_a_later_one_jupyterhub_gave() {
+        let translation = Translation { namespace: "hub".to_owned(), ..Translation::default() };
+        let store = Arc::new(MemoryStore::new(translation.clone()));
+        let backend = Arc::new(IstioBackend::new(store, translation.clone()));
+        backend
+            .add(route("/user/alice", "http://10.0.0.7:8888", serde_json::json!({"user": "alice"})))
+            .await
+            .unwrap();
+        backend.add(route("/user/bob", "http://jupyter-bob:8888", serde_json::json!({}))).await.unwrap();
+        let later = serde_json::json!({"last_activity": "2026-11-30T13:00:00Z"});
+        backend.add(route("/user/carol", "http://jupyter-carol:8888", later)).await.unwrap();
+        backend.add(route("/", "http://hub:8081", serde_json::json!({}))).await.unwrap();
+
+        let map = ActivityMap::default();
+        let alice =
+            translation.service_entry_host(&RouteSpec::new("/user/alice", RoutingMode::Path).unwrap());
+        map.merge(HashMap::from([
+            (alice, stamp("2026-11-30T12:00:00.5Z")),
+            ("jupyter-bob.hub.svc.cluster.local".to_owned(), stamp("2026-11-30T12:01:00Z")),
+            ("jupyter-carol.hub.svc.cluster.local".to_owned(), stamp("2026-11-30T12:02:00Z")),
+        ]));
+        // An older time never replaces a newer one.
+        map.merge(HashMap::from([(
+            "jupyter-bob.hub.svc.cluster.local".to_owned(),
+            stamp("2026-11-30T11:00:00Z"),
+        )]));
+        let activity = Activity::new(backend, translation, map);
+
+        let listed: HashMap<String, serde_json::Value> = activity
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.spec().to_string(), serde_json::from_str(r.wire_json()).unwrap()))
+            .collect();
+        assert_eq!(listed["/user/alice"]["last_activity"], "2026-11-30T12:00:00.500Z");
+        assert_eq!(listed["/user/alice"]["user"], "alice", "the data JupyterHub gave stays");
+        assert_eq!(listed["/user/bob"]["last_activity"], "2026-11-30T12:01:00.000Z");
+        assert_eq!(listed["/user/carol"]["last_activity"], "2026-11-30T13:00:00Z", "JupyterHub's later time");
+        assert!(listed["/"].get("last_activity").is_none(), "no traffic, no time");
+
+        let bob =
+            activity.get(&RouteSpec::new("/user/bob", RoutingMode::Path).unwrap()).await.unwrap().unwrap();
+        assert!(bob.wire_json().contains(r#""last_activity":"2026-11-30T12:01:00.000Z""#));
+    }
+}
