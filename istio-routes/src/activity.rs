@@ -64,8 +64,8 @@ impl ActivityQuery {
     /// use istio_routes::activity::ActivityQuery;
     /// let query = ActivityQuery { step: Duration::from_secs(30), ..ActivityQuery::default() };
     /// let promql = query.promql(Duration::from_secs(3600));
-    /// assert!(promql.starts_with("max by (destination_service) (max_over_time(("));
-    /// assert!(promql.ends_with(")[3600s:30s]))"));
+    /// assert!(promql.starts_with("max_over_time((max by (destination_service) ("));
+    /// assert!(promql.ends_with("))[3600s:30s])"));
     /// assert!(promql.contains(r#"source_workload="istio-ingressgateway""#));
     /// ```
     pub fn promql(&self, lookback: Duration) -> String {
@@ -78,14 +78,49 @@ impl ActivityQuery {
             escape(&self.source_workload),
             escape(&self.source_workload_namespace)
         );
+        // Reduced to one series per destination at each step, so that the subquery holds
+        // destinations × steps points, whatever the other labels of the gateway's series.
         format!(
-            "max by ({DESTINATION_LABEL}) (max_over_time((\
+            "max_over_time((max by ({DESTINATION_LABEL}) (\
              timestamp(increase({series}[{window}s]) > 0) \
              or timestamp({series} unless {series} offset {window}s)\
-             )[{lookback}s:{step}s]))"
+             ))[{lookback}s:{step}s])"
         )
     }
+
+    /// The queries that cover `from` to `to`: (evaluation time, lookback) pairs, newest first,
+    /// each of at most [`MAX_STEPS`] steps, so that no query loads more than destinations ×
+    /// `MAX_STEPS` points (Prometheus refuses a query over 50 million, by default) nor takes
+    /// long, and the latest activity is known first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use istio_routes::activity::ActivityQuery;
+    /// let query = ActivityQuery { step: Duration::from_secs(60), ..ActivityQuery::default() };
+    /// let to: jiff::Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+    /// let windows = query.windows(to - jiff::SignedDuration::from_hours(24), to);
+    /// assert_eq!(windows.len(), 24);
+    /// assert_eq!(windows[0], (to, Duration::from_secs(3600)));
+    /// ```
+    pub fn windows(&self, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Duration)> {
+        let step = self.step.max(Duration::from_secs(1));
+        let most = step * MAX_STEPS;
+        let mut windows = Vec::new();
+        let mut end = to;
+        loop {
+            let left = end.duration_since(from).unsigned_abs();
+            let span = left.min(most).max(step);
+            windows.push((end, span));
+            if left <= most {
+                return windows;
+            }
+            end -= jiff::SignedDuration::try_from(span).expect("a window is short");
+        }
+    }
 }
+
+/// The most steps one query evaluates (see [`ActivityQuery::windows`]).
+pub const MAX_STEPS: u32 = 60;
 
 /// A label value inside a PromQL double-quoted string.
 fn escape(value: &str) -> String {
@@ -208,6 +243,26 @@ mod tests {
         let promql = query.promql(Duration::from_secs(10));
         assert!(promql.contains(r#"source_workload="gw\"x""#), "{promql}");
         // A lookback shorter than a step still covers one step.
-        assert!(promql.ends_with(")[60s:60s]))"), "{promql}");
+        assert!(promql.ends_with("))[60s:60s])"), "{promql}");
+    }
+
+    #[test]
+    fn windows_cover_the_span_newest_first_in_at_most_max_steps_each() {
+        let query = ActivityQuery { step: Duration::from_secs(2), ..ActivityQuery::default() };
+        let to: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let from = to - jiff::SignedDuration::from_secs(300);
+        let windows = query.windows(from, to);
+        let spans: Vec<u64> = windows.iter().map(|(_, span)| span.as_secs()).collect();
+        assert_eq!(spans, [120, 120, 60]);
+        for pair in windows.windows(2) {
+            let ((newer, span), (older, _)) = (pair[0], pair[1]);
+            assert_eq!(newer - jiff::SignedDuration::try_from(span).unwrap(), older, "no gap, no overlap");
+        }
+        // A span shorter than a step is still one step; an empty one, one step too.
+        assert_eq!(
+            query.windows(to - jiff::SignedDuration::from_secs(1), to),
+            [(to, Duration::from_secs(2))]
+        );
+        assert_eq!(query.windows(to, to), [(to, Duration::from_secs(2))]);
     }
 }

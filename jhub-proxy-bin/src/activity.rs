@@ -105,38 +105,42 @@ impl Refresher {
         })
     }
 
-    /// One query: how many destinations the map knows after it, or why it failed.
+    /// One refresh: how many destinations the map knows after it, or why it failed.
+    ///
+    /// It covers the time since the last refresh that succeeded (or `--activity-lookback`),
+    /// plus two steps for samples that reached Prometheus late, in queries of at most
+    /// [`MAX_STEPS`](activity::MAX_STEPS) steps, newest first; what one finds is kept even if
+    /// a later one fails.
     pub async fn refresh(&mut self) -> Result<usize> {
         let now = Timestamp::now();
-        // Back to the last success, with two steps of overlap for samples ingested late.
-        let overlap = self.options.query.step * 2;
-        let lookback = match self.last_success {
-            Some(last) => {
-                let since = now.duration_since(last).unsigned_abs();
-                (since + overlap).min(self.options.lookback)
-            }
-            None => self.options.lookback,
+        let overlap = jiff::SignedDuration::try_from(self.options.query.step * 2).unwrap_or_default();
+        let lookback = jiff::SignedDuration::try_from(self.options.lookback).unwrap_or_default();
+        let from = match self.last_success {
+            Some(last) => (last - overlap).max(now - lookback),
+            None => now - lookback,
         };
-        match tokio::time::timeout(self.options.timeout, self.query(lookback)).await {
-            Ok(Ok(fresh)) => {
-                let found = fresh.len();
-                let known = self.map.merge(fresh);
-                let first = self.last_success.is_none();
-                self.last_success = Some(now);
-                self.metrics.succeeded(now, known);
-                if first {
-                    tracing::info!(destinations = known, "activity read from Prometheus");
-                } else {
-                    tracing::debug!(found, destinations = known, "activity read from Prometheus");
+        let mut known = 0;
+        for (at, span) in self.options.query.windows(from, now) {
+            match tokio::time::timeout(self.options.timeout, self.query(at, span)).await {
+                Ok(Ok(fresh)) => known = self.map.merge(fresh),
+                Ok(Err(error)) => return Err(self.failed(error)),
+                Err(_) => {
+                    return Err(self.failed(Error::Prometheus(format!(
+                        "no answer within {} s (--activity-timeout)",
+                        self.options.timeout.as_secs()
+                    ))));
                 }
-                Ok(known)
             }
-            Ok(Err(error)) => Err(self.failed(error)),
-            Err(_) => Err(self.failed(Error::Prometheus(format!(
-                "no answer within {} s (--activity-timeout)",
-                self.options.timeout.as_secs()
-            )))),
         }
+        let first = self.last_success.is_none();
+        self.last_success = Some(now);
+        self.metrics.succeeded(now, known);
+        if first {
+            tracing::info!(destinations = known, "activity read from Prometheus");
+        } else {
+            tracing::debug!(destinations = known, "activity read from Prometheus");
+        }
+        Ok(known)
     }
 
     fn failed(&self, error: Error) -> Error {
@@ -149,13 +153,16 @@ impl Refresher {
         error
     }
 
-    async fn query(&self, lookback: Duration) -> Result<HashMap<String, Timestamp>> {
+    /// The activity query evaluated at `at`, looking back `lookback`.
+    async fn query(&self, at: Timestamp, lookback: Duration) -> Result<HashMap<String, Timestamp>> {
         let promql = self.options.query.promql(lookback);
         let base = self.options.url.to_string();
         let url = format!(
-            "{}/api/v1/query?query={}",
+            "{}/api/v1/query?query={}&time={}.{:03}",
             base.trim_end_matches('/'),
-            utf8_percent_encode(&promql, NON_ALPHANUMERIC)
+            utf8_percent_encode(&promql, NON_ALPHANUMERIC),
+            at.as_second(),
+            at.subsec_millisecond()
         );
         let fail = |what: String| Error::Prometheus(what);
         let uri: Uri = url.parse().map_err(|e| fail(format!("{url}: {e}")))?;
