@@ -71,14 +71,58 @@ impl ActivityMap {
     }
 }
 
+/// What a refresher has covered, and what it still owes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Coverage {
+    /// Up to when the refreshes so far have asked (or left the rest in `backlog`).
+    covered_to: Option<Timestamp>,
+    /// An older span a failed refresh did not get to: asked after the newest.
+    backlog: Option<(Timestamp, Timestamp)>,
+    /// Whether a refresh has ever succeeded in full.
+    succeeded: bool,
+}
+
+impl Coverage {
+    /// The windows a refresh at `now` asks, newest first: from where the last one got to
+    /// (less `overlap`, for samples that reached Prometheus late), or from `lookback` ago, then
+    /// the backlog; nothing older than `lookback`.
+    fn plan(
+        &mut self,
+        query: &ActivityQuery,
+        now: Timestamp,
+        lookback: jiff::SignedDuration,
+        overlap: jiff::SignedDuration,
+    ) -> Vec<(Timestamp, Duration)> {
+        let oldest = now - lookback;
+        let from = self.covered_to.map_or(oldest, |covered| (covered - overlap).max(oldest));
+        let mut windows = query.windows(from, now);
+        if let Some((from, to)) = self.backlog.take()
+            && to > oldest
+        {
+            windows.extend(query.windows(from.max(oldest), to));
+        }
+        self.covered_to = Some(now);
+        windows
+    }
+
+    /// Keeps what `windows[failed..]` covered for the next refresh: one span, from the oldest
+    /// window's start to the failed window's end.
+    fn failed_at(&mut self, windows: &[(Timestamp, Duration)], failed: usize) {
+        let span = |&(at, span): &(Timestamp, Duration)| {
+            at - jiff::SignedDuration::try_from(span).unwrap_or_default()
+        };
+        let oldest = windows.last().map(span);
+        self.backlog = oldest.map(|oldest| (oldest, windows[failed].0));
+    }
+}
+
 /// Asks Prometheus, and keeps the answers in an [`ActivityMap`].
 pub struct Refresher {
     options: ActivityOptions,
     client: Client<HttpConnector, Empty<Bytes>>,
     map: ActivityMap,
     metrics: ActivityMetrics,
-    /// The evaluation time of the last query that succeeded: the next looks back to it.
-    last_success: Option<Timestamp>,
+    coverage: Coverage,
 }
 
 impl std::fmt::Debug for Refresher {
@@ -91,7 +135,7 @@ impl Refresher {
     /// A refresher filling `map`, counting in `metrics`.
     pub fn new(options: ActivityOptions, map: ActivityMap, metrics: ActivityMetrics) -> Refresher {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Refresher { options, client, map, metrics, last_success: None }
+        Refresher { options, client, map, metrics, coverage: Coverage::default() }
     }
 
     /// Starts refreshing every interval, in the background, for as long as the runtime runs.
@@ -107,35 +151,34 @@ impl Refresher {
 
     /// One refresh: how many destinations the map knows after it, or why it failed.
     ///
-    /// It covers the time since the last refresh that succeeded (or `--activity-lookback`),
-    /// plus two steps for samples that reached Prometheus late, in queries of at most
-    /// [`MAX_STEPS`](activity::MAX_STEPS) steps, newest first; what one finds is kept even if
-    /// a later one fails.
+    /// It asks about the time since the last refresh (or `--activity-lookback`), plus two steps
+    /// for samples that reached Prometheus late, in queries of at most
+    /// [`MAX_STEPS`](activity::MAX_STEPS) steps, newest first; then about any older span a
+    /// failed refresh left. What one query finds is kept even if a later one fails, and what the
+    /// failed one and those after it should have asked is left for the next refresh.
     pub async fn refresh(&mut self) -> Result<usize> {
         let now = Timestamp::now();
         let overlap = jiff::SignedDuration::try_from(self.options.query.step * 2).unwrap_or_default();
         let lookback = jiff::SignedDuration::try_from(self.options.lookback).unwrap_or_default();
-        let from = match self.last_success {
-            Some(last) => (last - overlap).max(now - lookback),
-            None => now - lookback,
-        };
-        let mut known = 0;
-        for (at, span) in self.options.query.windows(from, now) {
-            match tokio::time::timeout(self.options.timeout, self.query(at, span)).await {
-                Ok(Ok(fresh)) => known = self.map.merge(fresh),
-                Ok(Err(error)) => return Err(self.failed(error)),
-                Err(_) => {
-                    return Err(self.failed(Error::Prometheus(format!(
-                        "no answer within {} s (--activity-timeout)",
-                        self.options.timeout.as_secs()
-                    ))));
+        let windows = self.coverage.plan(&self.options.query, now, lookback, overlap);
+        let mut known = self.map.snapshot().len();
+        for (i, &(at, span)) in windows.iter().enumerate() {
+            let error = match tokio::time::timeout(self.options.timeout, self.query(at, span)).await {
+                Ok(Ok(fresh)) => {
+                    known = self.map.merge(fresh);
+                    continue;
                 }
-            }
+                Ok(Err(error)) => error,
+                Err(_) => Error::Prometheus(format!(
+                    "no answer within {} s (--activity-timeout)",
+                    self.options.timeout.as_secs()
+                )),
+            };
+            self.coverage.failed_at(&windows, i);
+            return Err(self.failed(error));
         }
-        let first = self.last_success.is_none();
-        self.last_success = Some(now);
         self.metrics.succeeded(now, known);
-        if first {
+        if !std::mem::replace(&mut self.coverage.succeeded, true) {
             tracing::info!(destinations = known, "activity read from Prometheus");
         } else {
             tracing::debug!(destinations = known, "activity read from Prometheus");
@@ -257,6 +300,39 @@ mod tests {
 
     fn stamp(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_refresh_asks_from_where_the_last_got_to_and_then_what_a_failure_left() {
+        let query = ActivityQuery { step: Duration::from_secs(60), ..ActivityQuery::default() };
+        let hours = jiff::SignedDuration::from_hours;
+        let (lookback, overlap) = (hours(24), jiff::SignedDuration::from_mins(2));
+        let start = stamp("2026-11-30T12:00:00Z");
+        let mut coverage = Coverage::default();
+
+        // A replica that knows nothing: a day, an hour a query, newest first.
+        let first = coverage.plan(&query, start, lookback, overlap);
+        assert_eq!(first.len(), 24);
+        assert_eq!(first[0], (start, Duration::from_secs(3600)));
+        // The third query fails: it and the older ones are left for later.
+        coverage.failed_at(&first, 2);
+        assert_eq!(coverage.backlog, Some((start - hours(24), start - hours(2))));
+
+        // A minute later: the new minute (and the overlap) first, then the 22 hours left.
+        let later = start + jiff::SignedDuration::from_mins(1);
+        let second = coverage.plan(&query, later, lookback, overlap);
+        assert_eq!(second[0], (later, Duration::from_secs(180)));
+        assert_eq!(second[1], (start - hours(2), Duration::from_secs(3600)));
+        assert_eq!(second.len(), 1 + 22);
+        assert_eq!(coverage.backlog, None);
+
+        // All done: the next refresh asks three steps, nothing older.
+        let third = coverage.plan(&query, later + jiff::SignedDuration::from_mins(1), lookback, overlap);
+        assert_eq!(third, [(later + jiff::SignedDuration::from_mins(1), Duration::from_secs(180))]);
+
+        // A backlog older than the lookback by then is dropped.
+        coverage.backlog = Some((start - hours(30), start - hours(25)));
+        assert_eq!(coverage.plan(&query, later, lookback, overlap).len(), 1);
     }
 
     #[tokio::test]

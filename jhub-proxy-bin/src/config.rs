@@ -142,7 +142,7 @@ pub struct Config {
     pub activity_lookback: Duration,
 
     /// Seconds one query of Prometheus may take before it counts as failed.
-    #[arg(long, env = "ACTIVITY_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, env = "ACTIVITY_TIMEOUT", default_value = "30", value_name = "SECONDS", value_parser = parse_seconds)]
     pub activity_timeout: Duration,
 
     /// The cluster's DNS domain, for service host names.

@@ -161,6 +161,12 @@ async fn with_prometheus_down_routes_keep_their_last_known_activity_and_the_fail
     assert_eq!(last_activity(&api, "", "/user/bob").await.as_deref(), Some(known.as_str()));
     assert!(started.elapsed() < Duration::from_millis(500), "the listing waited on Prometheus");
     assert!(proxy.log().contains("routes keep their last known last_activity"), "{}", proxy.log());
+
+    // Back: what happens now is read again.
+    prometheus.restart().await;
+    exporter.requests(BOB_HOST, 1);
+    let after = wait_for_activity(&api, "/user/bob", Some(&known)).await;
+    assert!(parse(&after) > parse(&known), "{after} after {known}");
 }
 
 #[tokio::test]
