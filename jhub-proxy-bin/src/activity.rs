@@ -8,7 +8,7 @@
 //! question, so they all answer the same times, and so does a replica started later.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -226,6 +226,19 @@ pub struct Activity<B> {
     inner: Arc<B>,
     translation: Translation,
     map: ActivityMap,
+    /// Each route of the last listing as answered, so that the next listing rebuilds only the
+    /// routes whose time or route changed: rebuilding one costs a JSON parse and write, and
+    /// JupyterHub lists 10,000 routes at a time.
+    answered: Mutex<HashMap<RouteSpec, Answered>>,
+}
+
+/// A route as the store gave it, its destination, and what we answered for it.
+#[derive(Debug, Clone)]
+struct Answered {
+    given: Arc<Route>,
+    host: Option<Arc<str>>,
+    seen: Option<Timestamp>,
+    answer: Arc<Route>,
 }
 
 impl<B> std::fmt::Debug for Activity<B> {
@@ -237,26 +250,50 @@ impl<B> std::fmt::Debug for Activity<B> {
 impl<B: Backend> Activity<B> {
     /// Activity from `map` on the routes of `inner`, whose destinations `translation` names.
     pub fn new(inner: Arc<B>, translation: Translation, map: ActivityMap) -> Self {
-        Activity { inner, translation, map }
+        Activity { inner, translation, map, answered: Mutex::default() }
     }
 
-    /// `route` with its destination's time, when that is later than any JupyterHub gave it.
-    fn with_activity(&self, route: Arc<Route>, times: &HashMap<String, Timestamp>) -> Arc<Route> {
-        let Ok(host) = self.translation.destination_host(&route) else { return route };
-        let Some(&seen) = times.get(&host) else { return route };
-        let mut data = route.data();
-        let posted = data
-            .get(LAST_ACTIVITY)
-            .and_then(Value::as_str)
-            .and_then(|stamp| proxy_api::wire::parse_datestamp(stamp).ok());
-        if posted.is_some_and(|posted| posted >= seen) {
-            return route;
-        }
-        data.insert(LAST_ACTIVITY.to_owned(), Value::String(activity::iso8601(seen)));
-        match Route::new(route.spec().clone(), route.target().clone(), data) {
-            Ok(with) => Arc::new(with),
-            Err(_) => route,
-        }
+    fn answered(&self) -> std::sync::MutexGuard<'_, HashMap<RouteSpec, Answered>> {
+        self.answered.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What to answer for `route`, reusing `previous` when neither the route nor its time changed.
+    fn answer(
+        &self,
+        route: Arc<Route>,
+        times: &HashMap<String, Timestamp>,
+        previous: Option<&Answered>,
+    ) -> Answered {
+        let previous =
+            previous.filter(|p| Arc::ptr_eq(&p.given, &route) || p.given.wire_json() == route.wire_json());
+        let host = match previous {
+            Some(previous) => previous.host.clone(),
+            None => self.translation.destination_host(&route).ok().map(Arc::from),
+        };
+        let seen = host.as_deref().and_then(|host| times.get(host)).copied();
+        let answer = match (previous, seen) {
+            (Some(previous), _) if previous.seen == seen => Arc::clone(&previous.answer),
+            (_, Some(seen)) => with_time(&route, seen),
+            (_, None) => Arc::clone(&route),
+        };
+        Answered { given: route, host, seen, answer }
+    }
+}
+
+/// `route` with `seen` as its `last_activity`, unless JupyterHub gave it a later one.
+fn with_time(route: &Arc<Route>, seen: Timestamp) -> Arc<Route> {
+    let mut data = route.data();
+    let posted = data
+        .get(LAST_ACTIVITY)
+        .and_then(Value::as_str)
+        .and_then(|stamp| proxy_api::wire::parse_datestamp(stamp).ok());
+    if posted.is_some_and(|posted| posted >= seen) {
+        return Arc::clone(route);
+    }
+    data.insert(LAST_ACTIVITY.to_owned(), Value::String(activity::iso8601(seen)));
+    match Route::new(route.spec().clone(), route.target().clone(), data) {
+        Ok(with) => Arc::new(with),
+        Err(_) => Arc::clone(route),
     }
 }
 
@@ -268,12 +305,29 @@ impl<B: Backend> Backend for Activity<B> {
         if times.is_empty() {
             return Ok(routes);
         }
-        Ok(routes.into_iter().map(|route| self.with_activity(route, &times)).collect())
+        // Taken, not held: a listing meanwhile answers without the cache, and routes deleted
+        // since leave it.
+        let previous = std::mem::take(&mut *self.answered());
+        let mut next = HashMap::with_capacity(routes.len());
+        let answers = routes
+            .into_iter()
+            .map(|route| {
+                let before = previous.get(route.spec());
+                let answered = self.answer(route, &times, before);
+                let answer = Arc::clone(&answered.answer);
+                next.insert(answered.given.spec().clone(), answered);
+                answer
+            })
+            .collect();
+        *self.answered() = next;
+        Ok(answers)
     }
 
     async fn get(&self, spec: &RouteSpec) -> proxy_api::Result<Option<Arc<Route>>> {
-        let route = self.inner.get(spec).await?;
-        Ok(route.map(|route| self.with_activity(route, &self.map.snapshot())))
+        let Some(route) = self.inner.get(spec).await? else { return Ok(None) };
+        let times = self.map.snapshot();
+        let previous = self.answered().get(spec).cloned();
+        Ok(Some(self.answer(route, &times, previous.as_ref()).answer))
     }
 
     async fn add(&self, route: Route) -> proxy_api::Result<()> {
@@ -380,5 +434,56 @@ mod tests {
         let bob =
             activity.get(&RouteSpec::new("/user/bob", RoutingMode::Path).unwrap()).await.unwrap().unwrap();
         assert!(bob.wire_json().contains(r#""last_activity":"2026-11-30T12:01:00.000Z""#));
+    }
+
+    #[tokio::test]
+    async fn a_listing_rebuilds_only_routes_whose_time_or_route_changed() {
+        let translation = Translation { namespace: "hub".to_owned(), ..Translation::default() };
+        let store = Arc::new(MemoryStore::new(translation.clone()));
+        let backend = Arc::new(IstioBackend::new(store, translation.clone()));
+        for user in ["alice", "bob"] {
+            let target = format!("http://jupyter-{user}:8888");
+            backend.add(route(&format!("/user/{user}"), &target, serde_json::json!({}))).await.unwrap();
+        }
+        let map = ActivityMap::default();
+        let host = |user: &str| format!("jupyter-{user}.hub.svc.cluster.local");
+        map.merge(HashMap::from([
+            (host("alice"), stamp("2026-11-30T12:00:00Z")),
+            (host("bob"), stamp("2026-11-30T12:00:00Z")),
+        ]));
+        let activity = Activity::new(Arc::clone(&backend), translation, map.clone());
+        let by_spec = |routes: Vec<Arc<Route>>| -> HashMap<String, Arc<Route>> {
+            routes.into_iter().map(|r| (r.spec().to_string(), r)).collect()
+        };
+        let first = by_spec(activity.list().await.unwrap());
+        let second = by_spec(activity.list().await.unwrap());
+        assert!(Arc::ptr_eq(&first["/user/alice"], &second["/user/alice"]), "nothing changed: reused");
+
+        // Bob's time moves, and alice's server moves to another service.
+        map.merge(HashMap::from([
+            (host("bob"), stamp("2026-11-30T12:05:00Z")),
+            (host("carol"), stamp("2026-11-30T12:07:00Z")),
+        ]));
+        backend.add(route("/user/alice", "http://jupyter-carol:8888", serde_json::json!({}))).await.unwrap();
+        let third = by_spec(activity.list().await.unwrap());
+        assert!(
+            third["/user/bob"].wire_json().contains("2026-11-30T12:05:00.000Z"),
+            "{}",
+            third["/user/bob"].wire_json()
+        );
+        assert!(
+            third["/user/alice"].wire_json().contains("2026-11-30T12:07:00.000Z"),
+            "{}",
+            third["/user/alice"].wire_json()
+        );
+        assert!(third["/user/alice"].wire_json().contains("jupyter-carol"));
+        let got =
+            activity.get(&RouteSpec::new("/user/bob", RoutingMode::Path).unwrap()).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&got, &third["/user/bob"]), "get reuses the listing's answer");
+
+        // A deleted route leaves the cache at the next listing.
+        backend.delete(&RouteSpec::new("/user/bob", RoutingMode::Path).unwrap()).await.unwrap();
+        assert_eq!(activity.list().await.unwrap().len(), 1);
+        assert_eq!(activity.answered().len(), 1);
     }
 }
