@@ -221,6 +221,24 @@ impl Refresher {
     }
 }
 
+/// Starts refreshing activity as `options` say, in the background, and returns `backend` with
+/// it on its routes (whose destinations `translation` names).
+pub fn start<B: Backend>(
+    backend: Arc<B>,
+    translation: Translation,
+    options: ActivityOptions,
+    metrics: ActivityMetrics,
+) -> Arc<Activity<B>> {
+    tracing::info!(
+        url = %options.url,
+        interval_s = options.interval.as_secs(),
+        "reading routes' last_activity from Prometheus"
+    );
+    let map = ActivityMap::default();
+    Refresher::new(options, map.clone(), metrics).spawn();
+    Arc::new(Activity::new(backend, translation, map))
+}
+
 /// A backend whose routes carry the `last_activity` of their destination.
 pub struct Activity<B> {
     inner: Arc<B>,

@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use istio_routes::metrics::StoreMetrics;
 use istio_routes::{IstioBackend, KubeStore, MemoryStore, Translation};
-use jhub_proxy_bin::activity::{Activity, ActivityMap, Refresher};
 use jhub_proxy_bin::config::{Command, Config, StoreKind};
 use jhub_proxy_bin::health::{self, Readiness};
 use jhub_proxy_bin::metrics::{self, Metrics};
 use jhub_proxy_bin::warmup::Warmup;
-use jhub_proxy_bin::{Error, app, chp, explain, logging, render, server, tls, token};
+use jhub_proxy_bin::{Error, activity, app, chp, explain, logging, render, server, tls, token};
 use proxy_api::{ApiConfig, Backend};
 
 fn main() -> ExitCode {
@@ -113,9 +112,8 @@ async fn bind(
 }
 
 /// The service over `backend`, with activity and warm-up in front of it when they are on;
-/// metrics served on
-/// their own listener when `--metrics-listen` is set, and the probes (with metrics, unless
-/// those have their own) when configurable-http-proxy's `--port` is. Those listeners serve
+/// metrics served on their own listener when `--metrics-listen` is set, and the probes (with
+/// metrics, unless those have their own) when configurable-http-proxy's `--port` is. Those listeners serve
 /// until the process ends, so probes and scrapes go on while the API drains.
 async fn http_service<B: Backend>(
     backend: Arc<B>,
@@ -169,11 +167,8 @@ async fn http_service<B: Backend>(
         explain: Some(explainer),
     };
     Ok(match config.activity().expect("checked by Config::from_args") {
-        Some(activity) => {
-            tracing::info!(url = %activity.url, interval_s = activity.interval.as_secs(), "reading routes' last_activity from Prometheus");
-            let map = ActivityMap::default();
-            Refresher::new(activity, map.clone(), metrics.activity().clone()).spawn();
-            let backend = Arc::new(Activity::new(backend, translation.clone(), map));
+        Some(reading) => {
+            let backend = activity::start(backend, translation.clone(), reading, metrics.activity().clone());
             with_warmup(backend, config, &metrics, options)
         }
         None => with_warmup(backend, config, &metrics, options),
