@@ -58,10 +58,13 @@ impl ActivityMap {
     }
 
     /// Takes `fresh` times, keeping the later of two for a destination: a query that looks back
-    /// less far than an earlier one must not forget what that one found.
-    fn merge(&self, fresh: HashMap<String, Timestamp>) -> usize {
+    /// less far than an earlier one must not forget what that one found. Times before `oldest`
+    /// (the lookback's start) are dropped, as a replica started now would not find them: so
+    /// every replica answers alike, and destinations gone for good leave the map.
+    fn merge(&self, fresh: HashMap<String, Timestamp>, oldest: Timestamp) -> usize {
         let mut merged = HashMap::clone(&self.snapshot());
-        for (host, stamp) in fresh {
+        merged.retain(|_, stamp| *stamp >= oldest);
+        for (host, stamp) in fresh.into_iter().filter(|(_, stamp)| *stamp >= oldest) {
             let entry = merged.entry(host).or_insert(stamp);
             *entry = (*entry).max(stamp);
         }
@@ -165,7 +168,7 @@ impl Refresher {
         for (i, &(at, span)) in windows.iter().enumerate() {
             let error = match tokio::time::timeout(self.options.timeout, self.query(at, span)).await {
                 Ok(Ok(fresh)) => {
-                    known = self.map.merge(fresh);
+                    known = self.map.merge(fresh, now - lookback);
                     continue;
                 }
                 Ok(Err(error)) => error,
@@ -424,16 +427,28 @@ mod tests {
         let map = ActivityMap::default();
         let alice =
             translation.service_entry_host(&RouteSpec::new("/user/alice", RoutingMode::Path).unwrap());
-        map.merge(HashMap::from([
-            (alice, stamp("2026-11-30T12:00:00.5Z")),
-            ("jupyter-bob.hub.svc.cluster.local".to_owned(), stamp("2026-11-30T12:01:00Z")),
-            ("jupyter-carol.hub.svc.cluster.local".to_owned(), stamp("2026-11-30T12:02:00Z")),
-        ]));
+        map.merge(
+            HashMap::from([
+                (alice, stamp("2026-11-30T12:00:00.5Z")),
+                ("jupyter-bob.hub.svc.cluster.local".to_owned(), stamp("2026-11-30T12:01:00Z")),
+                ("jupyter-carol.hub.svc.cluster.local".to_owned(), stamp("2026-11-30T12:02:00Z")),
+            ]),
+            Timestamp::MIN,
+        );
         // An older time never replaces a newer one.
-        map.merge(HashMap::from([(
-            "jupyter-bob.hub.svc.cluster.local".to_owned(),
-            stamp("2026-11-30T11:00:00Z"),
-        )]));
+        map.merge(
+            HashMap::from([("jupyter-bob.hub.svc.cluster.local".to_owned(), stamp("2026-11-30T11:00:00Z"))]),
+            Timestamp::MIN,
+        );
+        // Times older than the lookback leave; the others stay.
+        map.merge(
+            HashMap::from([("old.hub.svc.cluster.local".to_owned(), stamp("2026-11-29T00:00:00Z"))]),
+            Timestamp::MIN,
+        );
+        assert_eq!(map.snapshot().len(), 4);
+        map.merge(HashMap::new(), stamp("2026-11-30T00:00:00Z"));
+        assert_eq!(map.snapshot().len(), 3);
+        assert!(!map.snapshot().contains_key("old.hub.svc.cluster.local"));
         let activity = Activity::new(backend, translation, map);
 
         let listed: HashMap<String, serde_json::Value> = activity
@@ -465,10 +480,13 @@ mod tests {
         }
         let map = ActivityMap::default();
         let host = |user: &str| format!("jupyter-{user}.hub.svc.cluster.local");
-        map.merge(HashMap::from([
-            (host("alice"), stamp("2026-11-30T12:00:00Z")),
-            (host("bob"), stamp("2026-11-30T12:00:00Z")),
-        ]));
+        map.merge(
+            HashMap::from([
+                (host("alice"), stamp("2026-11-30T12:00:00Z")),
+                (host("bob"), stamp("2026-11-30T12:00:00Z")),
+            ]),
+            Timestamp::MIN,
+        );
         let activity = Activity::new(Arc::clone(&backend), translation, map.clone());
         let by_spec = |routes: Vec<Arc<Route>>| -> HashMap<String, Arc<Route>> {
             routes.into_iter().map(|r| (r.spec().to_string(), r)).collect()
@@ -478,10 +496,13 @@ mod tests {
         assert!(Arc::ptr_eq(&first["/user/alice"], &second["/user/alice"]), "nothing changed: reused");
 
         // Bob's time moves, and alice's server moves to another service.
-        map.merge(HashMap::from([
-            (host("bob"), stamp("2026-11-30T12:05:00Z")),
-            (host("carol"), stamp("2026-11-30T12:07:00Z")),
-        ]));
+        map.merge(
+            HashMap::from([
+                (host("bob"), stamp("2026-11-30T12:05:00Z")),
+                (host("carol"), stamp("2026-11-30T12:07:00Z")),
+            ]),
+            Timestamp::MIN,
+        );
         backend.add(route("/user/alice", "http://jupyter-carol:8888", serde_json::json!({}))).await.unwrap();
         let third = by_spec(activity.list().await.unwrap());
         assert!(
