@@ -327,11 +327,15 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
     async fn delete(&self, spec: &RouteSpec) -> proxy_api::Result<bool> {
         self.ready()?;
         let existing = self.objects_of(spec);
-        for (object, _) in &existing {
-            self.store.delete_virtual_service(name_of(object), None).await?;
-        }
+        // The ServiceEntry goes first: when a later call fails (the API server went away), the
+        // route's VirtualService is still there, so JupyterHub's retry finds the route and
+        // finishes the delete. The other way round, the retry finds no route, answers 404,
+        // and the ServiceEntry is left behind for ever.
         if existing.iter().any(|(_, stored)| stored.route.target().ip().is_some()) {
             self.store.delete_service_entry(&self.translation.service_entry_name(spec)).await?;
+        }
+        for (object, _) in &existing {
+            self.store.delete_virtual_service(name_of(object), None).await?;
         }
         Ok(!existing.is_empty())
     }
@@ -463,6 +467,46 @@ mod tests {
         assert!(backend.store().service_entries().is_empty());
         assert!(backend.store().virtual_services().is_empty());
         assert!(!backend.delete(&spec("/user/a")).await.unwrap());
+    }
+
+    /// JupyterHub retries a delete answered 503. When the API server goes away between the
+    /// delete's two writes, the retry must still find the route and finish, leaving no
+    /// ServiceEntry behind (`api_server_restarts_*` in jhub-proxy-bin found one left).
+    #[tokio::test]
+    async fn a_delete_cut_short_is_finished_by_the_retry() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+
+        let (rendered, _clock) = backend();
+        rendered.add(route("/user/a", "http://10.0.0.1:8888")).await.unwrap();
+        let object = rendered.store().virtual_services()[0].clone();
+        let virtual_service = Arc::new(AtomicBool::new(true));
+        let service_entry = Arc::new(AtomicBool::new(true));
+        let writes = Arc::new(AtomicUsize::new(0));
+        // Each delete answers whether the object was there; the second write fails once.
+        let delete = |exists: &Arc<AtomicBool>| {
+            let (exists, writes) = (exists.clone(), writes.clone());
+            move |_: &str| match writes.fetch_add(1, SeqCst) {
+                1 => Err(Error::Unavailable("connection refused".into())),
+                _ => Ok(exists.swap(false, SeqCst)),
+            }
+        };
+        let mut store = MockRouteStore::new();
+        store.expect_is_ready().return_const(true);
+        let listed = virtual_service.clone();
+        store
+            .expect_virtual_services_of()
+            .returning(move |_| if listed.load(SeqCst) { vec![object.clone()] } else { Vec::new() });
+        let delete_service_entry = delete(&service_entry);
+        store.expect_delete_service_entry().returning(move |name| delete_service_entry(name));
+        let delete_virtual_service = delete(&virtual_service);
+        store.expect_delete_virtual_service().returning(move |name, _| delete_virtual_service(name));
+        let backend = IstioBackend::new(Arc::new(store), Translation::default());
+
+        let error = backend.delete(&spec("/user/a")).await.unwrap_err();
+        assert_eq!(error.status(), http_status(503));
+        assert!(backend.delete(&spec("/user/a")).await.unwrap(), "the retry finds the route");
+        assert!(!virtual_service.load(SeqCst));
+        assert!(!service_entry.load(SeqCst), "the ServiceEntry is left behind");
     }
 
     /// A VirtualService as the Go proxy wrote it, once adopted (labelled) by this instance.

@@ -17,6 +17,8 @@
 //! - `activity_refresh_failures_total`, `activity_last_success_timestamp_seconds` and
 //!   `activity_destinations`: with `--activity-prometheus-url`, queries of Prometheus that
 //!   failed, when one last succeeded, and how many destinations have a known last activity.
+//! - `runtime_tasks`: the Tokio tasks alive when scraped. Flat under steady load; a count that
+//!   grows with the routes written is a leak (`bench/soak.sh` reports its slope).
 //! - `build_info{version, commit}`, always 1.
 
 use std::sync::Arc;
@@ -62,6 +64,7 @@ pub struct Metrics {
     kube: KubeMetrics,
     auth: AuthMetrics,
     activity: ActivityMetrics,
+    tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -114,9 +117,11 @@ impl Metrics {
         );
         let activity = ActivityMetrics::default();
         activity.register(&mut registry);
+        let tasks = Gauge::default();
+        registry.register("runtime_tasks", "Tokio tasks alive when scraped", tasks.clone());
         let build = vec![("version", crate::VERSION), ("commit", crate::COMMIT)];
         registry.register("build", "The proxy's version and the commit it was built from", Info::new(build));
-        Metrics { registry, http, warmup, kube, auth, activity }
+        Metrics { registry, http, warmup, kube, auth, activity, tasks }
     }
 
     /// The API's request metrics.
@@ -151,6 +156,9 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format (0.0.4).
     pub fn encode(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         // Writing to a String fails only if a metric's encoder does, and ours do not.
         prometheus_text::encode(&mut text, &self.registry).expect("encoding metrics into a String");
@@ -328,6 +336,29 @@ mod tests {
     use testkit::metrics::Scrape;
 
     use super::*;
+
+    /// The gauge follows the tasks alive at each scrape, up and down again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn runtime_tasks_are_counted_at_scrape() {
+        let metrics = Metrics::new();
+        let tasks = |metrics: &Metrics| {
+            Scrape::parse(&metrics.encode()).value("jupyterhub_istio_proxy_runtime_tasks", &[]).unwrap()
+        };
+        let before = tasks(&metrics);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let waiting: Vec<_> = (0..5)
+            .map(|_| {
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move { stopped.wait_for(|stop| *stop).await.map(|_| ()) })
+            })
+            .collect();
+        assert_eq!(tasks(&metrics), before + 5.0);
+        stop.send_replace(true);
+        for task in waiting {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(tasks(&metrics), before);
+    }
 
     #[test]
     fn names_follow_the_conventions_and_build_info_is_one() {
