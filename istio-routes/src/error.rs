@@ -71,6 +71,10 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// Prometheus's answer to the activity query could not be used.
+    #[error("cannot read Prometheus's answer: {0}")]
+    Prometheus(String),
+
     /// Any other answer of the API server.
     #[error("the Kubernetes API server answered {code} for {name}: {message}")]
     Api {
@@ -110,7 +114,7 @@ impl From<Error> for proxy_api::Error {
             Error::InvalidUrl { url, reason } => {
                 proxy_api::Error::InvalidQuery { parameter: "url", reason: format!("{url:?}: {reason}") }
             }
-            Error::NotInstalled { .. } | Error::Invalid { .. } | Error::Api { .. } => {
+            Error::NotInstalled { .. } | Error::Invalid { .. } | Error::Api { .. } | Error::Prometheus(_) => {
                 proxy_api::Error::Internal { message, source: Some(Box::new(error)) }
             }
         }

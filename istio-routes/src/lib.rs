@@ -12,6 +12,8 @@
 //! - [`explain`]: where Istio's gateway sends a request through the objects, and whether that
 //!   is where configurable-http-proxy would send it.
 //! - [`metrics`]: Prometheus metrics of the stores, for a registry the application owns.
+//! - [`activity`]: when requests last reached each route's destination, from the gateway's
+//!   standard Istio metrics in Prometheus.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -57,6 +59,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod activity;
 mod backend;
 mod error;
 pub mod explain;

@@ -239,6 +239,23 @@ impl Translation {
             let entry = self.service_entry(route.spec(), target, ip, &host);
             return Ok((Destination { host, port }, Some(entry)));
         }
+        let host = self.service_host(target)?;
+        Ok((Destination { host, port }, None))
+    }
+
+    /// The mesh host requests of `route` go to: its ServiceEntry's host for a pod-IP target, the
+    /// service's fully qualified name otherwise. Istio's metrics name it in `destination_service`.
+    pub fn destination_host(&self, route: &Route) -> proxy_api::Result<String> {
+        match route.target().ip() {
+            Some(_) => Ok(self.service_entry_host(route.spec())),
+            None => self.service_host(route.target()),
+        }
+    }
+
+    /// The fully qualified host of a target named by DNS.
+    fn service_host(&self, target: &Target) -> proxy_api::Result<String> {
+        let unroutable =
+            |reason: String| proxy_api::Error::InvalidTarget { target: target.to_string(), reason };
         let host = target.host().to_ascii_lowercase();
         let valid_dns = host.split('.').all(|label| {
             !label.is_empty()
@@ -256,7 +273,7 @@ impl Translation {
             return Err(unroutable(format!("localhost {LOOPBACK}")));
         }
         let cluster_suffix = format!(".svc.{}", self.cluster_domain);
-        let host = match host.split('.').count() {
+        Ok(match host.split('.').count() {
             // `svc`: a service in our namespace.
             1 => format!("{host}.{}{cluster_suffix}", self.namespace),
             // `svc.ns`: a service in another namespace.
@@ -265,8 +282,7 @@ impl Translation {
             3 if host.ends_with(".svc") => format!("{host}.{}", self.cluster_domain),
             // A full name: a service FQDN, or a host some ServiceEntry registers.
             _ => host,
-        };
-        Ok((Destination { host, port }, None))
+        })
     }
 
     fn service_entry(&self, spec: &RouteSpec, target: &Target, ip: IpAddr, host: &str) -> ServiceEntry {

@@ -104,6 +104,47 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub warmup_strict: bool,
 
+    /// Prometheus's base URL (`http://...`): read routes' `last_activity` from the requests the
+    /// gateway reports there (Istio's `istio_requests_total`). Off when unset.
+    #[arg(long, env = "ACTIVITY_PROMETHEUS_URL", value_name = "URL")]
+    pub activity_prometheus_url: Option<String>,
+
+    /// The `reporter` of the series that count as activity: `source`, the gateway's own report
+    /// of the requests it sends.
+    #[arg(long, env = "ACTIVITY_REPORTER", default_value = "source", value_name = "REPORTER")]
+    pub activity_reporter: String,
+
+    /// The gateway's workload, the series' `source_workload`.
+    #[arg(
+        long,
+        env = "ACTIVITY_GATEWAY_WORKLOAD",
+        default_value = "istio-ingressgateway",
+        value_name = "WORKLOAD"
+    )]
+    pub activity_gateway_workload: String,
+
+    /// The gateway's namespace, the series' `source_workload_namespace`.
+    #[arg(
+        long,
+        env = "ACTIVITY_GATEWAY_NAMESPACE",
+        default_value = "istio-system",
+        value_name = "NAMESPACE"
+    )]
+    pub activity_gateway_namespace: String,
+
+    /// Seconds between queries of Prometheus, and the resolution of `last_activity`.
+    #[arg(long, env = "ACTIVITY_INTERVAL", default_value = "60", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub activity_interval: Duration,
+
+    /// Seconds a replica that knows nothing yet (just started, or after Prometheus was down)
+    /// looks back for activity.
+    #[arg(long, env = "ACTIVITY_LOOKBACK", default_value = "86400", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub activity_lookback: Duration,
+
+    /// Seconds one query of Prometheus may take before it counts as failed.
+    #[arg(long, env = "ACTIVITY_TIMEOUT", default_value = "30", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub activity_timeout: Duration,
+
     /// The cluster's DNS domain, for service host names.
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local", value_name = "DOMAIN")]
     pub cluster_domain: String,
@@ -170,6 +211,10 @@ pub struct Config {
     /// [`Config::from_args`]; read them with [`Config::warmup`].
     #[arg(skip)]
     warmup: Option<crate::warmup::WarmupOptions>,
+
+    /// Activity's settings, likewise; read them with [`Config::activity`].
+    #[arg(skip)]
+    activity: Option<crate::activity::ActivityOptions>,
 }
 
 /// Commands besides serving.
@@ -264,6 +309,7 @@ impl Config {
         config.apply_chp_addresses(&matches)?;
         config.check()?;
         config.warmup = config.checked_warmup()?;
+        config.activity = config.checked_activity()?;
         Ok(config)
     }
 
@@ -431,6 +477,41 @@ impl Config {
             public_host,
             timeout: self.warmup_timeout,
             strict: self.warmup_strict,
+        }))
+    }
+
+    /// Where and how to read routes' activity, when `--activity-prometheus-url` is set.
+    pub fn activity(&self) -> Option<&crate::activity::ActivityOptions> {
+        self.activity.as_ref()
+    }
+
+    /// Activity's settings from the options, or why they do not go together.
+    fn checked_activity(&self) -> Result<Option<crate::activity::ActivityOptions>> {
+        let Some(url) = &self.activity_prometheus_url else { return Ok(None) };
+        let invalid = |why: &str| {
+            Error::Config(format!("--activity-prometheus-url (env ACTIVITY_PROMETHEUS_URL) {url:?} {why}"))
+        };
+        let uri: http::Uri = url.parse().map_err(|_| invalid("is not a URL"))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.query().is_some() {
+            return Err(invalid("must be Prometheus's http:// base URL, without a query"));
+        }
+        if self.activity_lookback < self.activity_interval {
+            return Err(Error::Config(
+                "--activity-lookback (env ACTIVITY_LOOKBACK) must be at least --activity-interval (env ACTIVITY_INTERVAL)"
+                    .to_owned(),
+            ));
+        }
+        Ok(Some(crate::activity::ActivityOptions {
+            url: uri,
+            query: istio_routes::activity::ActivityQuery {
+                reporter: self.activity_reporter.clone(),
+                source_workload: self.activity_gateway_workload.clone(),
+                source_workload_namespace: self.activity_gateway_namespace.clone(),
+                step: self.activity_interval,
+            },
+            interval: self.activity_interval,
+            lookback: self.activity_lookback,
+            timeout: self.activity_timeout,
         }))
     }
 
@@ -856,5 +937,24 @@ mod tests {
     fn the_token_never_shows_in_debug_output() {
         let config = parse(&["--auth-token", "s3cr3t-token", "--store", "memory"]).unwrap();
         assert!(!format!("{config:?}").contains("s3cr3t-token"));
+    }
+
+    #[test]
+    fn activity_is_off_by_default_and_its_url_is_checked() {
+        let base = ["--auth-token", "t", "--store", "memory"];
+        assert!(parse(&base).unwrap().activity().is_none());
+        let with = |extra: &[&'static str]| base.iter().chain(extra).copied().collect::<Vec<_>>();
+        let options = parse(&with(&["--activity-prometheus-url", "http://prometheus:9090"]))
+            .unwrap()
+            .activity()
+            .unwrap()
+            .clone();
+        assert_eq!(options.query, istio_routes::activity::ActivityQuery::default());
+        assert_eq!(options.interval, Duration::from_secs(60));
+        let https = message(&with(&["--activity-prometheus-url", "https://prometheus"]));
+        assert!(https.contains("--activity-prometheus-url (env ACTIVITY_PROMETHEUS_URL)"), "{https}");
+        let short =
+            message(&with(&["--activity-prometheus-url", "http://prometheus", "--activity-lookback", "30"]));
+        assert!(short.contains("--activity-lookback (env ACTIVITY_LOOKBACK) must be at least"), "{short}");
     }
 }

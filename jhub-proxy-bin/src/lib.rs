@@ -8,7 +8,8 @@
 //! - [`token`]: the token, given or read from a file and read again when it changes;
 //! - [`render`]: the `render` command, objects for routes without a cluster;
 //! - [`explain`]: the `explain` command and `GET /api/explain`, where the gateway sends a URL;
-//! - [`warmup`]: waiting until the gateway serves a new route (`WAIT_FOR_WARMUP`).
+//! - [`warmup`]: waiting until the gateway serves a new route (`WAIT_FOR_WARMUP`);
+//! - [`activity`]: routes' `last_activity` from the gateway's traffic, read from Prometheus.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -37,6 +38,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod activity;
 pub mod app;
 pub mod auth;
 pub mod chp;
@@ -95,6 +97,10 @@ pub enum Error {
     /// `explain` could not explain the URL it was given.
     #[error("cannot explain: {0}")]
     Explain(String),
+
+    /// Prometheus gave no activity: unreachable, too slow, or an answer that is not one.
+    #[error("cannot read activity from Prometheus: {0}")]
+    Prometheus(String),
 
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({option})")]

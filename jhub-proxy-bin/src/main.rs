@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use istio_routes::metrics::StoreMetrics;
-use istio_routes::{IstioBackend, KubeStore, MemoryStore};
+use istio_routes::{IstioBackend, KubeStore, MemoryStore, Translation};
 use jhub_proxy_bin::config::{Command, Config, StoreKind};
 use jhub_proxy_bin::health::{self, Readiness};
 use jhub_proxy_bin::metrics::{self, Metrics};
 use jhub_proxy_bin::warmup::Warmup;
-use jhub_proxy_bin::{Error, app, chp, explain, logging, render, server, tls, token};
+use jhub_proxy_bin::{Error, activity, app, chp, explain, logging, render, server, tls, token};
 use proxy_api::{ApiConfig, Backend};
 
 fn main() -> ExitCode {
@@ -59,10 +59,11 @@ async fn run(config: Config) -> Result<(), Error> {
             let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
             let translation = config.translation(&namespace);
             let store = Arc::new(MemoryStore::new(translation.clone()));
-            let backend = Arc::new(IstioBackend::new(store, translation));
+            let backend = Arc::new(IstioBackend::new(store, translation.clone()));
             StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
             let explainer = explain::explainer(Arc::clone(&backend));
-            (http_service(backend, &config, tokens, Readiness::ready(), metrics, explainer).await?, "memory")
+            let ready = Readiness::ready();
+            (http_service(backend, &config, &translation, tokens, ready, metrics, explainer).await?, "memory")
         }
         StoreKind::Kubernetes => {
             let client = jhub_proxy_bin::kube_client().await?;
@@ -76,10 +77,13 @@ async fn run(config: Config) -> Result<(), Error> {
             tracing::info!(namespace, selector = translation.label_selector(), "watching VirtualServices");
             let ready = Readiness::from_signal(store.readiness());
             let watch = Some(Arc::clone(store.watch_stats()));
-            let backend = Arc::new(IstioBackend::new(store, translation));
+            let backend = Arc::new(IstioBackend::new(store, translation.clone()));
             StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
             let explainer = explain::explainer(Arc::clone(&backend));
-            (http_service(backend, &config, tokens, ready, metrics, explainer).await?, "kubernetes")
+            (
+                http_service(backend, &config, &translation, tokens, ready, metrics, explainer).await?,
+                "kubernetes",
+            )
         }
     };
     let (listener, addr) = bind(config.listen, "--listen, env PROXY_LISTEN").await?;
@@ -106,13 +110,14 @@ async fn bind(
     Ok((listener, bound))
 }
 
-/// The service over `backend`, with warm-up in front of it when it is on; metrics served on
-/// their own listener when `--metrics-listen` is set, and the probes (with metrics, unless
-/// those have their own) when configurable-http-proxy's `--port` is. Those listeners serve
+/// The service over `backend`, with activity and warm-up in front of it when they are on;
+/// metrics served on their own listener when `--metrics-listen` is set, and the probes (with
+/// metrics, unless those have their own) when configurable-http-proxy's `--port` is. Those listeners serve
 /// until the process ends, so probes and scrapes go on while the API drains.
 async fn http_service<B: Backend>(
     backend: Arc<B>,
     config: &Config,
+    translation: &Translation,
     tokens: token::Tokens,
     ready: Readiness,
     metrics: Metrics,
@@ -160,7 +165,23 @@ async fn http_service<B: Backend>(
         metrics: Arc::clone(&metrics),
         explain: Some(explainer),
     };
-    Ok(match config.warmup().cloned() {
+    Ok(match config.activity().cloned() {
+        Some(reading) => {
+            let backend = activity::start(backend, translation.clone(), reading, metrics.activity().clone());
+            with_warmup(backend, config, &metrics, options)
+        }
+        None => with_warmup(backend, config, &metrics, options),
+    })
+}
+
+/// The service over `backend`, with warm-up in front of it when it is on.
+fn with_warmup<B: Backend>(
+    backend: Arc<B>,
+    config: &Config,
+    metrics: &Metrics,
+    options: app::AppOptions,
+) -> app::HttpService {
+    match config.warmup().cloned() {
         Some(warmup) => {
             if config.public_host.is_none()
                 && config.sub_domain_host.as_deref().is_none_or(|host| host.contains('*'))
@@ -175,7 +196,7 @@ async fn http_service<B: Backend>(
             app::service(Arc::new(warmup), options)
         }
         None => app::service(backend, options),
-    })
+    }
 }
 
 /// Prints the error, with its causes, as one line, and fails.

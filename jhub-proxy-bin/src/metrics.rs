@@ -14,11 +14,15 @@
 //! - `auth_token_reloads_total{outcome}`: with `--auth-token-file`, each new token taken
 //!   (`rotated`) and each read of the file that failed (`missing`, `unreadable`, `empty`,
 //!   `invalid`), after which the last good token stays in force.
+//! - `activity_refresh_failures_total`, `activity_last_success_timestamp_seconds` and
+//!   `activity_destinations`: with `--activity-prometheus-url`, queries of Prometheus that
+//!   failed, when one last succeeded, and how many destinations have a known last activity.
 //! - `runtime_tasks`: the Tokio tasks alive when scraped. Flat under steady load; a count that
 //!   grows with the routes written is a leak (`bench/soak.sh` reports its slope).
 //! - `build_info{version, commit}`, always 1.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,6 +63,7 @@ pub struct Metrics {
     warmup: WarmupMetrics,
     kube: KubeMetrics,
     auth: AuthMetrics,
+    activity: ActivityMetrics,
     tasks: Gauge,
 }
 
@@ -110,11 +115,13 @@ impl Metrics {
             "With --auth-token-file: new tokens taken (rotated) and failed reads of the file, by why",
             auth.reloads.clone(),
         );
+        let activity = ActivityMetrics::default();
+        activity.register(&mut registry);
         let tasks = Gauge::default();
         registry.register("runtime_tasks", "Tokio tasks alive when scraped", tasks.clone());
         let build = vec![("version", crate::VERSION), ("commit", crate::COMMIT)];
         registry.register("build", "The proxy's version and the commit it was built from", Info::new(build));
-        Metrics { registry, http, warmup, kube, auth, tasks }
+        Metrics { registry, http, warmup, kube, auth, activity, tasks }
     }
 
     /// The API's request metrics.
@@ -130,6 +137,11 @@ impl Metrics {
     /// The token check's and the token file's metrics.
     pub fn auth(&self) -> &AuthMetrics {
         &self.auth
+    }
+
+    /// The activity refresher's metrics.
+    pub fn activity(&self) -> &ActivityMetrics {
+        &self.activity
     }
 
     /// The Kubernetes store's call metrics, to give to `KubeStore::start_with_metrics`.
@@ -269,6 +281,41 @@ impl WarmupMetrics {
     }
 }
 
+/// How the activity refresher fares.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityMetrics {
+    failures: Counter,
+    last_success: Gauge<f64, AtomicU64>,
+    destinations: Gauge,
+}
+
+impl ActivityMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let failures = "Queries of Prometheus for routes' activity that failed or timed out";
+        registry.register("activity_refresh_failures", failures, self.failures.clone());
+        let last = "When a query of Prometheus for routes' activity last succeeded (Unix time; 0: never)";
+        registry.register("activity_last_success_timestamp_seconds", last, self.last_success.clone());
+        let known = "Destinations whose last activity is known";
+        registry.register("activity_destinations", known, self.destinations.clone());
+    }
+
+    /// Records a query that succeeded at `at`, after which `destinations` are known.
+    pub fn succeeded(&self, at: jiff::Timestamp, destinations: usize) {
+        self.last_success.set(at.as_millisecond() as f64 / 1000.0);
+        self.destinations.set(i64::try_from(destinations).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a query that failed.
+    pub fn failed(&self) {
+        self.failures.inc();
+    }
+
+    /// How many queries failed.
+    pub fn failures(&self) -> u64 {
+        self.failures.get()
+    }
+}
+
 /// Answers `GET /metrics` (with `Some` metrics) in front of the rest, without authentication:
 /// Prometheus scrapes carry no token, and nothing in them is secret.
 #[derive(Debug, Clone)]
@@ -324,6 +371,8 @@ mod tests {
         metrics.auth().refused(false);
         metrics.auth().refused(true);
         metrics.auth().token_reloaded("rotated");
+        metrics.activity().failed();
+        metrics.activity().succeeded("2026-11-30T12:00:00.5Z".parse().unwrap(), 3);
         let scrape = Scrape::parse(&metrics.encode());
         let build = [("version", crate::VERSION), ("commit", crate::COMMIT)];
         assert_eq!(scrape.value("jupyterhub_istio_proxy_build_info", &build), Some(1.0), "{}", scrape.text);
@@ -349,6 +398,11 @@ mod tests {
         assert_eq!(scrape.value(refusals, &[("reason", "no_token")]), Some(1.0));
         let reloads = "jupyterhub_istio_proxy_auth_token_reloads_total";
         assert_eq!(scrape.value(reloads, &[("outcome", "rotated")]), Some(1.0));
+        let activity = |name: &str| scrape.value(&format!("jupyterhub_istio_proxy_activity_{name}"), &[]);
+        assert_eq!(activity("refresh_failures_total"), Some(1.0));
+        assert_eq!(activity("last_success_timestamp_seconds"), Some(1_796_040_000.5));
+        assert_eq!(activity("destinations"), Some(3.0));
+        assert_eq!(metrics.activity().failures(), 1);
         for sample in &scrape.samples {
             assert!(sample.name.starts_with("jupyterhub_istio_proxy_"), "{}", sample.name);
         }

@@ -4,7 +4,8 @@
 //! must be exactly the hub's routes, and Istio's gateway (its pilot, `testkit::oracle`), fed
 //! those objects, must route each user's paths to a server that says it is that user's (its
 //! `/env`), and the hub's paths to the hub. Then the proxy restarts, loses an object behind the hub's back, and hands
-//! over to a second replica, and the hub notices nothing amiss.
+//! over to a second replica, and the hub notices nothing amiss. Last, with a real Prometheus
+//! counting a gateway's requests, the hub's users' `last_activity` follows that traffic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,7 @@ use testkit::client::ApiClient;
 use testkit::jupyterhub::{HubConfig, JupyterHub};
 use testkit::oracle::{Answer, Request, Scenario};
 use testkit::process::ProxyProcess;
+use testkit::prometheus::{IstioExporter, Prometheus};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
@@ -66,7 +68,7 @@ struct Stored {
     address: IpAddr,
 }
 
-async fn start_proxy(api_server: &ApiServer, namespace: &str, listen: &str) -> ProxyProcess {
+async fn start_proxy(api_server: &ApiServer, namespace: &str, listen: &str, extra: &[&str]) -> ProxyProcess {
     let mut command = Command::new(BIN);
     command
         .env_clear()
@@ -74,7 +76,8 @@ async fn start_proxy(api_server: &ApiServer, namespace: &str, listen: &str) -> P
         .env("CONFIGPROXY_AUTH_TOKEN", TOKEN)
         .env("K8S_NAMESPACE", namespace)
         .args(["--store", "kubernetes", "--listen", listen, "--istio-gateway", GATEWAY])
-        .arg("--allow-loopback-targets");
+        .arg("--allow-loopback-targets")
+        .args(extra);
     ProxyProcess::spawn(command).await
 }
 
@@ -90,10 +93,15 @@ impl E2e {
     async fn start(base_url: &str) -> E2e {
         let api_server = ApiServer::shared().await;
         let namespace = api_server.new_namespace("jupyterhub-e2e").await;
-        let proxy = start_proxy(api_server, &namespace, "127.0.0.1:0").await;
+        let proxy = start_proxy(api_server, &namespace, "127.0.0.1:0", &[]).await;
         let api_url = format!("http://{}", proxy.addr());
-        let hub =
-            JupyterHub::start(HubConfig { proxy_api_url: &api_url, proxy_token: TOKEN, base_url }).await;
+        let hub = JupyterHub::start(HubConfig {
+            proxy_api_url: &api_url,
+            proxy_token: TOKEN,
+            base_url,
+            last_activity_interval: 300,
+        })
+        .await;
         let client = api_server.client();
         E2e {
             expected: BTreeMap::from([(normalized(base_url), Owner::Hub)]),
@@ -404,7 +412,7 @@ impl E2e {
         let step = "restarting the proxy";
         let listen = self.proxy.addr().to_string();
         self.stop_proxy(step).await;
-        let next = start_proxy(self.api_server, &self.namespace, &listen).await;
+        let next = start_proxy(self.api_server, &self.namespace, &listen, &[]).await;
         self.replace_proxy(next);
         self.expect_objects(step).await;
         self.expect_listings(step).await;
@@ -439,7 +447,7 @@ impl E2e {
     /// second, is the same.
     async fn hand_over_to_a_second_replica(&mut self) {
         let step = "handing over to a second replica";
-        let next = start_proxy(self.api_server, &self.namespace, "127.0.0.1:0").await;
+        let next = start_proxy(self.api_server, &self.namespace, "127.0.0.1:0", &[]).await;
         let body = json!({"api_url": format!("http://{}", next.addr()), "auth_token": TOKEN});
         self.hub_api(step, Method::PATCH, "/proxy", Some(&body), 200).await;
         self.stop_proxy(step).await;
@@ -479,4 +487,83 @@ async fn jupyterhub_at_the_root_drives_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyterhub_under_a_base_url_drives_the_proxy() {
     hub_drives_the_proxy("/jhub/").await;
+}
+
+/// A user's `last_activity` (and their default server's) as the hub reports it.
+async fn hub_activity(hub: &JupyterHub, user: &str) -> (jiff::Timestamp, jiff::Timestamp) {
+    let model = hub.api(Method::GET, &format!("/users/{user}"), None).await.json();
+    let stamp = |value: &Value| -> jiff::Timestamp {
+        let text = value.as_str().unwrap_or_else(|| panic!("no last_activity in {model:#}"));
+        text.parse().unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    };
+    (stamp(&model["last_activity"]), stamp(&model["servers"][""]["last_activity"]))
+}
+
+/// The hub reads the routes' `last_activity` (every 2 s here, 300 s by default) into its users'
+/// and servers' activity, which its idle culler acts on: with `--activity-prometheus-url`, a
+/// user whose server the gateway sends requests to becomes active then, and one whose server
+/// gets none stays as active as when it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubs_last_activity_follows_the_gateways_traffic() {
+    let exporter = IstioExporter::start().await;
+    let prometheus = Prometheus::start(&[exporter.addr()]).await;
+    let api_server = ApiServer::shared().await;
+    let namespace = api_server.new_namespace("jupyterhub-activity").await;
+    let url = prometheus.url();
+    let activity =
+        ["--activity-prometheus-url", &url, "--activity-interval", "2", "--activity-lookback", "600"];
+    let proxy = start_proxy(api_server, &namespace, "127.0.0.1:0", &activity).await;
+    let api_url = format!("http://{}", proxy.addr());
+    let hub = JupyterHub::start(HubConfig {
+        proxy_api_url: &api_url,
+        proxy_token: TOKEN,
+        base_url: "/",
+        last_activity_interval: 2,
+    })
+    .await;
+    for user in ["alice", "bob"] {
+        assert_eq!(hub.api(Method::POST, &format!("/users/{user}"), None).await.status, 201);
+        hub.start_server(user, "").await.unwrap();
+    }
+
+    // Alice's destination, as the gateway names it: her route's own ServiceEntry host.
+    let routes = ApiClient::new(proxy.addr(), Some(TOKEN)).get("/api/routes").await.json();
+    let (spec, object) = routes
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, route)| route["user"] == "alice")
+        .unwrap_or_else(|| panic!("no route of alice's in {routes:#}"));
+    let route = proxy_api::wire::route_from_object(
+        RouteSpec::new(spec, RoutingMode::Path).unwrap(),
+        object.as_object().unwrap().clone(),
+    )
+    .unwrap();
+    let translation = istio_routes::Translation { namespace: namespace.clone(), ..Default::default() };
+    let host = translation.destination_host(&route).unwrap();
+
+    // Well after the spawns, so that the traffic's time is later than anything the hub knew.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (bob_before, _) = hub_activity(&hub, "bob").await;
+    let sent = jiff::Timestamp::now();
+    exporter.requests(&host, 5);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (user, server) = hub_activity(&hub, "alice").await;
+        if user >= sent && server >= sent {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice's last_activity ({user}, server {server}) did not follow the requests at {sent} in 60 s;\nproxy log:\n{}\nhub log:\n{}",
+            proxy.log(),
+            hub.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (bob_after, _) = hub_activity(&hub, "bob").await;
+    assert_eq!(bob_after, bob_before, "bob's server got no requests");
+    assert!(bob_after < sent);
+    // The hub stops its servers through the proxy: before the proxy goes.
+    drop(hub);
 }

@@ -1,8 +1,8 @@
 //! configurable-http-proxy's wire format, both ways.
 //!
 //! A route travels as `{"target": "<url>", <data keys>...}`; a listing is an object from route
-//! key to route object. We never add `last_activity`: a proxy that sees no traffic has none to
-//! report.
+//! key to route object. This crate never adds `last_activity`: a proxy that sees no traffic has
+//! none to report (the binary's `activity` backend fills it in from the gateway's metrics).
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;

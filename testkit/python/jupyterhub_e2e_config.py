@@ -24,6 +24,9 @@ c.JupyterHub.cleanup_servers = True
 # their HTTP client gives up after 10 s.
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 2, "slow_stop_timeout": 2}
 
+# How often the hub reads the routes' last_activity into its users' and servers' activity.
+c.JupyterHub.last_activity_interval = int(os.environ.get("E2E_LAST_ACTIVITY_INTERVAL", "300"))
+
 c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = os.environ["E2E_PROXY_API_URL"]
 c.ConfigurableHTTPProxy.auth_token = os.environ["E2E_PROXY_TOKEN"]

@@ -15,6 +15,7 @@
 //!     proxy_api_url: "http://127.0.0.1:8001",
 //!     proxy_token: "secret",
 //!     base_url: "/",
+//!     last_activity_interval: 300,
 //! })
 //! .await;
 //! hub.start_server("alice", "").await.unwrap();
@@ -53,6 +54,9 @@ pub struct HubConfig<'a> {
     pub proxy_token: &'a str,
     /// `c.JupyterHub.base_url`: `/`, or a prefix with slashes at both ends.
     pub base_url: &'a str,
+    /// `c.JupyterHub.last_activity_interval`: seconds between the hub's reads of the routes'
+    /// `last_activity` (JupyterHub's default is 300).
+    pub last_activity_interval: u32,
 }
 
 /// A running hub, stopped when dropped (SIGTERM, so it stops its servers too).
@@ -90,6 +94,7 @@ impl JupyterHub {
             .env("E2E_BASE_URL", config.base_url)
             .env("E2E_PROXY_API_URL", config.proxy_api_url)
             .env("E2E_PROXY_TOKEN", config.proxy_token)
+            .env("E2E_LAST_ACTIVITY_INTERVAL", config.last_activity_interval.to_string())
             .env("E2E_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -15,6 +15,8 @@
 //! - [`jupyterhub`]: a real JupyterHub from that venv, spawning mock servers, driven through
 //!   its REST API, for end-to-end tests.
 //! - [`helm`]: Helm, built from Go modules, to render the chart in `deploy/helm`.
+//! - [`prometheus`]: a real Prometheus scraping an exporter of Istio's request metrics that
+//!   the test drives, as a gateway's traffic would.
 //! - [`mesh`]: a hub's objects, ours and the Go proxy's, to measure what they cost the mesh.
 //!
 //! ```no_run
@@ -41,6 +43,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod oracle;
 pub mod process;
+pub mod prometheus;
 pub mod python;
 
 /// The folder of the package whose tests are running.
