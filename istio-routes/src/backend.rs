@@ -46,9 +46,9 @@ impl<S> std::fmt::Debug for IstioBackend<S> {
 }
 
 /// A route's object with the route read from it.
-type Found = (Arc<VirtualService>, StoredRoute);
+pub(crate) type Found = (Arc<VirtualService>, StoredRoute);
 
-fn name_of(object: &VirtualService) -> &str {
+pub(crate) fn name_of(object: &VirtualService) -> &str {
     object.metadata.name.as_deref().unwrap_or_default()
 }
 
@@ -118,14 +118,22 @@ impl<S: RouteStore> IstioBackend<S> {
 
     /// The objects of one route, the current one first: ours of the highest generation, then
     /// older generations, then the Go proxy's.
-    fn objects_of(&self, spec: &RouteSpec) -> Vec<Found> {
-        let objects = self.store.virtual_services_of(&route_id(spec));
+    pub(crate) fn objects_of(&self, spec: &RouteSpec) -> Vec<Found> {
+        let mut found = self.objects_labelled(&route_id(spec));
+        found.retain(|(_, stored)| stored.route.spec() == spec);
+        found
+    }
+
+    /// The readable objects labelled with route id `id`, the current one first (as
+    /// [`objects_of`](Self::objects_of), for a caller that knows only the label).
+    pub(crate) fn objects_labelled(&self, id: &str) -> Vec<Found> {
+        let objects = self.store.virtual_services_of(id);
         let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
         let mut found: Vec<Found> = objects
             .into_iter()
             .filter_map(|object| {
                 let stored = self.decode(&mut cache, &object)?;
-                (stored.route.spec() == spec).then_some((object, stored))
+                Some((object, stored))
             })
             .collect();
         found.sort_by_key(|found| std::cmp::Reverse(found.1.origin));
@@ -206,7 +214,7 @@ impl<S: RouteStore> IstioBackend<S> {
     /// Keeps every ancestor of `spec` sorting after it: an ancestor that sorts before is
     /// created again. Ancestors are visited deepest first, each one's floor the placement of
     /// the one below it.
-    async fn keep_ancestors_after(
+    pub(crate) async fn keep_ancestors_after(
         &self,
         spec: &RouteSpec,
         written: &Arc<VirtualService>,
@@ -328,7 +336,7 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
         self.ready()?;
         let existing = self.objects_of(spec);
         for (object, _) in &existing {
-            self.store.delete_virtual_service(name_of(object), None).await?;
+            self.store.delete_route_virtual_service(name_of(object)).await?;
         }
         if existing.iter().any(|(_, stored)| stored.route.target().ip().is_some()) {
             self.store.delete_service_entry(&self.translation.service_entry_name(spec)).await?;

@@ -6,8 +6,8 @@
 //! overlay until the watch delivers them (see `overlay`). Writes are server-side applies with our
 //! field manager, so several replicas writing the same route converge instead of conflicting.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
+use crate::heal::{DELETE_INTENT_ANNOTATION, Touch, spec_digest};
 use crate::metrics::{KubeMetrics, Verb};
 use crate::overlay::{Overlay, Write};
 use crate::read::Origin;
@@ -61,6 +62,8 @@ pub struct KubeStore {
     overlay: Arc<Overlay<VirtualService>>,
     stats: Arc<WatchStats>,
     metrics: KubeMetrics,
+    /// Where the watch tells healing (`heal`) which routes changed, once it listens.
+    heal_feed: Arc<OnceLock<tokio::sync::mpsc::UnboundedSender<Touch>>>,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -107,6 +110,9 @@ impl KubeStore {
         let overlay = Arc::new(Overlay::default());
         let watch_overlay = Arc::clone(&overlay);
         let watch_metrics = metrics.clone();
+        let heal_feed = Arc::new(OnceLock::new());
+        let watch_feed = Arc::clone(&heal_feed);
+        let watch_cache = cache.clone();
         let stream = watcher(virtual_services.clone(), config)
             .backoff(watch_backoff())
             .modify(move |object: &mut VirtualService| slim(object, &legacy_annotation))
@@ -114,13 +120,17 @@ impl KubeStore {
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             let mut listing_since = None;
+            let mut before_relist = Vec::new();
             while let Some(event) = stream.next().await {
-                count_watch_call(&watch_metrics, &event, &mut listing_since);
+                count_watch_call(&watch_metrics, VS, &event, &mut listing_since);
                 if let Ok(event) = &event {
                     // Counted after the reflector applied it: a listing built before the count
                     // changes is rebuilt, never kept stale.
                     watch_stats.events.fetch_add(1, Ordering::AcqRel);
                     watch_overlay.saw(event);
+                    if let Some(feed) = watch_feed.get() {
+                        tell_healing(feed, event, &watch_cache, &mut before_relist);
+                    }
                 }
                 match event {
                     Ok(watcher::Event::InitDone) => {
@@ -136,7 +146,67 @@ impl KubeStore {
                 }
             }
         });
-        Ok(KubeStore { virtual_services, service_entries, namespace, cache, ready, overlay, stats, metrics })
+        Ok(KubeStore {
+            virtual_services,
+            service_entries,
+            namespace,
+            cache,
+            ready,
+            overlay,
+            stats,
+            metrics,
+            heal_feed,
+        })
+    }
+
+    /// Has the watch tell `feed` about every change from now on (see `heal`); the first
+    /// caller wins.
+    pub(crate) fn feed_healing(&self, feed: tokio::sync::mpsc::UnboundedSender<Touch>) -> bool {
+        self.heal_feed.set(feed).is_ok()
+    }
+
+    /// The ServiceEntries' API, for healing's watch of them.
+    pub(crate) fn service_entries_api(&self) -> &Api<ServiceEntry> {
+        &self.service_entries
+    }
+
+    /// The metrics every call is counted in.
+    pub(crate) fn metrics(&self) -> &KubeMetrics {
+        &self.metrics
+    }
+
+    /// Creates a ServiceEntry; [`Error::AlreadyExists`] when the name is taken.
+    pub(crate) async fn create_service_entry(&self, object: ServiceEntry) -> Result<()> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
+        self.metrics
+            .time(Verb::Create, SE, || self.service_entries.create(&params, &object))
+            .await
+            .map_err(|e| classify::<ServiceEntrySpec>(e, "create", &name, &self.namespace()))?;
+        Ok(())
+    }
+
+    /// Deletes a ServiceEntry only if it is still at `resource_version` ([`Error::Conflict`]
+    /// otherwise); answers whether it existed.
+    pub(crate) async fn delete_service_entry_at(&self, name: &str, resource_version: String) -> Result<bool> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { resource_version: Some(resource_version), uid: None }),
+            ..DeleteParams::default()
+        };
+        match self.metrics.time(Verb::Delete, SE, || self.service_entries.delete(name, &params)).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(error) => Err(classify::<ServiceEntrySpec>(error, "delete", name, &self.namespace())),
+        }
+    }
+
+    /// Leaves a tombstone for a deleted name in the overlay (see `delete_virtual_service`).
+    async fn forget(&self, name: &str) {
+        // The API server answers a custom resource's delete without a resource version; the
+        // server's version read now is no older than the delete, and bounds what the
+        // tombstone hides.
+        let version = self.server_version().await;
+        self.overlay.wrote(name, Write::Gone(version));
     }
 
     /// The watch's counters.
@@ -297,12 +367,42 @@ impl RouteStore for KubeStore {
                 }
             };
         // JupyterHub is told the route is gone (even when another replica deleted it first),
-        // so the listing must not show it again from a lagging watch. The API server answers a
-        // custom resource's delete without a resource version; the server's version read now
-        // is no older than the delete, and bounds what the tombstone hides.
-        let version = self.server_version().await;
-        self.overlay.wrote(name, Write::Gone(version));
+        // so the listing must not show it again from a lagging watch.
+        self.forget(name).await;
         Ok(existed)
+    }
+
+    async fn delete_route_virtual_service(&self, name: &str) -> Result<bool> {
+        // The mark goes in the object's last state, which every replica's watch sees in the
+        // Deleted event: healing re-creates only VirtualServices deleted without it.
+        let patch = serde_json::json!({"metadata": {"annotations": {DELETE_INTENT_ANNOTATION: "true"}}});
+        let (merge, params) = (
+            Patch::Merge(&patch),
+            PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() },
+        );
+        for _ in 0..3 {
+            let marked = match self
+                .metrics
+                .time(Verb::Patch, VS, || self.virtual_services.patch(name, &params, &merge))
+                .await
+            {
+                Ok(marked) => marked,
+                Err(kube::Error::Api(status)) if status.is_not_found() => {
+                    self.forget(name).await;
+                    return Ok(false);
+                }
+                Err(error) => {
+                    return Err(classify::<VirtualServiceSpec>(error, "patch", name, &self.namespace()));
+                }
+            };
+            // Deleted as marked, or not at all: a write since (which may have dropped the mark)
+            // is marked again.
+            match self.delete_virtual_service(name, marked.metadata.resource_version).await {
+                Err(Error::Conflict { .. }) => continue,
+                answer => return answer,
+            }
+        }
+        Err(Error::Conflict { name: name.to_owned() })
     }
 
     async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()> {
@@ -329,11 +429,54 @@ impl RouteStore for KubeStore {
 /// name, creation time, resource version, labels and our annotations. At 10,000 routes the
 /// spec and managed fields are most of the cache's memory, and a foreign annotation (kubectl's
 /// last-applied configuration) can be as large as the object.
+///
+/// Healing needs to know whether the spec is still what the route renders, so a digest of it
+/// stays, as an annotation only the cache holds ([`SPEC_DIGEST_ANNOTATION`]).
 fn slim(object: &mut VirtualService, legacy_annotation: &str) {
     object.metadata.managed_fields = None;
+    let digest = spec_digest(&object.spec);
     object.spec = Default::default();
-    if let Some(annotations) = &mut object.metadata.annotations {
-        annotations.retain(|key, _| key.starts_with("jupyterhub-istio-proxy/") || key == legacy_annotation);
+    let annotations = object.metadata.annotations.get_or_insert_default();
+    annotations.retain(|key, _| key.starts_with("jupyterhub-istio-proxy/") || key == legacy_annotation);
+    annotations.insert(SPEC_DIGEST_ANNOTATION.to_owned(), digest);
+}
+
+/// The annotation a cached VirtualService carries its spec's digest in, in place of the spec
+/// (see [`slim`]); never written to the API server.
+pub(crate) const SPEC_DIGEST_ANNOTATION: &str = "jupyterhub-istio-proxy/cached-spec-sha256";
+
+/// Tells healing which route a watch event changed, with the last state of a deleted object.
+/// A relist delivers no deletes: the objects the cache held before it and not after are told
+/// as deleted, with the state the cache last had.
+fn tell_healing(
+    feed: &tokio::sync::mpsc::UnboundedSender<Touch>,
+    event: &watcher::Event<VirtualService>,
+    cache: &reflector::Store<VirtualService>,
+    before_relist: &mut Vec<Arc<VirtualService>>,
+) {
+    let touch = |object: &VirtualService, gone: bool| {
+        let route = object.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL));
+        if let Some(route) = route {
+            let gone = gone.then(|| Arc::new(object.clone()));
+            let _ = feed.send(Touch::Route { id: route.clone(), gone });
+        }
+    };
+    match event {
+        watcher::Event::Apply(object) => touch(object, false),
+        watcher::Event::Delete(object) => touch(object, true),
+        // The reflector swaps its store at InitDone, so this is the state before the relist.
+        watcher::Event::Init => *before_relist = cache.state(),
+        watcher::Event::InitApply(_) => {}
+        watcher::Event::InitDone => {
+            let now: std::collections::HashSet<String> =
+                cache.state().iter().filter_map(|o| o.metadata.name.clone()).collect();
+            for object in std::mem::take(before_relist) {
+                if !object.metadata.name.as_ref().is_some_and(|name| now.contains(name)) {
+                    touch(&object, true);
+                }
+            }
+            let _ = feed.send(Touch::Resync);
+        }
     }
 }
 
@@ -416,7 +559,12 @@ impl Failure {
 }
 
 /// Our error for what the API server (or the way to it) answered.
-fn classify<S: IstioKind>(error: kube::Error, verb: &'static str, name: &str, namespace: &str) -> Error {
+pub(crate) fn classify<S: IstioKind>(
+    error: kube::Error,
+    verb: &'static str,
+    name: &str,
+    namespace: &str,
+) -> Error {
     let resource = resource_name::<S>();
     let failure = Failure::of(&error);
     let status = match error {
@@ -442,14 +590,15 @@ fn classify<S: IstioKind>(error: kube::Error, verb: &'static str, name: &str, na
 
 /// Counts what the watch stream shows of the API calls behind it: a list from its start to its
 /// last page (or its failure), and failed watches.
-fn count_watch_call(
+pub(crate) fn count_watch_call<K>(
     metrics: &KubeMetrics,
-    event: &std::result::Result<watcher::Event<VirtualService>, watcher::Error>,
+    resource: &'static str,
+    event: &std::result::Result<watcher::Event<K>, watcher::Error>,
     listing_since: &mut Option<Instant>,
 ) {
     let mut list_done = |outcome| {
         if let Some(started) = listing_since.take() {
-            metrics.record(Verb::List, VS, outcome, started.elapsed());
+            metrics.record(Verb::List, resource, outcome, started.elapsed());
         }
     };
     match event {
@@ -458,12 +607,14 @@ fn count_watch_call(
         Ok(_) => {}
         Err(watcher::Error::InitialListFailed(error)) => list_done(Failure::of(error).label()),
         Err(watcher::Error::WatchStartFailed(error) | watcher::Error::WatchFailed(error)) => {
-            metrics.count(Verb::Watch, VS, Failure::of(error).label());
+            metrics.count(Verb::Watch, resource, Failure::of(error).label());
         }
         Err(watcher::Error::WatchError(status)) => {
-            metrics.count(Verb::Watch, VS, Failure::of_status(status).label());
+            metrics.count(Verb::Watch, resource, Failure::of_status(status).label());
         }
-        Err(watcher::Error::NoResourceVersion) => metrics.count(Verb::Watch, VS, Failure::Other.label()),
+        Err(watcher::Error::NoResourceVersion) => {
+            metrics.count(Verb::Watch, resource, Failure::Other.label())
+        }
     }
 }
 
@@ -472,7 +623,7 @@ fn count_watch_call(
 /// stale routes for that long. A restarted API server also answers the first watch 410 Gone,
 /// which costs a second wait before the relist. One watch per replica is no load worth
 /// protecting the server from, so the wait is capped at 2 s (4 s with jitter).
-fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+pub(crate) fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
     let exponential = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(2))

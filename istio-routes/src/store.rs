@@ -63,6 +63,14 @@ pub trait RouteStore: Send + Sync + 'static {
     /// ([`Error::Conflict`](crate::Error::Conflict) otherwise). Answers whether it existed.
     async fn delete_virtual_service(&self, name: &str, resource_version: Option<String>) -> Result<bool>;
 
+    /// Deletes a VirtualService because JupyterHub deleted its route, so that whoever watches
+    /// can tell it from a delete nobody asked for: the Kubernetes store marks the object first
+    /// (one more call), and healing re-creates only what was deleted unmarked. Answers whether
+    /// it existed. A store nobody heals needs no mark, hence the default.
+    async fn delete_route_virtual_service(&self, name: &str) -> Result<bool> {
+        self.delete_virtual_service(name, None).await
+    }
+
     /// Creates or updates a ServiceEntry (server-side apply).
     async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()>;
 
