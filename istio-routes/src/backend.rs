@@ -127,7 +127,11 @@ impl<S: RouteStore> IstioBackend<S> {
     /// The readable objects labelled with route id `id`, the current one first (as
     /// [`objects_of`](Self::objects_of), for a caller that knows only the label).
     pub(crate) fn objects_labelled(&self, id: &str) -> Vec<Found> {
-        let objects = self.store.virtual_services_of(id);
+        self.found(self.store.virtual_services_of(id))
+    }
+
+    /// The readable ones of `objects` (of one route), the current one first.
+    pub(crate) fn found(&self, objects: Vec<Arc<VirtualService>>) -> Vec<Found> {
         let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
         let mut found: Vec<Found> = objects
             .into_iter()

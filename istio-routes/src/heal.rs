@@ -37,7 +37,8 @@
 //!
 //! **Back-off.** A route that keeps drifting (something else fights over it) or whose repair
 //! fails waits longer each time before its next check: 1 s, 2 s, 4 s... up to a minute, on top
-//! of the jitter, until it has been quiet for two minutes.
+//! of the jitter, until it has been quiet for two minutes. A replica writes at most 20 repairs
+//! a second (a build that renders every route differently re-applies them all, as a trickle).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
@@ -93,6 +94,8 @@ pub struct HealOptions {
     pub grace: Duration,
     /// The longest back-off of a route that keeps drifting or failing.
     pub max_backoff: Duration,
+    /// How many repairs a replica writes per second at most.
+    pub max_repairs_per_second: u32,
 }
 
 impl Default for HealOptions {
@@ -101,6 +104,7 @@ impl Default for HealOptions {
             jitter: (Duration::from_millis(500), Duration::from_millis(2500)),
             grace: Duration::from_secs(5),
             max_backoff: Duration::from_secs(60),
+            max_repairs_per_second: 20,
         }
     }
 }
@@ -169,6 +173,7 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
         streaks: HashMap::new(),
         random: std::collections::hash_map::RandomState::new(),
         seq: 0,
+        last_repair: Instant::now(),
     };
     let checks = tokio::spawn(async move {
         healer.backend.store().wait_until_ready().await;
@@ -203,6 +208,8 @@ struct Healer {
     streaks: HashMap<String, Streak>,
     random: std::collections::hash_map::RandomState,
     seq: u64,
+    /// When the last repair was written, for the rate limit.
+    last_repair: Instant,
 }
 
 /// What is wrong with a route's objects, and what repairs it.
@@ -282,13 +289,20 @@ impl Healer {
                 },
                 () = until(next) => {
                     let now = Instant::now();
+                    let mut due = Vec::new();
                     while let Some(entry) = self.queue.first_entry() {
                         if entry.key().0 > now {
                             break;
                         }
                         let id = entry.remove();
                         let gone = self.pending.remove(&id).and_then(|p| p.gone);
-                        self.check(id, gone).await;
+                        due.push((id, gone));
+                    }
+                    // One pass over the cache for all of them, not one each.
+                    let mut objects = self.by_route();
+                    for (id, gone) in due {
+                        let found = self.backend.found(objects.remove(&id).unwrap_or_default());
+                        self.check(id, found, gone).await;
                     }
                 }
             }
@@ -354,22 +368,34 @@ impl Healer {
         }
     }
 
+    /// Every VirtualService in the cache (with the overlay), by route id.
+    fn by_route(&self) -> HashMap<String, Vec<Arc<VirtualService>>> {
+        let mut objects: HashMap<String, Vec<Arc<VirtualService>>> = HashMap::new();
+        for object in self.backend.store().virtual_services() {
+            if let Some(id) = object.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL)) {
+                objects.entry(id.clone()).or_default().push(object);
+            }
+        }
+        objects
+    }
+
     /// Checks every route now in the caches, without a call to the API server, and schedules
     /// those that drifted.
     fn survey(&mut self) {
-        let mut ids: Vec<String> = self
-            .backend
-            .store()
-            .virtual_services()
-            .iter()
-            .filter_map(|o| o.metadata.labels.as_ref()?.get(ROUTE_LABEL).cloned())
-            .collect();
+        let mut objects = self.by_route();
+        let mut ids: Vec<String> = objects.keys().cloned().collect();
         ids.extend(
             self.entries.state().iter().filter_map(|o| o.metadata.labels.as_ref()?.get(ROUTE_LABEL).cloned()),
         );
         ids.sort();
         ids.dedup();
-        let drifted: Vec<String> = ids.into_iter().filter(|id| self.assess(id, None).is_some()).collect();
+        let drifted: Vec<String> = ids
+            .into_iter()
+            .filter(|id| {
+                let found = self.backend.found(objects.remove(id).unwrap_or_default());
+                self.assess(id, found, None).is_some()
+            })
+            .collect();
         if !drifted.is_empty() {
             tracing::info!(routes = drifted.len(), "routes whose objects drifted, to repair");
         }
@@ -387,7 +413,7 @@ impl Healer {
     }
 
     /// What is wrong with a route's objects now, if anything.
-    fn assess(&self, id: &str, gone: Option<&Arc<VirtualService>>) -> Option<Drift> {
+    fn assess(&self, id: &str, objects: Vec<Found>, gone: Option<&Arc<VirtualService>>) -> Option<Drift> {
         let translation = self.backend.translation();
         let render = |route: &proxy_api::Route, generation| match translation.render(route, generation) {
             Ok(rendered) => Some(rendered),
@@ -396,7 +422,6 @@ impl Healer {
                 None
             }
         };
-        let objects = self.backend.objects_labelled(id);
         // Being deleted: nothing of it is restored.
         if objects.iter().any(|(object, _)| is_marked(object)) {
             return None;
@@ -442,8 +467,8 @@ impl Healer {
     }
 
     /// Checks a route, and repairs what drifted.
-    async fn check(&mut self, id: String, gone: Option<Arc<VirtualService>>) {
-        let Some(drift) = self.assess(&id, gone.as_ref()) else {
+    async fn check(&mut self, id: String, objects: Vec<Found>, gone: Option<Arc<VirtualService>>) {
+        let Some(drift) = self.assess(&id, objects, gone.as_ref()) else {
             self.drifting.remove(&id);
             return;
         };
@@ -470,6 +495,11 @@ impl Healer {
             Drift::Orphaned(entry) => entry.metadata.name.clone(),
         }
         .unwrap_or_default();
+        // At most `max_repairs_per_second`: a new build that renders every route differently
+        // re-applies them all, but as a trickle.
+        let spacing = Duration::from_secs(1) / self.options.max_repairs_per_second.max(1);
+        tokio::time::sleep_until(self.last_repair + spacing).await;
+        self.last_repair = Instant::now();
         match self.repair(&id, drift).await {
             Ok(true) => {
                 self.metrics.count_repaired(resource, kind);
