@@ -112,7 +112,6 @@ impl KubeStore {
         let watch_metrics = metrics.clone();
         let heal_feed = Arc::new(OnceLock::new());
         let watch_feed = Arc::clone(&heal_feed);
-        let watch_cache = cache.clone();
         let stream = watcher(virtual_services.clone(), config)
             .backoff(watch_backoff())
             .modify(move |object: &mut VirtualService| slim(object, &legacy_annotation))
@@ -120,7 +119,6 @@ impl KubeStore {
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             let mut listing_since = None;
-            let mut before_relist = Vec::new();
             while let Some(event) = stream.next().await {
                 count_watch_call(&watch_metrics, VS, &event, &mut listing_since);
                 if let Ok(event) = &event {
@@ -129,7 +127,7 @@ impl KubeStore {
                     watch_stats.events.fetch_add(1, Ordering::AcqRel);
                     watch_overlay.saw(event);
                     if let Some(feed) = watch_feed.get() {
-                        tell_healing(feed, event, &watch_cache, &mut before_relist);
+                        tell_healing(feed, event);
                     }
                 }
                 match event {
@@ -446,14 +444,9 @@ fn slim(object: &mut VirtualService, legacy_annotation: &str) {
 pub(crate) const SPEC_DIGEST_ANNOTATION: &str = "jupyterhub-istio-proxy/cached-spec-sha256";
 
 /// Tells healing which route a watch event changed, with the last state of a deleted object.
-/// A relist delivers no deletes: the objects the cache held before it and not after are told
-/// as deleted, with the state the cache last had.
-fn tell_healing(
-    feed: &tokio::sync::mpsc::UnboundedSender<Touch>,
-    event: &watcher::Event<VirtualService>,
-    cache: &reflector::Store<VirtualService>,
-    before_relist: &mut Vec<Arc<VirtualService>>,
-) {
+/// A relist delivers no deletes, and the cache's last state of an object deleted during the gap
+/// may predate its delete mark: healing checks every route then, but restores none of those.
+fn tell_healing(feed: &tokio::sync::mpsc::UnboundedSender<Touch>, event: &watcher::Event<VirtualService>) {
     let touch = |object: &VirtualService, gone: bool| {
         let route = object.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL));
         if let Some(route) = route {
@@ -464,17 +457,8 @@ fn tell_healing(
     match event {
         watcher::Event::Apply(object) => touch(object, false),
         watcher::Event::Delete(object) => touch(object, true),
-        // The reflector swaps its store at InitDone, so this is the state before the relist.
-        watcher::Event::Init => *before_relist = cache.state(),
-        watcher::Event::InitApply(_) => {}
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
         watcher::Event::InitDone => {
-            let now: std::collections::HashSet<String> =
-                cache.state().iter().filter_map(|o| o.metadata.name.clone()).collect();
-            for object in std::mem::take(before_relist) {
-                if !object.metadata.name.as_ref().is_some_and(|name| now.contains(name)) {
-                    touch(&object, true);
-                }
-            }
             let _ = feed.send(Touch::Resync);
         }
     }

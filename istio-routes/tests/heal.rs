@@ -275,3 +275,43 @@ async fn a_route_deleted_while_its_repair_waits_stays_deleted() {
     assert!(objects.service_entries().await.is_empty());
     assert_eq!(all_repairs(&replicas), Vec::<String>::new());
 }
+
+/// On the fake API server: a replica whose watch missed both the delete mark and the delete (a
+/// watch down, history compacted, then a relist) does not restore the route.
+#[tokio::test]
+async fn a_delete_missed_by_a_watch_is_not_undone_at_the_relist() {
+    use testkit::fake_kube::FakeKube;
+    const NAMESPACE: &str = "hub";
+    let fake = FakeKube::start().await;
+    let options = HealOptions {
+        jitter: (Duration::from_millis(50), Duration::from_millis(200)),
+        ..HealOptions::default()
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let backend = Arc::new(common::start(fake.kubeconfig(NAMESPACE), NAMESPACE).await.unwrap());
+        let metrics = HealMetrics::default();
+        let healing = heal(Arc::clone(&backend), options.clone(), metrics.clone());
+        replicas.push(Replica { backend, metrics, _healing: healing });
+    }
+    add(&replicas, &[("/user/alice", "http://10.0.0.1:8888"), ("/user/bob", "http://jupyter-bob:8888")])
+        .await;
+
+    fake.hold_watch_events();
+    assert!(replicas[0].backend.delete(&spec("/user/alice")).await.unwrap());
+    fake.compact();
+    fake.break_watches();
+    fake.release_watch_events(usize::MAX);
+    within("both replicas relist without alice", Duration::from_secs(10), || async {
+        let mut all = true;
+        for replica in &replicas {
+            all &= common::listed(&replica.backend).await == ["/user/bob"];
+        }
+        all
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.objects("virtualservices").len(), 1, "alice stays deleted");
+    assert!(fake.objects("serviceentries").is_empty());
+    assert_eq!(all_repairs(&replicas), Vec::<String>::new());
+}
