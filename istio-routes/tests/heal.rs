@@ -315,3 +315,37 @@ async fn a_delete_missed_by_a_watch_is_not_undone_at_the_relist() {
     assert!(fake.objects("serviceentries").is_empty());
     assert_eq!(all_repairs(&replicas), Vec::<String>::new());
 }
+
+/// A route JupyterHub adds again (another target) right after its VirtualService was deleted
+/// behind our back, before any replica's check: the re-added route stays, not the old one.
+#[tokio::test]
+async fn a_route_re_added_before_its_repair_wins() {
+    let (replicas, objects) = setup("heal-readd").await;
+    add(&replicas, &[("/user/alice", "http://10.0.0.1:8888")]).await;
+    let name = objects.names().await.remove(0);
+    objects.virtual_services.delete(&name, &DeleteParams::default()).await.unwrap();
+    replicas[2].backend.add(route("/user/alice", "http://10.0.0.2:8888")).await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(objects.routes().await, ["/user/alice -> http://10.0.0.2:8888"]);
+    assert_eq!(objects.service_entries().await.len(), 1);
+    assert_eq!(all_repairs(&replicas), Vec::<String>::new());
+}
+
+/// What makes one replica's repair the only one: the real API server refuses a server-side
+/// apply whose `resourceVersion` is no longer the object's.
+#[tokio::test]
+async fn an_apply_with_a_stale_resource_version_is_a_conflict() {
+    use istio_routes::{Error, RouteStore};
+    let (replicas, objects) = setup("heal-precondition").await;
+    add(&replicas, &[("/user/alice", "http://jupyter-alice:8888")]).await;
+    let stale = objects.virtual_services().await.remove(0);
+    let edit = json!({"spec": {"hosts": ["evil.example.org"]}});
+    let name = stale.metadata.name.clone().unwrap();
+    objects.virtual_services.patch(&name, &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    let mut rendered =
+        objects.translation.render(&route("/user/alice", "http://jupyter-alice:8888"), 0).unwrap();
+    rendered.virtual_service.metadata.resource_version = stale.metadata.resource_version.clone();
+    let store = replicas[0].backend.store();
+    let error = store.apply_virtual_service(rendered.virtual_service).await.unwrap_err();
+    assert!(matches!(error, Error::Conflict { .. }), "{error}");
+}
