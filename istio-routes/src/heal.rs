@@ -8,7 +8,7 @@
 //!
 //! | drift | what is found | repair |
 //! |---|---|---|
-//! | `edited` | the spec of a route's current VirtualService (or its ServiceEntry) differs from its rendering | apply the rendering, with the object's `resourceVersion` as precondition |
+//! | `edited` | the spec of a route's current VirtualService (or its ServiceEntry) differs from its rendering | patch it back to the rendering (a merge patch: an apply would create the object were it deleted meanwhile), with the object's `resourceVersion` as precondition |
 //! | `deleted` | a VirtualService deleted without the delete mark, and no other generation of its route left; or a pod-IP route's ServiceEntry missing | create it again from its last state (and its ancestors re-created after it, as on add) |
 //! | `stray_generation` | an older generation beside the route's current VirtualService | delete it with its `resourceVersion` as precondition, after carrying its content over when it was written last |
 //! | `orphaned` | our ServiceEntry with no VirtualService of its route, or one whose route needs none | delete it with its `resourceVersion` as precondition |
@@ -222,7 +222,8 @@ enum Drift {
     },
     /// The rendering to apply, carrying the edited object's resource version.
     Edited(VirtualService),
-    EntryMissing(ServiceEntry),
+    /// The entry to create, and the name of the VirtualService that needs it.
+    EntryMissing(Box<ServiceEntry>, String),
     /// The rendering to apply, carrying the edited entry's resource version.
     EntryEdited(ServiceEntry),
     Orphaned(Arc<ServiceEntry>),
@@ -237,7 +238,7 @@ impl Drift {
             Drift::Deleted(_) => (VS, "deleted"),
             Drift::Stray { .. } => (VS, "stray_generation"),
             Drift::Edited(_) => (VS, "edited"),
-            Drift::EntryMissing(_) => (SE, "deleted"),
+            Drift::EntryMissing(..) => (SE, "deleted"),
             Drift::EntryEdited(_) => (SE, "edited"),
             Drift::Orphaned(_) => (SE, "orphaned"),
         }
@@ -456,7 +457,9 @@ impl Healer {
             return Some(Drift::Edited(wanted));
         }
         match (rendered.service_entry, entry) {
-            (Some(wanted), None) => Some(Drift::EntryMissing(wanted)),
+            (Some(wanted), None) => {
+                Some(Drift::EntryMissing(Box::new(wanted), name_of(&current.0).to_owned()))
+            }
             (Some(mut wanted), Some(entry)) if spec_digest(&entry.spec) != spec_digest(&wanted.spec) => {
                 wanted.metadata.resource_version = entry.metadata.resource_version.clone();
                 Some(Drift::EntryEdited(wanted))
@@ -491,7 +494,8 @@ impl Healer {
             Drift::Deleted(rendered) => rendered.virtual_service.metadata.name.clone(),
             Drift::Stray { stray, .. } => stray.0.metadata.name.clone(),
             Drift::Edited(object) => object.metadata.name.clone(),
-            Drift::EntryMissing(entry) | Drift::EntryEdited(entry) => entry.metadata.name.clone(),
+            Drift::EntryMissing(entry, _) => entry.metadata.name.clone(),
+            Drift::EntryEdited(entry) => entry.metadata.name.clone(),
             Drift::Orphaned(entry) => entry.metadata.name.clone(),
         }
         .unwrap_or_default();
@@ -580,24 +584,77 @@ impl Healer {
                     };
                     let mut wanted = rendered.virtual_service;
                     wanted.metadata.resource_version = current.0.metadata.resource_version.clone();
-                    store.apply_virtual_service(wanted).await?;
+                    if store.restore_virtual_service(&wanted).await?.is_none() {
+                        return Ok(false);
+                    }
                 }
                 store
                     .delete_virtual_service(name_of(&stray.0), stray.0.metadata.resource_version.clone())
                     .await
             }
-            Drift::Edited(wanted) => store.apply_virtual_service(wanted).await.map(|_| true),
-            Drift::EntryMissing(entry) => match store.create_service_entry(entry).await {
-                Ok(()) => Ok(true),
-                Err(Error::AlreadyExists { .. }) => Ok(false),
-                Err(error) => Err(error),
-            },
-            Drift::EntryEdited(entry) => store.apply_service_entry(entry).await.map(|()| true),
+            Drift::Edited(wanted) => Ok(store.restore_virtual_service(&wanted).await?.is_some()),
+            Drift::EntryMissing(entry, virtual_service) => {
+                // The cache may be stale while its watch is down or relisting (the route since
+                // deleted); the entry is created only for a VirtualService the server still
+                // holds, unmarked. One list, for a rare repair.
+                match store.live_virtual_service(&virtual_service).await? {
+                    Some(object) if !is_marked(&object) => {}
+                    _ => return Ok(false),
+                }
+                match store.create_service_entry(*entry).await {
+                    Ok(()) => Ok(true),
+                    Err(Error::AlreadyExists { .. }) => Ok(false),
+                    Err(error) => Err(error),
+                }
+            }
+            Drift::EntryEdited(entry) => store.restore_service_entry(&entry).await,
             Drift::Orphaned(entry) => {
                 let name = entry.metadata.name.clone().unwrap_or_default();
                 let version = entry.metadata.resource_version.clone().unwrap_or_default();
                 store.delete_service_entry_at(&name, version).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube_store::{SERVICE_ENTRY_FIELDS, VIRTUAL_SERVICE_FIELDS};
+    use crate::resources::{HttpRoute, ServicePort, VirtualServiceSpec, WorkloadEntry};
+
+    fn keys<T: Serialize>(spec: &T) -> Vec<String> {
+        let mut keys: Vec<String> =
+            serde_json::to_value(spec).unwrap().as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(fields: &[&str]) -> Vec<String> {
+        let mut fields: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+        fields.sort();
+        fields
+    }
+
+    /// A restore removes the fields its rendering leaves empty only if it knows them all.
+    #[test]
+    fn a_restore_knows_every_field_of_a_spec() {
+        let one = || vec!["x".to_owned()];
+        let virtual_service = VirtualServiceSpec {
+            hosts: one(),
+            gateways: one(),
+            http: vec![HttpRoute::default()],
+            export_to: one(),
+        };
+        assert_eq!(keys(&virtual_service), sorted(VIRTUAL_SERVICE_FIELDS));
+        let entry = ServiceEntrySpec {
+            hosts: one(),
+            location: Some("MESH_INTERNAL".into()),
+            resolution: Some("STATIC".into()),
+            ports: vec![ServicePort::default()],
+            endpoints: vec![WorkloadEntry::default()],
+            export_to: one(),
+        };
+        assert_eq!(keys(&entry), sorted(SERVICE_ENTRY_FIELDS));
     }
 }

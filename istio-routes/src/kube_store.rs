@@ -198,6 +198,33 @@ impl KubeStore {
         }
     }
 
+    /// Writes a VirtualService's labels, annotations and spec back to `object`'s, only if it is
+    /// still at `object`'s resource version: [`Error::Conflict`] when it changed, `None` when it
+    /// is gone (never created again, unlike an apply). What healing repairs an edit with.
+    pub async fn restore_virtual_service(
+        &self,
+        object: &VirtualService,
+    ) -> Result<Option<Arc<VirtualService>>> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let patch = restore_patch(object, VIRTUAL_SERVICE_FIELDS);
+        let Some(written) =
+            restore(&self.virtual_services, &name, &patch, &self.metrics, &self.namespace).await?
+        else {
+            return Ok(None);
+        };
+        let written = Arc::new(written);
+        self.overlay.wrote(&name, Write::Stored(Arc::clone(&written)));
+        Ok(Some(written))
+    }
+
+    /// [`restore_virtual_service`](Self::restore_virtual_service) for a ServiceEntry; answers
+    /// whether it was there to restore.
+    pub async fn restore_service_entry(&self, object: &ServiceEntry) -> Result<bool> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let patch = restore_patch(object, SERVICE_ENTRY_FIELDS);
+        Ok(restore(&self.service_entries, &name, &patch, &self.metrics, &self.namespace).await?.is_some())
+    }
+
     /// Leaves a tombstone for a deleted name in the overlay (see `delete_virtual_service`).
     async fn forget(&self, name: &str) {
         // The API server answers a custom resource's delete without a resource version; the
@@ -252,6 +279,18 @@ impl KubeStore {
                 tracing::warn!(object = name, %error, "reading back a VirtualService another writer created failed")
             }
         }
+    }
+
+    /// A VirtualService as the API server holds it now (a list by name, so that no `get` needs
+    /// granting), for a repair that must not trust a cache whose watch may be down.
+    pub(crate) async fn live_virtual_service(&self, name: &str) -> Result<Option<VirtualService>> {
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        let list = self
+            .metrics
+            .time(Verb::List, VS, || self.virtual_services.list(&params))
+            .await
+            .map_err(|e| classify::<VirtualServiceSpec>(e, "list", name, &self.namespace()))?;
+        Ok(list.items.into_iter().next())
     }
 
     fn namespace(&self) -> String {
@@ -461,6 +500,56 @@ fn tell_healing(feed: &tokio::sync::mpsc::UnboundedSender<Touch>, event: &watche
         watcher::Event::InitDone => {
             let _ = feed.send(Touch::Resync);
         }
+    }
+}
+
+/// The top-level spec fields of a VirtualService we write; a restore removes those we leave
+/// empty (a test keeps the lists whole).
+pub(crate) const VIRTUAL_SERVICE_FIELDS: &[&str] = &["hosts", "gateways", "http", "exportTo"];
+/// The same for a ServiceEntry.
+pub(crate) const SERVICE_ENTRY_FIELDS: &[&str] =
+    &["hosts", "location", "resolution", "ports", "endpoints", "exportTo"];
+
+/// A JSON merge patch that makes an object's spec `object`'s (lists are replaced whole, and the
+/// fields it leaves empty are removed), adds its labels and annotations, and holds
+/// `object`'s resource version as precondition.
+fn restore_patch<S: serde::Serialize>(object: &IstioObject<S>, fields: &[&str]) -> serde_json::Value {
+    let mut spec = serde_json::to_value(&object.spec).unwrap_or_default();
+    if let Some(spec) = spec.as_object_mut() {
+        for field in fields {
+            spec.entry(*field).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({
+        "metadata": {
+            "resourceVersion": object.metadata.resource_version,
+            "labels": object.metadata.labels,
+            "annotations": object.metadata.annotations,
+        },
+        "spec": spec,
+    })
+}
+
+/// Applies a [`restore_patch`]. A merge patch, not a server-side apply: an apply creates a
+/// missing object whatever resource version it carries, and would bring back what JupyterHub
+/// deleted since the drift was seen. `None` when the object is gone.
+async fn restore<S>(
+    api: &Api<IstioObject<S>>,
+    name: &str,
+    patch: &serde_json::Value,
+    metrics: &KubeMetrics,
+    namespace: &str,
+) -> Result<Option<IstioObject<S>>>
+where
+    S: IstioKind + Clone + Default + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+    IstioObject<S>: Resource<DynamicType = IstioVersion>,
+{
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+    let merge = Patch::Merge(patch);
+    match metrics.time(Verb::Patch, S::PLURAL, || api.patch(name, &params, &merge)).await {
+        Ok(written) => Ok(Some(written)),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        Err(error) => Err(classify::<S>(error, "patch", name, namespace)),
     }
 }
 

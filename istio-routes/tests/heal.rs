@@ -331,11 +331,12 @@ async fn a_route_re_added_before_its_repair_wins() {
     assert_eq!(all_repairs(&replicas), Vec::<String>::new());
 }
 
-/// What makes one replica's repair the only one: the real API server refuses a server-side
-/// apply whose `resourceVersion` is no longer the object's.
+/// What makes one replica's repair of an edit the only one, and never a re-creation: on the
+/// real API server, a restore with a stale `resourceVersion` is a Conflict, and a restore of a
+/// deleted object leaves it deleted (a server-side apply would create it).
 #[tokio::test]
-async fn an_apply_with_a_stale_resource_version_is_a_conflict() {
-    use istio_routes::{Error, RouteStore};
+async fn a_restore_is_refused_when_the_object_changed_and_creates_nothing() {
+    use istio_routes::Error;
     let (replicas, objects) = setup("heal-precondition").await;
     add(&replicas, &[("/user/alice", "http://jupyter-alice:8888")]).await;
     let stale = objects.virtual_services().await.remove(0);
@@ -346,6 +347,12 @@ async fn an_apply_with_a_stale_resource_version_is_a_conflict() {
         objects.translation.render(&route("/user/alice", "http://jupyter-alice:8888"), 0).unwrap();
     rendered.virtual_service.metadata.resource_version = stale.metadata.resource_version.clone();
     let store = replicas[0].backend.store();
-    let error = store.apply_virtual_service(rendered.virtual_service).await.unwrap_err();
+    let error = store.restore_virtual_service(&rendered.virtual_service).await.unwrap_err();
     assert!(matches!(error, Error::Conflict { .. }), "{error}");
+
+    let mut gone = objects.translation.render(&route("/user/zed", "http://jupyter-zed:8888"), 0).unwrap();
+    gone.virtual_service.metadata.resource_version = stale.metadata.resource_version.clone();
+    assert!(store.restore_virtual_service(&gone.virtual_service).await.unwrap().is_none());
+    let zed = gone.virtual_service.metadata.name.unwrap();
+    assert!(objects.virtual_services.get_opt(&zed).await.unwrap().is_none(), "not created");
 }
