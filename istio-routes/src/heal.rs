@@ -43,6 +43,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -136,6 +137,8 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
     let api = backend.store().service_entries_api().clone();
     let config = watcher::Config::default().labels(&translation.label_selector());
     let kube_metrics = backend.store().metrics().clone();
+    let entries_synced = Arc::new(AtomicBool::new(false));
+    let synced = Arc::clone(&entries_synced);
     let stream = watcher(api, config)
         .backoff(watch_backoff())
         .modify(|object: &mut ServiceEntry| object.metadata.managed_fields = None)
@@ -150,7 +153,10 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
                     let id = object.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL));
                     id.map(|id| Touch::Route { id: id.clone(), gone: None })
                 }
-                Ok(watcher::Event::InitDone) => Some(Touch::Resync),
+                Ok(watcher::Event::InitDone) => {
+                    synced.store(true, Ordering::Release);
+                    Some(Touch::Resync)
+                }
                 Ok(_) => None,
                 Err(error) => {
                     tracing::warn!(%error, "watching ServiceEntries failed; retrying");
@@ -165,6 +171,7 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
     let healer = Healer {
         backend,
         entries,
+        entries_synced,
         options,
         metrics,
         queue: BTreeMap::new(),
@@ -197,6 +204,9 @@ struct Streak {
 struct Healer {
     backend: Arc<IstioBackend<KubeStore>>,
     entries: reflector::Store<ServiceEntry>,
+    /// Whether the ServiceEntry cache has had its first list: until then (a Role without
+    /// `watch` on serviceentries, say) ServiceEntries are not judged.
+    entries_synced: Arc<AtomicBool>,
     options: HealOptions,
     metrics: HealMetrics,
     /// Checks by due time (and a sequence number, to keep keys unique), to route ids.
@@ -427,6 +437,7 @@ impl Healer {
         if objects.iter().any(|(object, _)| is_marked(object)) {
             return None;
         }
+        let entries_known = self.entries_synced.load(Ordering::Acquire);
         let entry = self.entry(id);
         let ours: Vec<&Found> =
             objects.iter().filter(|(_, stored)| matches!(stored.origin, Origin::Ours { .. })).collect();
@@ -442,7 +453,7 @@ impl Healer {
             {
                 return render(&stored.route, generation).map(|r| Drift::Deleted(Box::new(r)));
             }
-            return entry.map(Drift::Orphaned);
+            return entry.filter(|_| entries_known).map(Drift::Orphaned);
         };
         if let Some(&stray) = ours.get(1) {
             return Some(Drift::Stray { stray: stray.clone(), current: current.clone() });
@@ -455,6 +466,9 @@ impl Healer {
             let mut wanted = rendered.virtual_service;
             wanted.metadata.resource_version = current.0.metadata.resource_version.clone();
             return Some(Drift::Edited(wanted));
+        }
+        if !entries_known {
+            return None;
         }
         match (rendered.service_entry, entry) {
             (Some(wanted), None) => {
