@@ -181,12 +181,26 @@ impl<S: RouteStore> IstioBackend<S> {
                 object = name,
                 "a re-created VirtualService still sorts before its descendant; again"
             );
-            self.store.delete_virtual_service(&name, None).await?;
+            self.delete_object(&name, None).await?;
             generation += 1;
         }
         let created = created.ok_or_else(|| Error::Conflict { name: name_of(old_object).to_owned() })?;
         self.retire(old, generation).await?;
         Ok(created)
+    }
+
+    /// Deletes a VirtualService, and forgets the route decoded from it: otherwise the cache
+    /// would keep one entry per object ever written until the next listing prunes it, and a
+    /// proxy nobody lists grows with every route added and deleted.
+    async fn delete_object(&self, name: &str, version: Option<String>) -> Result<bool> {
+        let deleted = self.store.delete_virtual_service(name, version).await?;
+        self.forget(name);
+        Ok(deleted)
+    }
+
+    /// Forgets the route decoded from a deleted object (see [`delete_object`](Self::delete_object)).
+    fn forget(&self, name: &str) {
+        self.decoded.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
     }
 
     /// Deletes a route's object that `generation` replaced, unless it changed since it was
@@ -197,7 +211,7 @@ impl<S: RouteStore> IstioBackend<S> {
         let name = name_of(&old.0).to_owned();
         let mut version = old.0.metadata.resource_version.clone();
         for _ in 0..WRITE_ATTEMPTS {
-            match self.store.delete_virtual_service(&name, version.take()).await {
+            match self.delete_object(&name, version.take()).await {
                 Ok(_) => return Ok(()),
                 Err(Error::Conflict { .. }) => {
                     let Some((changed, stored)) =
@@ -327,7 +341,7 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
         let written = self.store.apply_virtual_service(rendered.virtual_service).await?;
         for (object, _) in &existing {
             if name_of(object) != name_of(&written) {
-                self.store.delete_virtual_service(name_of(object), None).await?;
+                self.delete_object(name_of(object), None).await?;
             }
         }
         if had_entry && !has_entry {
@@ -339,11 +353,30 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
     async fn delete(&self, spec: &RouteSpec) -> proxy_api::Result<bool> {
         self.ready()?;
         let existing = self.objects_of(spec);
+        // Marked first, so that no replica's healing restores the ServiceEntry deleted next
+        // (see `heal`).
+        let mut marked = Vec::new();
         for (object, _) in &existing {
-            self.store.delete_route_virtual_service(name_of(object)).await?;
+            marked.push((name_of(object), self.store.mark_deleting(name_of(object)).await?));
         }
+        // The ServiceEntry goes first: when a later call fails (the API server went away), the
+        // route's VirtualService is still there, so JupyterHub's retry finds the route and
+        // finishes the delete. The other way round, the retry finds no route, answers 404,
+        // and the ServiceEntry is left behind for ever.
         if existing.iter().any(|(_, stored)| stored.route.target().ip().is_some()) {
             self.store.delete_service_entry(&self.translation.service_entry_name(spec)).await?;
+        }
+        for (name, version) in marked {
+            // Deleted with its mark: a write since the mark is marked again.
+            match self.store.delete_virtual_service(name, version).await {
+                Err(Error::Conflict { .. }) => {
+                    self.store.delete_route_virtual_service(name).await?;
+                }
+                answer => {
+                    answer?;
+                }
+            }
+            self.forget(name);
         }
         Ok(!existing.is_empty())
     }
@@ -475,6 +508,65 @@ mod tests {
         assert!(backend.store().service_entries().is_empty());
         assert!(backend.store().virtual_services().is_empty());
         assert!(!backend.delete(&spec("/user/a")).await.unwrap());
+    }
+
+    /// JupyterHub retries a delete answered 503. When the API server goes away between the
+    /// delete's two writes, the retry must still find the route and finish, leaving no
+    /// ServiceEntry behind (`api_server_restarts_*` in jhub-proxy-bin found one left).
+    #[tokio::test]
+    async fn a_delete_cut_short_is_finished_by_the_retry() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+
+        let (rendered, _clock) = backend();
+        rendered.add(route("/user/a", "http://10.0.0.1:8888")).await.unwrap();
+        let object = rendered.store().virtual_services()[0].clone();
+        let virtual_service = Arc::new(AtomicBool::new(true));
+        let service_entry = Arc::new(AtomicBool::new(true));
+        let writes = Arc::new(AtomicUsize::new(0));
+        // Each delete answers whether the object was there; the second write fails once.
+        let delete = |exists: &Arc<AtomicBool>| {
+            let (exists, writes) = (exists.clone(), writes.clone());
+            move |_: &str| match writes.fetch_add(1, SeqCst) {
+                1 => Err(Error::Unavailable("connection refused".into())),
+                _ => Ok(exists.swap(false, SeqCst)),
+            }
+        };
+        let mut store = MockRouteStore::new();
+        store.expect_is_ready().return_const(true);
+        let listed = virtual_service.clone();
+        store
+            .expect_virtual_services_of()
+            .returning(move |_| if listed.load(SeqCst) { vec![object.clone()] } else { Vec::new() });
+        let delete_service_entry = delete(&service_entry);
+        store.expect_delete_service_entry().returning(move |name| delete_service_entry(name));
+        let delete_virtual_service = delete(&virtual_service);
+        // A route delete marks its VirtualService for healing first: not a write that fails.
+        store.expect_mark_deleting().returning(|_| Ok(None));
+        store.expect_delete_virtual_service().returning(move |name, _| delete_virtual_service(name));
+        let backend = IstioBackend::new(Arc::new(store), Translation::default());
+
+        let error = backend.delete(&spec("/user/a")).await.unwrap_err();
+        assert_eq!(error.status(), http_status(503));
+        assert!(backend.delete(&spec("/user/a")).await.unwrap(), "the retry finds the route");
+        assert!(!virtual_service.load(SeqCst));
+        assert!(!service_entry.load(SeqCst), "the ServiceEntry is left behind");
+    }
+
+    /// Adding and deleting routes with no listing in between leaves nothing behind in the
+    /// decoded routes' cache (the soak benchmark found it growing with every route written).
+    #[tokio::test]
+    async fn routes_added_and_deleted_leave_no_decoded_route_behind() {
+        let (backend, clock) = backend();
+        backend.add(route("/jhub", "http://hub:8081")).await.unwrap();
+        for i in 0..200 {
+            clock.advance(1);
+            let user = format!("/jhub/user/u{i}");
+            backend.add(route(&user, "http://10.0.0.1:8888")).await.unwrap();
+            assert!(backend.get(&spec(&user)).await.unwrap().is_some());
+            assert!(backend.delete(&spec(&user)).await.unwrap());
+        }
+        let cached = backend.decoded.lock().unwrap().len();
+        assert!(cached <= 2, "{cached} decoded routes cached for 1 object");
     }
 
     /// A VirtualService as the Go proxy wrote it, once adopted (labelled) by this instance.

@@ -24,11 +24,12 @@
 //! first or the object changed; the route is then checked again after a new delay, by which
 //! time the watch shows what the other replica wrote.
 //!
-//! **A delete JupyterHub asked for is never undone.** The store marks each VirtualService with
-//! [`DELETE_INTENT_ANNOTATION`] before deleting it for a route delete
-//! ([`RouteStore::delete_route_virtual_service`](crate::RouteStore::delete_route_virtual_service)),
-//! and deletes it with the marked `resourceVersion` as precondition, so the Deleted event every
-//! replica's watch delivers carries the mark in the object's last state. Healing re-creates
+//! **A delete JupyterHub asked for is never undone.** A route delete marks each of the route's
+//! VirtualServices with [`DELETE_INTENT_ANNOTATION`]
+//! ([`RouteStore::mark_deleting`](crate::RouteStore::mark_deleting)) before deleting its
+//! ServiceEntry (a marked route is not healed) and then the VirtualServices, each with the
+//! marked `resourceVersion` as precondition, so the Deleted event every replica's watch
+//! delivers carries the mark in the object's last state. Healing re-creates
 //! only VirtualServices deleted unmarked whose route has no other generation left (an
 //! ancestor's re-creation deletes the old generation after creating the new one, and the watch
 //! delivers the two in that order, so those deletes need no mark). Right before re-creating, the

@@ -409,37 +409,18 @@ impl RouteStore for KubeStore {
         Ok(existed)
     }
 
-    async fn delete_route_virtual_service(&self, name: &str) -> Result<bool> {
+    async fn mark_deleting(&self, name: &str) -> Result<Option<String>> {
         // The mark goes in the object's last state, which every replica's watch sees in the
-        // Deleted event: healing re-creates only VirtualServices deleted without it.
+        // Deleted event: healing restores only VirtualServices deleted without it.
         let patch = serde_json::json!({"metadata": {"annotations": {DELETE_INTENT_ANNOTATION: "true"}}});
-        let (merge, params) = (
-            Patch::Merge(&patch),
-            PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() },
-        );
-        for _ in 0..3 {
-            let marked = match self
-                .metrics
-                .time(Verb::Patch, VS, || self.virtual_services.patch(name, &params, &merge))
-                .await
-            {
-                Ok(marked) => marked,
-                Err(kube::Error::Api(status)) if status.is_not_found() => {
-                    self.forget(name).await;
-                    return Ok(false);
-                }
-                Err(error) => {
-                    return Err(classify::<VirtualServiceSpec>(error, "patch", name, &self.namespace()));
-                }
-            };
-            // Deleted as marked, or not at all: a write since (which may have dropped the mark)
-            // is marked again.
-            match self.delete_virtual_service(name, marked.metadata.resource_version).await {
-                Err(Error::Conflict { .. }) => continue,
-                answer => return answer,
-            }
+        let merge = Patch::Merge(&patch);
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+        match self.metrics.time(Verb::Patch, VS, || self.virtual_services.patch(name, &params, &merge)).await
+        {
+            Ok(marked) => Ok(marked.metadata.resource_version),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+            Err(error) => Err(classify::<VirtualServiceSpec>(error, "patch", name, &self.namespace())),
         }
-        Err(Error::Conflict { name: name.to_owned() })
     }
 
     async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()> {

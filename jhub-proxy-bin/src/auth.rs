@@ -5,14 +5,12 @@
 //! (`auth_refusals_total{reason}`) and never logs the header.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::Full;
-use proxy_api::Error;
+use proxy_api::{Error, ResponseFuture};
 use tower::{Layer, Service};
 
 use crate::metrics::AuthMetrics;
@@ -55,7 +53,7 @@ where
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

@@ -171,6 +171,11 @@ pub struct Config {
     /// configurable-http-proxy's flags that do not apply here, as given.
     #[command(flatten)]
     pub chp_inert: InertFlags,
+
+    /// Warm-up's settings, derived from the options above and checked once, by
+    /// [`Config::from_args`]; read them with [`Config::warmup`].
+    #[arg(skip)]
+    warmup: Option<crate::warmup::WarmupOptions>,
 }
 
 /// Commands besides serving.
@@ -264,6 +269,7 @@ impl Config {
         let mut config = Config::from_arg_matches(&matches).map_err(clap_error)?;
         config.apply_chp_addresses(&matches)?;
         config.check()?;
+        config.warmup = config.checked_warmup()?;
         Ok(config)
     }
 
@@ -360,7 +366,6 @@ impl Config {
                 )));
             }
         }
-        self.warmup()?;
         if self.command.is_some() {
             return Ok(());
         }
@@ -394,7 +399,12 @@ impl Config {
     }
 
     /// How to warm routes up, when `--wait-for-warmup` is on.
-    pub fn warmup(&self) -> Result<Option<crate::warmup::WarmupOptions>> {
+    pub fn warmup(&self) -> Option<&crate::warmup::WarmupOptions> {
+        self.warmup.as_ref()
+    }
+
+    /// Warm-up's settings from the options, or why they do not go together.
+    fn checked_warmup(&self) -> Result<Option<crate::warmup::WarmupOptions>> {
         if !self.wait_for_warmup {
             return Ok(None);
         }
@@ -714,7 +724,7 @@ mod tests {
         }
         let with = |extra: &[&'static str]| with(&base, extra);
         let host =
-            |extra: &[&'static str]| parse(&with(extra)).unwrap().warmup().unwrap().unwrap().public_host;
+            |extra: &[&'static str]| parse(&with(extra)).unwrap().warmup().unwrap().public_host.clone();
         assert_eq!(host(&["--sub-domain-host", "*.hub.org"]), "jupyterhub-istio-proxy-warmup.hub.org");
         assert_eq!(host(&["--sub-domain-host", "*"]), "istio-ingressgateway.istio-system.svc.cluster.local");
         assert_eq!(host(&["--sub-domain-host", "*", "--public-host", "hub.org"]), "hub.org");
@@ -724,10 +734,10 @@ mod tests {
         assert!(slow.contains("--warmup-timeout (env WARMUP_TIMEOUT)"), "{slow}");
 
         let config = parse(&with(&["--sub-domain-host", "hub.org"])).unwrap();
-        let warmup = config.warmup().unwrap().unwrap();
+        let warmup = config.warmup().unwrap();
         assert_eq!(warmup.url, "http://istio-ingressgateway.istio-system.svc.cluster.local");
         assert_eq!(warmup.public_host, "hub.org");
-        assert!(parse(&["--auth-token", "t", "--store", "memory"]).unwrap().warmup().unwrap().is_none());
+        assert!(parse(&["--auth-token", "t", "--store", "memory"]).unwrap().warmup().is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use istio_routes::explain::{Candidate, Explanation};
 use istio_routes::{IstioBackend, KubeStore, RouteStore};
+use proxy_api::ResponseFuture;
 use tower::{Layer, Service};
 
 use crate::config::{Config, ExplainArgs};
@@ -154,7 +155,7 @@ where
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = std::result::Result<Self::Response, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
         self.inner.poll_ready(cx)

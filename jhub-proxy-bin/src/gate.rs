@@ -3,15 +3,13 @@
 //! store's readiness signal, then is answered 503 with `Retry-After`, which JupyterHub retries.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use proxy_api::Error;
+use proxy_api::{Error, ResponseFuture};
 use tower::{Layer, Service};
 
 use crate::health::Readiness;
@@ -54,7 +52,7 @@ where
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

@@ -3,14 +3,12 @@
 //! (through [`Responder`]) `/metrics`.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use proxy_api::json_response;
+use proxy_api::{ResponseFuture, json_response};
 use serde_json::json;
 use tokio::sync::watch;
 use tower::{Layer, Service};
@@ -85,7 +83,7 @@ where
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

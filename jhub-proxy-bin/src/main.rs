@@ -106,13 +106,12 @@ async fn bind(
     addr: std::net::SocketAddr,
     option: &'static str,
 ) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Err(error) if chp::every_interface_fallback(addr).is_some() => {
-            let fallback = chp::every_interface_fallback(addr).expect("checked");
+    let listener = match (tokio::net::TcpListener::bind(addr).await, chp::every_interface_fallback(addr)) {
+        (Err(error), Some(fallback)) => {
             tracing::debug!(%error, "no IPv6 for {addr}; listening on {fallback}");
             tokio::net::TcpListener::bind(fallback).await
         }
-        bound => bound,
+        (bound, _) => bound,
     };
     let listener = listener.map_err(|source| Error::Listen { addr, option, source })?;
     let bound = listener.local_addr().map_err(|source| Error::Listen { addr, option, source })?;
@@ -173,7 +172,7 @@ async fn http_service<B: Backend>(
         metrics: Arc::clone(&metrics),
         explain: Some(explainer),
     };
-    Ok(match config.warmup().expect("checked by Config::from_args") {
+    Ok(match config.warmup().cloned() {
         Some(warmup) => {
             if config.public_host.is_none()
                 && config.sub_domain_host.as_deref().is_none_or(|host| host.contains('*'))

@@ -14,6 +14,8 @@
 //! - `auth_token_reloads_total{outcome}`: with `--auth-token-file`, each new token taken
 //!   (`rotated`) and each read of the file that failed (`missing`, `unreadable`, `empty`,
 //!   `invalid`), after which the last good token stays in force.
+//! - `runtime_tasks`: the Tokio tasks alive when scraped. Flat under steady load; a count that
+//!   grows with the routes written is a leak (`bench/soak.sh` reports its slope).
 //! - `build_info{version, commit}`, always 1.
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -56,6 +59,7 @@ pub struct Metrics {
     warmup: WarmupMetrics,
     kube: KubeMetrics,
     auth: AuthMetrics,
+    tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -106,9 +110,11 @@ impl Metrics {
             "With --auth-token-file: new tokens taken (rotated) and failed reads of the file, by why",
             auth.reloads.clone(),
         );
+        let tasks = Gauge::default();
+        registry.register("runtime_tasks", "Tokio tasks alive when scraped", tasks.clone());
         let build = vec![("version", crate::VERSION), ("commit", crate::COMMIT)];
         registry.register("build", "The proxy's version and the commit it was built from", Info::new(build));
-        Metrics { registry, http, warmup, kube, auth }
+        Metrics { registry, http, warmup, kube, auth, tasks }
     }
 
     /// The API's request metrics.
@@ -138,6 +144,9 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format (0.0.4).
     pub fn encode(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         // Writing to a String fails only if a metric's encoder does, and ours do not.
         prometheus_text::encode(&mut text, &self.registry).expect("encoding metrics into a String");
@@ -280,6 +289,29 @@ mod tests {
     use testkit::metrics::Scrape;
 
     use super::*;
+
+    /// The gauge follows the tasks alive at each scrape, up and down again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn runtime_tasks_are_counted_at_scrape() {
+        let metrics = Metrics::new();
+        let tasks = |metrics: &Metrics| {
+            Scrape::parse(&metrics.encode()).value("jupyterhub_istio_proxy_runtime_tasks", &[]).unwrap()
+        };
+        let before = tasks(&metrics);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let waiting: Vec<_> = (0..5)
+            .map(|_| {
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move { stopped.wait_for(|stop| *stop).await.map(|_| ()) })
+            })
+            .collect();
+        assert_eq!(tasks(&metrics), before + 5.0);
+        stop.send_replace(true);
+        for task in waiting {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(tasks(&metrics), before);
+    }
 
     #[test]
     fn names_follow_the_conventions_and_build_info_is_one() {

@@ -6,12 +6,11 @@
 //! probes and scrapes, which come every few seconds, at DEBUG, and stay out of the metrics.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response};
+use proxy_api::ResponseFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -52,7 +51,7 @@ where
 {
     type Response = Response<R>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<R>, Infallible>> + Send>>;
+    type Future = ResponseFuture<R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

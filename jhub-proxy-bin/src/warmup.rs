@@ -66,13 +66,14 @@ impl<B: Backend> Warmup<B> {
         self.metrics.timeouts()
     }
 
-    /// The proxy id the gateway sends now for `host` and `path`, if it answers at all.
-    async fn served_id(&self, host: &str, path: &str) -> Option<String> {
+    /// The proxy id the gateway sends now for `host` and `path`, if it answers within `limit`
+    /// (at most 2 s: a gateway that hangs is asked again rather than waited on).
+    async fn served_id(&self, host: &str, path: &str, limit: Duration) -> Option<String> {
         let base = self.options.url.to_string();
         let uri: Uri = format!("{}{path}", base.trim_end_matches('/')).parse().ok()?;
         let request = Request::get(uri).header(header::HOST, host).body(Empty::new()).ok()?;
-        let response =
-            tokio::time::timeout(Duration::from_secs(2), self.client.request(request)).await.ok()?.ok()?;
+        let limit = limit.min(Duration::from_secs(2));
+        let response = tokio::time::timeout(limit, self.client.request(request)).await.ok()?.ok()?;
         response.headers().get(PROXY_ID_HEADER)?.to_str().ok().map(str::to_owned)
     }
 
@@ -84,7 +85,9 @@ impl<B: Backend> Warmup<B> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
-            if self.served_id(&host, &path).await.as_deref() == Some(expected.as_str()) {
+            // A probe gets what is left of the time-out, so a hung gateway cannot stretch it.
+            let left = self.options.timeout.saturating_sub(started.elapsed());
+            if self.served_id(&host, &path, left).await.as_deref() == Some(expected.as_str()) {
                 self.metrics.record(started.elapsed(), false);
                 tracing::debug!(%spec, waited_ms = started.elapsed().as_millis() as u64, "the gateway serves the route");
                 return Ok(());

@@ -27,9 +27,22 @@ const GATEWAY: &str = "istio-system/jupyterhub-gateway";
 
 type Snapshot = Arc<Mutex<Vec<Arc<VirtualService>>>>;
 
+/// How the gateway misbehaves.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// It routes by the model.
+    None,
+    /// It accepts connections and requests and never answers.
+    NeverAnswers,
+    /// It answers every request 500, with no headers of the route.
+    Fails,
+    /// It routes by the model, each answer this late.
+    Slow(Duration),
+}
+
 /// A gateway on loopback that routes by the model over `snapshot`, answering with the
-/// response headers of the route it picked, or 404.
-async fn gateway(snapshot: Snapshot) -> String {
+/// response headers of the route it picked, or 404; unless `fault` says otherwise.
+async fn gateway(snapshot: Snapshot, fault: Fault) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -39,6 +52,16 @@ async fn gateway(snapshot: Snapshot) -> String {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let objects = snapshot.lock().unwrap().clone();
                 async move {
+                    match fault {
+                        Fault::None => {}
+                        Fault::NeverAnswers => std::future::pending::<()>().await,
+                        Fault::Fails => {
+                            let mut response = Response::new(Full::new(Bytes::new()));
+                            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                            return Ok(response);
+                        }
+                        Fault::Slow(delay) => tokio::time::sleep(delay).await,
+                    }
                     let host =
                         request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
                     let routed = Gateway::build(&objects, GATEWAY, &["*"]).route(host, request.uri().path());
@@ -97,6 +120,11 @@ async fn served_id(gateway: &str, path: &str) -> Option<String> {
 /// A proxy with warm-up over a memory store, whose gateway sees the store's objects every
 /// `push` (never, when `None`).
 async fn setup(push: Option<Duration>, timeout: Duration, strict: bool) -> Setup {
+    setup_with(push, timeout, strict, Fault::None).await
+}
+
+/// The same, with a gateway that misbehaves as `fault` says.
+async fn setup_with(push: Option<Duration>, timeout: Duration, strict: bool, fault: Fault) -> Setup {
     let translation =
         Translation { gateways: vec![GATEWAY.into()], hosts: vec!["*".into()], ..Translation::default() };
     let store = Arc::new(MemoryStore::new(translation.clone()));
@@ -110,7 +138,7 @@ async fn setup(push: Option<Duration>, timeout: Duration, strict: bool) -> Setup
             }
         });
     }
-    let url = gateway(snapshot).await;
+    let url = gateway(snapshot, fault).await;
     let options =
         WarmupOptions { url: url.parse().unwrap(), public_host: "hub.example.org".into(), timeout, strict };
     let metrics = Metrics::new();
@@ -161,4 +189,42 @@ async fn strict_warm_up_answers_503_so_jupyterhub_retries() {
     assert_eq!(warmup.timeouts(), 1);
     // The route was written all the same; a retry finds it.
     assert_eq!(proxy.api.get("/api/routes").await.keys(), ["/user/alice"]);
+}
+
+/// A gateway that hangs, fails or answers too late during warm-up: the wait ends at the
+/// time-out, not later (a hung request is cut off at what is left of it), the answer is 201,
+/// or 503 when strict, and the route is written whole either way: a retry finds it.
+#[tokio::test]
+async fn a_gateway_that_hangs_fails_or_is_slow_is_waited_on_no_longer_than_the_timeout() {
+    let timeout = Duration::from_secs(1);
+    for fault in [Fault::NeverAnswers, Fault::Fails, Fault::Slow(Duration::from_secs(3))] {
+        for strict in [false, true] {
+            let push = Some(Duration::from_millis(50));
+            let Setup { proxy, warmup, .. } = setup_with(push, timeout, strict, fault).await;
+            let started = Instant::now();
+            let body = r#"{"target": "http://10.0.0.1:8888"}"#;
+            let response = proxy.api.post("/api/routes/user/alice", body).await;
+            let waited = started.elapsed();
+            let expected = if strict { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::CREATED };
+            assert_eq!(response.status, expected, "{fault:?}, strict {strict}");
+            assert!(
+                waited >= timeout && waited < timeout + Duration::from_millis(900),
+                "{fault:?}, strict {strict}: answered after {waited:?}"
+            );
+            assert_eq!(warmup.timeouts(), 1, "{fault:?}");
+            let listed = proxy.api.get("/api/routes/user/alice").await;
+            assert_eq!(listed.json()["target"], "http://10.0.0.1:8888", "{fault:?}, strict {strict}");
+        }
+    }
+}
+
+/// A gateway slower than usual but within the time-out still confirms the route.
+#[tokio::test]
+async fn a_slow_gateway_within_the_timeout_confirms_the_route() {
+    let fault = Fault::Slow(Duration::from_millis(300));
+    let Setup { proxy, warmup, .. } =
+        setup_with(Some(Duration::from_millis(50)), Duration::from_secs(5), true, fault).await;
+    let response = proxy.api.post("/api/routes/user/alice", r#"{"target": "http://10.0.0.1:8888"}"#).await;
+    assert_eq!(response.status, StatusCode::CREATED);
+    assert_eq!(warmup.timeouts(), 0);
 }

@@ -41,6 +41,12 @@ impl Default for ApiConfig {
     }
 }
 
+/// The future of [`RoutesApi`] and of every tower layer in front of it: one boxed future with
+/// one name, because each answers from an async block, and infallible, because every failure
+/// is an answer too (a JSON error with its status). `B` is the response body.
+pub type ResponseFuture<B = Full<Bytes>> =
+    Pin<Box<dyn Future<Output = std::result::Result<Response<B>, Infallible>> + Send>>;
+
 /// configurable-http-proxy's routes API over a [`Backend`].
 ///
 /// It answers every request itself (its error type is [`Infallible`]); authentication is a
@@ -182,7 +188,7 @@ where
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))

@@ -58,7 +58,7 @@ mod spec;
 mod target;
 pub mod wire;
 
-pub use api::{ApiConfig, ROUTES_PATH, RoutesApi, query_param};
+pub use api::{ApiConfig, ROUTES_PATH, ResponseFuture, RoutesApi, query_param};
 pub use backend::Backend;
 pub use error::{BoxError, Error, Result, json_response};
 pub use route::Route;

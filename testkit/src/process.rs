@@ -99,6 +99,11 @@ impl ProxyProcess {
         self.addr
     }
 
+    /// The proxy's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Everything the proxy has printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
