@@ -46,9 +46,9 @@ impl<S> std::fmt::Debug for IstioBackend<S> {
 }
 
 /// A route's object with the route read from it.
-type Found = (Arc<VirtualService>, StoredRoute);
+pub(crate) type Found = (Arc<VirtualService>, StoredRoute);
 
-fn name_of(object: &VirtualService) -> &str {
+pub(crate) fn name_of(object: &VirtualService) -> &str {
     object.metadata.name.as_deref().unwrap_or_default()
 }
 
@@ -118,14 +118,26 @@ impl<S: RouteStore> IstioBackend<S> {
 
     /// The objects of one route, the current one first: ours of the highest generation, then
     /// older generations, then the Go proxy's.
-    fn objects_of(&self, spec: &RouteSpec) -> Vec<Found> {
-        let objects = self.store.virtual_services_of(&route_id(spec));
+    pub(crate) fn objects_of(&self, spec: &RouteSpec) -> Vec<Found> {
+        let mut found = self.objects_labelled(&route_id(spec));
+        found.retain(|(_, stored)| stored.route.spec() == spec);
+        found
+    }
+
+    /// The readable objects labelled with route id `id`, the current one first (as
+    /// [`objects_of`](Self::objects_of), for a caller that knows only the label).
+    pub(crate) fn objects_labelled(&self, id: &str) -> Vec<Found> {
+        self.found(self.store.virtual_services_of(id))
+    }
+
+    /// The readable ones of `objects` (of one route), the current one first.
+    pub(crate) fn found(&self, objects: Vec<Arc<VirtualService>>) -> Vec<Found> {
         let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
         let mut found: Vec<Found> = objects
             .into_iter()
             .filter_map(|object| {
                 let stored = self.decode(&mut cache, &object)?;
-                (stored.route.spec() == spec).then_some((object, stored))
+                Some((object, stored))
             })
             .collect();
         found.sort_by_key(|found| std::cmp::Reverse(found.1.origin));
@@ -182,8 +194,13 @@ impl<S: RouteStore> IstioBackend<S> {
     /// proxy nobody lists grows with every route added and deleted.
     async fn delete_object(&self, name: &str, version: Option<String>) -> Result<bool> {
         let deleted = self.store.delete_virtual_service(name, version).await?;
-        self.decoded.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        self.forget(name);
         Ok(deleted)
+    }
+
+    /// Forgets the route decoded from a deleted object (see [`delete_object`](Self::delete_object)).
+    fn forget(&self, name: &str) {
+        self.decoded.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
     }
 
     /// Deletes a route's object that `generation` replaced, unless it changed since it was
@@ -215,7 +232,7 @@ impl<S: RouteStore> IstioBackend<S> {
     /// Keeps every ancestor of `spec` sorting after it: an ancestor that sorts before is
     /// created again. Ancestors are visited deepest first, each one's floor the placement of
     /// the one below it.
-    async fn keep_ancestors_after(
+    pub(crate) async fn keep_ancestors_after(
         &self,
         spec: &RouteSpec,
         written: &Arc<VirtualService>,
@@ -336,6 +353,12 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
     async fn delete(&self, spec: &RouteSpec) -> proxy_api::Result<bool> {
         self.ready()?;
         let existing = self.objects_of(spec);
+        // Marked first, so that no replica's healing restores the ServiceEntry deleted next
+        // (see `heal`).
+        let mut marked = Vec::new();
+        for (object, _) in &existing {
+            marked.push((name_of(object), self.store.mark_deleting(name_of(object)).await?));
+        }
         // The ServiceEntry goes first: when a later call fails (the API server went away), the
         // route's VirtualService is still there, so JupyterHub's retry finds the route and
         // finishes the delete. The other way round, the retry finds no route, answers 404,
@@ -343,8 +366,17 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
         if existing.iter().any(|(_, stored)| stored.route.target().ip().is_some()) {
             self.store.delete_service_entry(&self.translation.service_entry_name(spec)).await?;
         }
-        for (object, _) in &existing {
-            self.delete_object(name_of(object), None).await?;
+        for (name, version) in marked {
+            // Deleted with its mark: a write since the mark is marked again.
+            match self.store.delete_virtual_service(name, version).await {
+                Err(Error::Conflict { .. }) => {
+                    self.store.delete_route_virtual_service(name).await?;
+                }
+                answer => {
+                    answer?;
+                }
+            }
+            self.forget(name);
         }
         Ok(!existing.is_empty())
     }
@@ -508,6 +540,8 @@ mod tests {
         let delete_service_entry = delete(&service_entry);
         store.expect_delete_service_entry().returning(move |name| delete_service_entry(name));
         let delete_virtual_service = delete(&virtual_service);
+        // A route delete marks its VirtualService for healing first: not a write that fails.
+        store.expect_mark_deleting().returning(|_| Ok(None));
         store.expect_delete_virtual_service().returning(move |name, _| delete_virtual_service(name));
         let backend = IstioBackend::new(Arc::new(store), Translation::default());
 

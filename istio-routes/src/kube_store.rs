@@ -6,8 +6,8 @@
 //! overlay until the watch delivers them (see `overlay`). Writes are server-side applies with our
 //! field manager, so several replicas writing the same route converge instead of conflicting.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
+use crate::heal::{DELETE_INTENT_ANNOTATION, Touch, spec_digest};
 use crate::metrics::{KubeMetrics, Verb};
 use crate::overlay::{Overlay, Write};
 use crate::read::Origin;
@@ -61,6 +62,8 @@ pub struct KubeStore {
     overlay: Arc<Overlay<VirtualService>>,
     stats: Arc<WatchStats>,
     metrics: KubeMetrics,
+    /// Where the watch tells healing (`heal`) which routes changed, once it listens.
+    heal_feed: Arc<OnceLock<tokio::sync::mpsc::UnboundedSender<Touch>>>,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -107,6 +110,8 @@ impl KubeStore {
         let overlay = Arc::new(Overlay::default());
         let watch_overlay = Arc::clone(&overlay);
         let watch_metrics = metrics.clone();
+        let heal_feed = Arc::new(OnceLock::new());
+        let watch_feed = Arc::clone(&heal_feed);
         let stream = watcher(virtual_services.clone(), config)
             .backoff(watch_backoff())
             .modify(move |object: &mut VirtualService| slim(object, &legacy_annotation))
@@ -115,12 +120,15 @@ impl KubeStore {
             let mut stream = std::pin::pin!(stream);
             let mut listing_since = None;
             while let Some(event) = stream.next().await {
-                count_watch_call(&watch_metrics, &event, &mut listing_since);
+                count_watch_call(&watch_metrics, VS, &event, &mut listing_since);
                 if let Ok(event) = &event {
                     // Counted after the reflector applied it: a listing built before the count
                     // changes is rebuilt, never kept stale.
                     watch_stats.events.fetch_add(1, Ordering::AcqRel);
                     watch_overlay.saw(event);
+                    if let Some(feed) = watch_feed.get() {
+                        tell_healing(feed, event);
+                    }
                 }
                 match event {
                     Ok(watcher::Event::InitDone) => {
@@ -136,7 +144,94 @@ impl KubeStore {
                 }
             }
         });
-        Ok(KubeStore { virtual_services, service_entries, namespace, cache, ready, overlay, stats, metrics })
+        Ok(KubeStore {
+            virtual_services,
+            service_entries,
+            namespace,
+            cache,
+            ready,
+            overlay,
+            stats,
+            metrics,
+            heal_feed,
+        })
+    }
+
+    /// Has the watch tell `feed` about every change from now on (see `heal`); the first
+    /// caller wins.
+    pub(crate) fn feed_healing(&self, feed: tokio::sync::mpsc::UnboundedSender<Touch>) -> bool {
+        self.heal_feed.set(feed).is_ok()
+    }
+
+    /// The ServiceEntries' API, for healing's watch of them.
+    pub(crate) fn service_entries_api(&self) -> &Api<ServiceEntry> {
+        &self.service_entries
+    }
+
+    /// The metrics every call is counted in.
+    pub(crate) fn metrics(&self) -> &KubeMetrics {
+        &self.metrics
+    }
+
+    /// Creates a ServiceEntry; [`Error::AlreadyExists`] when the name is taken.
+    pub(crate) async fn create_service_entry(&self, object: ServiceEntry) -> Result<()> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
+        self.metrics
+            .time(Verb::Create, SE, || self.service_entries.create(&params, &object))
+            .await
+            .map_err(|e| classify::<ServiceEntrySpec>(e, "create", &name, &self.namespace()))?;
+        Ok(())
+    }
+
+    /// Deletes a ServiceEntry only if it is still at `resource_version` ([`Error::Conflict`]
+    /// otherwise); answers whether it existed.
+    pub(crate) async fn delete_service_entry_at(&self, name: &str, resource_version: String) -> Result<bool> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { resource_version: Some(resource_version), uid: None }),
+            ..DeleteParams::default()
+        };
+        match self.metrics.time(Verb::Delete, SE, || self.service_entries.delete(name, &params)).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+            Err(error) => Err(classify::<ServiceEntrySpec>(error, "delete", name, &self.namespace())),
+        }
+    }
+
+    /// Writes a VirtualService's labels, annotations and spec back to `object`'s, only if it is
+    /// still at `object`'s resource version: [`Error::Conflict`] when it changed, `None` when it
+    /// is gone (never created again, unlike an apply). What healing repairs an edit with.
+    pub async fn restore_virtual_service(
+        &self,
+        object: &VirtualService,
+    ) -> Result<Option<Arc<VirtualService>>> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let patch = restore_patch(object, VIRTUAL_SERVICE_FIELDS);
+        let Some(written) =
+            restore(&self.virtual_services, &name, &patch, &self.metrics, &self.namespace).await?
+        else {
+            return Ok(None);
+        };
+        let written = Arc::new(written);
+        self.overlay.wrote(&name, Write::Stored(Arc::clone(&written)));
+        Ok(Some(written))
+    }
+
+    /// [`restore_virtual_service`](Self::restore_virtual_service) for a ServiceEntry; answers
+    /// whether it was there to restore.
+    pub async fn restore_service_entry(&self, object: &ServiceEntry) -> Result<bool> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let patch = restore_patch(object, SERVICE_ENTRY_FIELDS);
+        Ok(restore(&self.service_entries, &name, &patch, &self.metrics, &self.namespace).await?.is_some())
+    }
+
+    /// Leaves a tombstone for a deleted name in the overlay (see `delete_virtual_service`).
+    async fn forget(&self, name: &str) {
+        // The API server answers a custom resource's delete without a resource version; the
+        // server's version read now is no older than the delete, and bounds what the
+        // tombstone hides.
+        let version = self.server_version().await;
+        self.overlay.wrote(name, Write::Gone(version));
     }
 
     /// The watch's counters.
@@ -184,6 +279,18 @@ impl KubeStore {
                 tracing::warn!(object = name, %error, "reading back a VirtualService another writer created failed")
             }
         }
+    }
+
+    /// A VirtualService as the API server holds it now (a list by name, so that no `get` needs
+    /// granting), for a repair that must not trust a cache whose watch may be down.
+    pub(crate) async fn live_virtual_service(&self, name: &str) -> Result<Option<VirtualService>> {
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        let list = self
+            .metrics
+            .time(Verb::List, VS, || self.virtual_services.list(&params))
+            .await
+            .map_err(|e| classify::<VirtualServiceSpec>(e, "list", name, &self.namespace()))?;
+        Ok(list.items.into_iter().next())
     }
 
     fn namespace(&self) -> String {
@@ -297,12 +404,23 @@ impl RouteStore for KubeStore {
                 }
             };
         // JupyterHub is told the route is gone (even when another replica deleted it first),
-        // so the listing must not show it again from a lagging watch. The API server answers a
-        // custom resource's delete without a resource version; the server's version read now
-        // is no older than the delete, and bounds what the tombstone hides.
-        let version = self.server_version().await;
-        self.overlay.wrote(name, Write::Gone(version));
+        // so the listing must not show it again from a lagging watch.
+        self.forget(name).await;
         Ok(existed)
+    }
+
+    async fn mark_deleting(&self, name: &str) -> Result<Option<String>> {
+        // The mark goes in the object's last state, which every replica's watch sees in the
+        // Deleted event: healing restores only VirtualServices deleted without it.
+        let patch = serde_json::json!({"metadata": {"annotations": {DELETE_INTENT_ANNOTATION: "true"}}});
+        let merge = Patch::Merge(&patch);
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+        match self.metrics.time(Verb::Patch, VS, || self.virtual_services.patch(name, &params, &merge)).await
+        {
+            Ok(marked) => Ok(marked.metadata.resource_version),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+            Err(error) => Err(classify::<VirtualServiceSpec>(error, "patch", name, &self.namespace())),
+        }
     }
 
     async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()> {
@@ -329,11 +447,90 @@ impl RouteStore for KubeStore {
 /// name, creation time, resource version, labels and our annotations. At 10,000 routes the
 /// spec and managed fields are most of the cache's memory, and a foreign annotation (kubectl's
 /// last-applied configuration) can be as large as the object.
+///
+/// Healing needs to know whether the spec is still what the route renders, so a digest of it
+/// stays, as an annotation only the cache holds ([`SPEC_DIGEST_ANNOTATION`]).
 fn slim(object: &mut VirtualService, legacy_annotation: &str) {
     object.metadata.managed_fields = None;
+    let digest = spec_digest(&object.spec);
     object.spec = Default::default();
-    if let Some(annotations) = &mut object.metadata.annotations {
-        annotations.retain(|key, _| key.starts_with("jupyterhub-istio-proxy/") || key == legacy_annotation);
+    let annotations = object.metadata.annotations.get_or_insert_default();
+    annotations.retain(|key, _| key.starts_with("jupyterhub-istio-proxy/") || key == legacy_annotation);
+    annotations.insert(SPEC_DIGEST_ANNOTATION.to_owned(), digest);
+}
+
+/// The annotation a cached VirtualService carries its spec's digest in, in place of the spec
+/// (see [`slim`]); never written to the API server.
+pub(crate) const SPEC_DIGEST_ANNOTATION: &str = "jupyterhub-istio-proxy/cached-spec-sha256";
+
+/// Tells healing which route a watch event changed, with the last state of a deleted object.
+/// A relist delivers no deletes, and the cache's last state of an object deleted during the gap
+/// may predate its delete mark: healing checks every route then, but restores none of those.
+fn tell_healing(feed: &tokio::sync::mpsc::UnboundedSender<Touch>, event: &watcher::Event<VirtualService>) {
+    let touch = |object: &VirtualService, gone: bool| {
+        let route = object.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL));
+        if let Some(route) = route {
+            let gone = gone.then(|| Arc::new(object.clone()));
+            let _ = feed.send(Touch::Route { id: route.clone(), gone });
+        }
+    };
+    match event {
+        watcher::Event::Apply(object) => touch(object, false),
+        watcher::Event::Delete(object) => touch(object, true),
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        watcher::Event::InitDone => {
+            let _ = feed.send(Touch::Resync);
+        }
+    }
+}
+
+/// The top-level spec fields of a VirtualService we write; a restore removes those we leave
+/// empty (a test keeps the lists whole).
+pub(crate) const VIRTUAL_SERVICE_FIELDS: &[&str] = &["hosts", "gateways", "http", "exportTo"];
+/// The same for a ServiceEntry.
+pub(crate) const SERVICE_ENTRY_FIELDS: &[&str] =
+    &["hosts", "location", "resolution", "ports", "endpoints", "exportTo"];
+
+/// A JSON merge patch that makes an object's spec `object`'s (lists are replaced whole, and the
+/// fields it leaves empty are removed), adds its labels and annotations, and holds
+/// `object`'s resource version as precondition.
+fn restore_patch<S: serde::Serialize>(object: &IstioObject<S>, fields: &[&str]) -> serde_json::Value {
+    let mut spec = serde_json::to_value(&object.spec).unwrap_or_default();
+    if let Some(spec) = spec.as_object_mut() {
+        for field in fields {
+            spec.entry(*field).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({
+        "metadata": {
+            "resourceVersion": object.metadata.resource_version,
+            "labels": object.metadata.labels,
+            "annotations": object.metadata.annotations,
+        },
+        "spec": spec,
+    })
+}
+
+/// Applies a [`restore_patch`]. A merge patch, not a server-side apply: an apply creates a
+/// missing object whatever resource version it carries, and would bring back what JupyterHub
+/// deleted since the drift was seen. `None` when the object is gone.
+async fn restore<S>(
+    api: &Api<IstioObject<S>>,
+    name: &str,
+    patch: &serde_json::Value,
+    metrics: &KubeMetrics,
+    namespace: &str,
+) -> Result<Option<IstioObject<S>>>
+where
+    S: IstioKind + Clone + Default + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+    IstioObject<S>: Resource<DynamicType = IstioVersion>,
+{
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+    let merge = Patch::Merge(patch);
+    match metrics.time(Verb::Patch, S::PLURAL, || api.patch(name, &params, &merge)).await {
+        Ok(written) => Ok(Some(written)),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        Err(error) => Err(classify::<S>(error, "patch", name, namespace)),
     }
 }
 
@@ -416,7 +613,12 @@ impl Failure {
 }
 
 /// Our error for what the API server (or the way to it) answered.
-fn classify<S: IstioKind>(error: kube::Error, verb: &'static str, name: &str, namespace: &str) -> Error {
+pub(crate) fn classify<S: IstioKind>(
+    error: kube::Error,
+    verb: &'static str,
+    name: &str,
+    namespace: &str,
+) -> Error {
     let resource = resource_name::<S>();
     let failure = Failure::of(&error);
     let status = match error {
@@ -442,14 +644,15 @@ fn classify<S: IstioKind>(error: kube::Error, verb: &'static str, name: &str, na
 
 /// Counts what the watch stream shows of the API calls behind it: a list from its start to its
 /// last page (or its failure), and failed watches.
-fn count_watch_call(
+pub(crate) fn count_watch_call<K>(
     metrics: &KubeMetrics,
-    event: &std::result::Result<watcher::Event<VirtualService>, watcher::Error>,
+    resource: &'static str,
+    event: &std::result::Result<watcher::Event<K>, watcher::Error>,
     listing_since: &mut Option<Instant>,
 ) {
     let mut list_done = |outcome| {
         if let Some(started) = listing_since.take() {
-            metrics.record(Verb::List, VS, outcome, started.elapsed());
+            metrics.record(Verb::List, resource, outcome, started.elapsed());
         }
     };
     match event {
@@ -458,12 +661,14 @@ fn count_watch_call(
         Ok(_) => {}
         Err(watcher::Error::InitialListFailed(error)) => list_done(Failure::of(error).label()),
         Err(watcher::Error::WatchStartFailed(error) | watcher::Error::WatchFailed(error)) => {
-            metrics.count(Verb::Watch, VS, Failure::of(error).label());
+            metrics.count(Verb::Watch, resource, Failure::of(error).label());
         }
         Err(watcher::Error::WatchError(status)) => {
-            metrics.count(Verb::Watch, VS, Failure::of_status(status).label());
+            metrics.count(Verb::Watch, resource, Failure::of_status(status).label());
         }
-        Err(watcher::Error::NoResourceVersion) => metrics.count(Verb::Watch, VS, Failure::Other.label()),
+        Err(watcher::Error::NoResourceVersion) => {
+            metrics.count(Verb::Watch, resource, Failure::Other.label())
+        }
     }
 }
 
@@ -472,7 +677,7 @@ fn count_watch_call(
 /// stale routes for that long. A restarted API server also answers the first watch 410 Gone,
 /// which costs a second wait before the relist. One watch per replica is no load worth
 /// protecting the server from, so the wait is capped at 2 s (4 s with jitter).
-fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+pub(crate) fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
     let exponential = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(2))

@@ -11,6 +11,8 @@
 //! - [`IstioBackend`]: the routes API's [`proxy_api::Backend`] over a store.
 //! - [`explain`]: where Istio's gateway sends a request through the objects, and whether that
 //!   is where configurable-http-proxy would send it.
+//! - [`heal`]: repairs our objects when they drift from what their routes render (edited,
+//!   deleted behind our back, stray generations, orphaned ServiceEntries), driven by the watch.
 //! - [`metrics`]: Prometheus metrics of the stores, for a registry the application owns.
 //! - [`activity`]: when requests last reached each route's destination, from the gateway's
 //!   standard Istio metrics in Prometheus.
@@ -63,6 +65,7 @@ pub mod activity;
 mod backend;
 mod error;
 pub mod explain;
+pub mod heal;
 mod kube_store;
 mod memory;
 pub mod metrics;

@@ -11,6 +11,8 @@
 //!   `throttled` call, so a rising count says the API server's priority and fairness limits
 //!   are what holds the writes back. The watch's lists are timed from start to
 //!   the last page; a watch is a long-lived stream, so it is counted only when it fails.
+//! - [`HealMetrics`]: drifts healing found and repaired, by `resource` and `kind` (`edited`,
+//!   `deleted`, `stray_generation`, `orphaned`), see [`heal`](crate::heal).
 //! - [`StoreMetrics`]: read when scraped, not kept up to date on every write: the routes
 //!   stored, whether the route cache is synced, and the watch's counters ([`WatchStats`]).
 
@@ -149,6 +151,54 @@ impl KubeMetrics {
                 _ => return result,
             }
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DriftLabels {
+    resource: &'static str,
+    kind: &'static str,
+}
+
+/// Drifts healing found and repaired, by resource and kind. Clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct HealMetrics {
+    found: Family<DriftLabels, Counter>,
+    repaired: Family<DriftLabels, Counter>,
+}
+
+impl HealMetrics {
+    /// Registers `route_drift_found_total` and `route_drift_repaired_total` (under the
+    /// registry's prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "route_drift_found",
+            "Objects found no longer as their routes render them, by resource and kind (edited, deleted, stray_generation, orphaned), each drift counted once by every replica that saw it",
+            self.found.clone(),
+        );
+        registry.register(
+            "route_drift_repaired",
+            "Drifted objects this replica repaired, by resource and kind (a drift is repaired by one replica)",
+            self.repaired.clone(),
+        );
+    }
+
+    pub(crate) fn count_found(&self, resource: &'static str, kind: &'static str) {
+        self.found.get_or_create(&DriftLabels { resource, kind }).inc();
+    }
+
+    pub(crate) fn count_repaired(&self, resource: &'static str, kind: &'static str) {
+        self.repaired.get_or_create(&DriftLabels { resource, kind }).inc();
+    }
+
+    /// How many drifts of `kind` on `resource` (`virtualservices`, `serviceentries`) were found.
+    pub fn found(&self, resource: &'static str, kind: &'static str) -> u64 {
+        self.found.get(&DriftLabels { resource, kind }).map_or(0, |c| c.get())
+    }
+
+    /// How many drifts of `kind` on `resource` this replica repaired.
+    pub fn repaired(&self, resource: &'static str, kind: &'static str) -> u64 {
+        self.repaired.get(&DriftLabels { resource, kind }).map_or(0, |c| c.get())
     }
 }
 

@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::{listed, route, spec};
-use istio_routes::resources::{IstioVersion, VirtualService};
-use istio_routes::{Error, IstioBackend, KubeStore, RouteStore, Translation};
-use kube::Api;
-use kube::api::{DeleteParams, ListParams};
+use common::{Namespace, listed, route, spec};
+use istio_routes::resources::VirtualService;
+use istio_routes::{Error, IstioBackend, KubeStore, RouteStore};
+use kube::api::DeleteParams;
 use proxy_api::Backend;
 use testkit::apiserver::ApiServer;
 use testkit::eventually;
@@ -20,54 +19,11 @@ async fn start(server: &ApiServer, namespace: &str) -> IstioBackend<KubeStore> {
         .unwrap_or_else(|e| panic!("the store starts: {e}\n{}", server.log()))
 }
 
-/// What is in the namespace, read with the admin's credentials past any cache.
-struct Namespace {
-    virtual_services: Api<VirtualService>,
-    service_entries: Api<istio_routes::resources::ServiceEntry>,
-    translation: Translation,
-}
-
-impl Namespace {
-    fn new(server: &ApiServer, namespace: &str) -> Namespace {
-        let client = server.client();
-        Namespace {
-            virtual_services: Api::namespaced_with(client.clone(), namespace, &IstioVersion::V1),
-            service_entries: Api::namespaced_with(client, namespace, &IstioVersion::V1),
-            translation: common::translation(namespace),
-        }
-    }
-
-    async fn virtual_services(&self) -> Vec<VirtualService> {
-        let labelled = ListParams::default().labels(&self.translation.label_selector());
-        self.virtual_services.list(&labelled).await.expect("list VirtualServices").items
-    }
-
-    /// The route each VirtualService holds, as `spec -> target`, sorted.
-    async fn routes(&self) -> Vec<String> {
-        let mut routes: Vec<String> = self
-            .virtual_services()
-            .await
-            .iter()
-            .map(|object| {
-                let stored = self.translation.read(object).expect("ours").expect("readable");
-                format!("{} -> {}", stored.route.spec(), stored.route.target())
-            })
-            .collect();
-        routes.sort();
-        routes
-    }
-
-    async fn service_entry_count(&self) -> usize {
-        let labelled = ListParams::default().labels(&self.translation.label_selector());
-        self.service_entries.list(&labelled).await.expect("list ServiceEntries").items.len()
-    }
-}
-
 #[tokio::test]
 async fn routes_are_applied_updated_listed_and_deleted() {
     let server = ApiServer::shared().await;
     let namespace = server.new_namespace("crud").await;
-    let objects = Namespace::new(server, &namespace);
+    let objects = Namespace::new(server.client(), &namespace);
     let backend = start(server, &namespace).await;
 
     backend.add(route("/user/alice", "http://10.0.0.1:8888")).await.unwrap();
@@ -110,7 +66,7 @@ async fn routes_are_applied_updated_listed_and_deleted() {
 async fn the_watch_brings_other_writers_changes() {
     let server = ApiServer::shared().await;
     let namespace = server.new_namespace("watch").await;
-    let objects = Namespace::new(server, &namespace);
+    let objects = Namespace::new(server.client(), &namespace);
     let (first, second) = (start(server, &namespace).await, start(server, &namespace).await);
 
     first.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
@@ -136,7 +92,7 @@ async fn the_watch_brings_other_writers_changes() {
 async fn two_writers_of_one_route_leave_one_object() {
     let server = ApiServer::shared().await;
     let namespace = server.new_namespace("conflict").await;
-    let objects = Namespace::new(server, &namespace);
+    let objects = Namespace::new(server.client(), &namespace);
     let writers = [start(server, &namespace).await, start(server, &namespace).await];
 
     // The hub under a base URL, then a user under it, then the hub again: the hub's object is
@@ -181,7 +137,7 @@ async fn two_writers_of_one_route_leave_one_object() {
 async fn the_server_answers_preconditions_and_existing_names_as_the_store_expects() {
     let server = ApiServer::shared().await;
     let namespace = server.new_namespace("precondition").await;
-    let objects = Namespace::new(server, &namespace);
+    let objects = Namespace::new(server.client(), &namespace);
     let backend = start(server, &namespace).await;
     backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
     let object = objects.virtual_services().await.remove(0);
@@ -207,7 +163,7 @@ async fn the_server_answers_preconditions_and_existing_names_as_the_store_expect
 async fn the_server_answers_a_delete_with_a_status_and_no_version() {
     let server = ApiServer::shared().await;
     let namespace = server.new_namespace("delete-answer").await;
-    let objects = Namespace::new(server, &namespace);
+    let objects = Namespace::new(server.client(), &namespace);
     let backend = start(server, &namespace).await;
     backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
     let name = objects.virtual_services().await.remove(0).metadata.name.unwrap();
@@ -222,7 +178,7 @@ async fn the_server_answers_a_delete_with_a_status_and_no_version() {
 async fn a_denied_write_is_403_naming_the_verb_and_changes_nothing() {
     let server = ApiServer::shared().await;
     let namespace = server.new_namespace("denied").await;
-    let objects = Namespace::new(server, &namespace);
+    let objects = Namespace::new(server.client(), &namespace);
     // The read-only user may list and watch, so the store starts and syncs; writing fails.
     let backend = common::start(server.readonly_kube_config().await, &namespace)
         .await
@@ -278,7 +234,7 @@ async fn explain_reads_the_live_objects_whole() {
     use kube::api::{Patch, PatchParams, PostParams};
     let server = ApiServer::shared().await;
     let namespace = server.new_namespace("explain").await;
-    let objects = Namespace::new(server, &namespace);
+    let objects = Namespace::new(server.client(), &namespace);
     let backend = start(server, &namespace).await;
     backend.add(route("/", "http://hub:8081")).await.unwrap();
     backend.add(route("/user/alice", "http://10.0.0.1:8888")).await.unwrap();

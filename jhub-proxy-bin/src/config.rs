@@ -158,6 +158,12 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub ip_target_mtls: bool,
 
+    /// Repair our objects when they drift from what their routes render (edited, deleted
+    /// behind our back, stray generations, orphaned ServiceEntries); Kubernetes store only.
+    #[arg(long, env = "PROXY_HEAL", value_parser = BoolishValueParser::new(), default_value_t = true,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub heal: bool,
+
     /// Namespaces whose Istio proxies see the routing objects (their `exportTo`), comma-separated:
     /// `.` is K8S_NAMESPACE, `*` every namespace. Default: where the gateway's pods run (the
     /// namespace of ISTIO_GATEWAY; for a gateway in K8S_NAMESPACE, it and istio-system).
@@ -689,6 +695,9 @@ mod tests {
         assert!(!config.host_routing);
         assert_eq!((config.log_format, config.log_level), (LogFormat::Text, LogLevel::Info));
         assert_eq!(config.metrics_listen, None);
+        assert!(config.heal, "healing is on unless turned off");
+        let off = parse(&["--auth-token", "t", "--store", "memory", "--heal=false"]).unwrap();
+        assert!(!off.heal);
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use istio_routes::metrics::StoreMetrics;
+use istio_routes::heal::{self, HealOptions};
+use istio_routes::metrics::{HealMetrics, StoreMetrics};
 use istio_routes::{IstioBackend, KubeStore, MemoryStore, Translation};
 use jhub_proxy_bin::config::{Command, Config, StoreKind};
 use jhub_proxy_bin::health::{self, Readiness};
@@ -54,7 +55,8 @@ async fn run(config: Config) -> Result<(), Error> {
     let mut metrics = Metrics::new();
     // First, so that a bad token file stops the proxy before it calls the Kubernetes API.
     let tokens = config.tokens(token::FILE_POLL, metrics.auth().clone())?;
-    let (service, store_name) = match config.store {
+    // `_healing` runs until the server has drained.
+    let (service, store_name, _healing) = match config.store {
         StoreKind::Memory => {
             let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
             let translation = config.translation(&namespace);
@@ -63,7 +65,11 @@ async fn run(config: Config) -> Result<(), Error> {
             StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
             let explainer = explain::explainer(Arc::clone(&backend));
             let ready = Readiness::ready();
-            (http_service(backend, &config, &translation, tokens, ready, metrics, explainer).await?, "memory")
+            (
+                http_service(backend, &config, &translation, tokens, ready, metrics, explainer).await?,
+                "memory",
+                None,
+            )
         }
         StoreKind::Kubernetes => {
             let client = jhub_proxy_bin::kube_client().await?;
@@ -79,10 +85,17 @@ async fn run(config: Config) -> Result<(), Error> {
             let watch = Some(Arc::clone(store.watch_stats()));
             let backend = Arc::new(IstioBackend::new(store, translation.clone()));
             StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
+            let healing = config.heal.then(|| {
+                let drift = HealMetrics::default();
+                drift.register(metrics.registry_mut());
+                tracing::info!("healing objects that drift from their routes (--heal)");
+                heal::heal(Arc::clone(&backend), HealOptions::default(), drift)
+            });
             let explainer = explain::explainer(Arc::clone(&backend));
             (
                 http_service(backend, &config, &translation, tokens, ready, metrics, explainer).await?,
                 "kubernetes",
+                healing,
             )
         }
     };

@@ -253,6 +253,22 @@ async fn the_role_grants_exactly_what_the_store_calls() {
     post("/jhub/", "http://hub:8081").await;
     fake.advance_clock(1);
     post("/jhub/user/bob/", "http://10.0.0.9:8888").await;
+    // Healing: a ServiceEntry deleted behind the proxy's back is created again.
+    let entry = fake
+        .objects("serviceentries")
+        .into_iter()
+        .find(|o| o["metadata"]["annotations"]["jupyterhub-istio-proxy/route-spec"] == "/jhub/user/bob")
+        .expect("bob's ServiceEntry");
+    let entry = entry["metadata"]["name"].as_str().unwrap().to_owned();
+    let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "ServiceEntry");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "serviceentries");
+    let admin = kube::Client::try_from(fake.kubeconfig("hub")).unwrap();
+    let entries: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(admin, "hub", &resource);
+    entries.delete(&entry, &Default::default()).await.unwrap();
+    testkit::eventually("healing restores the ServiceEntry", || async {
+        fake.object("serviceentries", "hub", &entry).is_some()
+    })
+    .await;
     // The adopted route written again: the Go proxy's object goes.
     post("/user/carol/", "http://10.0.0.10:8888").await;
     assert!(fake.object("virtualservices", "hub", "jupyter-0123").is_none(), "the Go object was replaced");
@@ -261,7 +277,15 @@ async fn the_role_grants_exactly_what_the_store_calls() {
     assert_eq!(proxy.terminate(Duration::from_secs(30)).await.and_then(|s| s.code()), Some(0));
     let _ = std::fs::remove_file(&kubeconfig);
 
-    let called: BTreeSet<(String, String)> = fake.requests().iter().map(verb_and_resource).collect();
+    // The test's own delete is no call of the store's.
+    let called: BTreeSet<(String, String)> = fake
+        .requests()
+        .iter()
+        .filter(|request| {
+            !(request.method == http::Method::DELETE && request.path.ends_with(&format!("/{entry}")))
+        })
+        .map(verb_and_resource)
+        .collect();
     let role: Role = one(&manifests(), "Role");
     assert_eq!(grants(&role), called, "deploy/kubernetes/role.yaml against what the store called");
     let rendered = objects(&testkit::helm::template(&chart(), NAMESPACE, &[]), "the chart");

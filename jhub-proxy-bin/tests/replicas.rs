@@ -215,3 +215,50 @@ async fn three_replicas(cluster: Cluster) {
         assert!(answer.cluster_known, "{path}: the gateway has no cluster {}", answer.cluster);
     }
 }
+
+/// What a replica's `/metrics` says.
+async fn scrape(replica: &ProxyProcess) -> testkit::metrics::Scrape {
+    let response = ApiClient::new(replica.addr(), None).get("/metrics").await;
+    testkit::metrics::Scrape::parse(std::str::from_utf8(&response.body).unwrap())
+}
+
+/// Three binaries healing one namespace (`--heal`, the default): a VirtualService deleted
+/// behind their backs is restored by one of them, which says so in its log and metrics; with
+/// `--heal=false` it stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_restore_a_deleted_virtual_service_once_unless_told_not_to() {
+    const REPAIRED: &str = "jupyterhub_istio_proxy_route_drift_repaired_total";
+    for heal in [true, false] {
+        let server = ApiServer::shared().await;
+        let namespace = server.new_namespace("replicas-heal").await;
+        let flag = format!("--heal={heal}");
+        let mut replicas = Vec::new();
+        for _ in 0..3 {
+            let args = ["--istio-gateway", GATEWAY, flag.as_str()];
+            replicas.push(
+                ProxyProcess::start_kubernetes(BIN, server.kubeconfig_path(), &namespace, TOKEN, &args).await,
+            );
+        }
+        let client = ApiClient::new(replicas[0].addr(), Some(TOKEN));
+        let answer = client.post("/api/routes/user/alice", r#"{"target": "http://10.0.0.7:8888"}"#).await;
+        assert_eq!(answer.status, 201, "{}", answer.error());
+        let api: Api<VirtualService> = Api::namespaced_with(server.client(), &namespace, &IstioVersion::V1);
+        let name = api.list(&Default::default()).await.unwrap().items[0].metadata.name.clone().unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+        api.delete(&name, &Default::default()).await.unwrap();
+        // Longer than the jitter and the back-off after a repair.
+        tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+        let restored = api.get_opt(&name).await.unwrap().is_some();
+        assert_eq!(restored, heal, "--heal={heal}: restored or left deleted");
+        let mut repairs = 0.0;
+        for replica in &replicas {
+            let scrape = scrape(replica).await;
+            repairs += scrape.sum(REPAIRED, &[("resource", "virtualservices"), ("kind", "deleted")]);
+            let logged =
+                replica.log().contains("repaired an object that drifted") && replica.log().contains(&name);
+            assert_eq!(logged, scrape.sum(REPAIRED, &[]) > 0.0, "a log line names each repair");
+        }
+        assert_eq!(repairs, if heal { 1.0 } else { 0.0 }, "--heal={heal}: repaired by one replica");
+    }
+}
