@@ -26,7 +26,7 @@
 //!
 //! **A delete JupyterHub asked for is never undone.** A route delete marks each of the route's
 //! VirtualServices with [`DELETE_INTENT_ANNOTATION`]
-//! ([`RouteStore::mark_deleting`](crate::RouteStore::mark_deleting)) before deleting its
+//! ([`RouteStore::mark_deleting`]) before deleting its
 //! ServiceEntry (a marked route is not healed) and then the VirtualServices, each with the
 //! marked `resourceVersion` as precondition, so the Deleted event every replica's watch
 //! delivers carries the mark in the object's last state. Healing re-creates
