@@ -135,18 +135,29 @@ pub fn route_id(spec: &RouteSpec) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The labels every object of the proxy instance `prefix` carries, whichever routing API it
+/// writes.
+pub fn instance_labels(prefix: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        (INSTANCE_LABEL.to_owned(), prefix.to_owned()),
+    ])
+}
+
+/// The label selector for the objects of the proxy instance `prefix`.
+pub fn instance_selector(prefix: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={prefix}")
+}
+
 impl Translation {
     /// The labels every object of this proxy instance carries.
     pub fn instance_labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-            (INSTANCE_LABEL.to_owned(), self.prefix.clone()),
-        ])
+        instance_labels(&self.prefix)
     }
 
     /// The label selector for this instance's objects.
     pub fn label_selector(&self) -> String {
-        format!("{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={}", self.prefix)
+        instance_selector(&self.prefix)
     }
 
     /// The VirtualService name of a route's `generation`. Deeper routes get smaller depth

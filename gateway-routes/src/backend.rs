@@ -1,0 +1,197 @@
+//! The routes API over HTTPRoutes: [`GatewayBackend`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use proxy_api::{Backend, Route, RouteSpec};
+
+use crate::resources::HttpRoute;
+use crate::store::HttpRouteStore;
+use crate::translate::GatewayTranslation;
+
+/// configurable-http-proxy's routes as HTTPRoutes in a store.
+///
+/// No ordering is kept, unlike [`istio_routes::IstioBackend`]: the Gateway API gives the
+/// longest path prefix precedence whatever the objects' ages, so one object per route, written
+/// in place, routes as configurable-http-proxy does.
+pub struct GatewayBackend<S> {
+    store: Arc<S>,
+    translation: GatewayTranslation,
+    /// Each HTTPRoute's route, decoded once per resource version: a listing of 10,000 routes
+    /// then parses no JSON.
+    decoded: Mutex<HashMap<String, Decoded>>,
+}
+
+/// A route and the resource version of the object it was decoded from.
+type Decoded = (Option<String>, Arc<Route>);
+
+impl<S> std::fmt::Debug for GatewayBackend<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBackend").field("translation", &self.translation).finish_non_exhaustive()
+    }
+}
+
+impl<S: HttpRouteStore> GatewayBackend<S> {
+    /// A backend writing `translation`'s objects to `store`.
+    pub fn new(store: Arc<S>, translation: GatewayTranslation) -> Self {
+        GatewayBackend { store, translation, decoded: Mutex::default() }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// How routes become objects.
+    pub fn translation(&self) -> &GatewayTranslation {
+        &self.translation
+    }
+
+    fn ready(&self) -> proxy_api::Result<()> {
+        if self.store.is_ready() { Ok(()) } else { Err(istio_routes::Error::NotReady.into()) }
+    }
+
+    /// The route an object holds, decoded once per resource version; unreadable objects
+    /// (someone else's edit) are logged and skipped, never fatal to a listing.
+    fn decode(&self, object: &HttpRoute) -> Option<Arc<Route>> {
+        let name = object.metadata.name.as_deref().unwrap_or_default();
+        let version = &object.metadata.resource_version;
+        let mut decoded = self.decoded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((seen, route)) = decoded.get(name)
+            && seen == version
+        {
+            return Some(Arc::clone(route));
+        }
+        match self.translation.read(object)? {
+            Ok(route) => {
+                decoded.insert(name.to_owned(), (version.clone(), Arc::clone(&route)));
+                Some(route)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "skipping an HTTPRoute that does not hold a readable route");
+                None
+            }
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        self.decoded.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(name);
+    }
+}
+
+#[async_trait]
+impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
+    async fn list(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
+        self.ready()?;
+        Ok(self.store.http_routes().iter().filter_map(|object| self.decode(object)).collect())
+    }
+
+    async fn get(&self, spec: &RouteSpec) -> proxy_api::Result<Option<Arc<Route>>> {
+        self.ready()?;
+        let object = self.store.http_route(&self.translation.object_name(spec));
+        Ok(object.and_then(|object| self.decode(&object)))
+    }
+
+    async fn add(&self, route: Route) -> proxy_api::Result<()> {
+        self.ready()?;
+        let rendered = self.translation.render(&route)?;
+        let name = self.translation.object_name(route.spec());
+        let had_pod_backend = self
+            .store
+            .http_route(&name)
+            .and_then(|old| self.decode(&old))
+            .is_some_and(|old| old.target().ip().is_some());
+        // The HTTPRoute first: the Service and EndpointSlice name it as their owner by uid,
+        // which only the API server gives.
+        let stored = self.store.apply_http_route(rendered.http_route).await?;
+        match rendered.pod_backend {
+            Some(backend) => self.store.apply_pod_backend(backend.owned_by(&stored)).await?,
+            None if had_pod_backend => {
+                self.store.delete_pod_backend(&name).await?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, spec: &RouteSpec) -> proxy_api::Result<bool> {
+        self.ready()?;
+        let name = self.translation.object_name(spec);
+        // The HTTPRoute first, so that no request is routed to a backend about to go; then
+        // what it owns, which a cluster's garbage collector would also delete, but not at once.
+        let existed = self.store.delete_http_route(&name).await?;
+        self.forget(&name);
+        self.store.delete_pod_backend(&name).await?;
+        Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proxy_api::{RoutingMode, Target};
+
+    use super::*;
+    use crate::GatewayMemoryStore;
+
+    fn route(spec: &str, target: &str) -> Route {
+        Route::new(spec_of(spec), Target::parse(target).unwrap(), Default::default()).unwrap()
+    }
+
+    fn spec_of(spec: &str) -> RouteSpec {
+        RouteSpec::new(spec, RoutingMode::Path).unwrap()
+    }
+
+    fn backend() -> GatewayBackend<GatewayMemoryStore> {
+        GatewayBackend::new(Arc::new(GatewayMemoryStore::new()), GatewayTranslation::default())
+    }
+
+    #[tokio::test]
+    async fn routes_are_listed_as_added_and_gone_when_deleted() {
+        let backend = backend();
+        backend.add(route("/", "http://hub:8081")).await.unwrap();
+        backend.add(route("/user/alice", "http://10.0.0.7:8888")).await.unwrap();
+        let mut listed: Vec<String> =
+            backend.list().await.unwrap().iter().map(|r| r.spec().to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, ["/", "/user/alice"]);
+        let got = backend.get(&spec_of("/user/alice")).await.unwrap().unwrap();
+        assert_eq!(got.target().as_str(), "http://10.0.0.7:8888");
+
+        assert!(backend.delete(&spec_of("/user/alice")).await.unwrap());
+        assert!(!backend.delete(&spec_of("/user/alice")).await.unwrap(), "already gone");
+        assert!(backend.get(&spec_of("/user/alice")).await.unwrap().is_none());
+        assert!(backend.store().pod_backends().is_empty(), "the pod backend goes with its route");
+        assert!(backend.decoded.lock().unwrap().len() <= 1, "nothing decoded is kept for a deleted route");
+    }
+
+    #[tokio::test]
+    async fn a_pod_backend_is_owned_by_its_route_and_follows_its_target() {
+        let backend = backend();
+        backend.add(route("/user/alice", "http://10.0.0.7:8888")).await.unwrap();
+        let object = backend.store().http_routes().pop().unwrap();
+        let backends = backend.store().pod_backends();
+        let owner = &backends.values().next().unwrap().service.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), &owner.uid), ("HTTPRoute", object.metadata.uid.as_ref().unwrap()));
+
+        backend.add(route("/user/alice", "http://10.0.0.8:8888")).await.unwrap();
+        let moved = backend.store().pod_backends();
+        let slice = &moved.values().next().unwrap().endpoint_slice;
+        assert_eq!(slice.endpoints[0].addresses, ["10.0.0.8"]);
+        let again = backend.store().http_routes().pop().unwrap();
+        assert_eq!(again.metadata.uid, object.metadata.uid, "updated in place");
+
+        backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+        assert!(backend.store().pod_backends().is_empty(), "a service target needs no pod backend");
+        let listed = backend.list().await.unwrap();
+        assert_eq!(listed[0].target().as_str(), "http://jupyter-alice:8888", "decoded anew after the update");
+    }
+
+    #[tokio::test]
+    async fn a_route_refused_writes_nothing() {
+        let backend = backend();
+        let error = backend.add(route("/user/alice", "https://10.0.0.7:8888")).await.unwrap_err();
+        assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
+        assert!(backend.store().http_routes().is_empty() && backend.store().pod_backends().is_empty());
+    }
+}

@@ -1,0 +1,52 @@
+//! JupyterHub's routes as Kubernetes Gateway API objects, for any conforming gateway (Istio,
+//! Envoy Gateway, Cilium, Contour, NGINX Gateway Fabric, cloud gateways).
+//!
+//! - [`GatewayTranslation`]: a route becomes one HTTPRoute (`PathPrefix`, which matches whole
+//!   segments, with the route kept in its annotations), and for a pod-IP target a
+//!   selector-less Service with an EndpointSlice; [`GatewayTranslation::read`] turns an
+//!   HTTPRoute back into its route.
+//! - [`HttpRouteStore`]: what the backend needs from the Kubernetes API;
+//!   [`GatewayMemoryStore`] keeps the objects in memory.
+//! - [`GatewayBackend`]: the routes API's [`proxy_api::Backend`] over a store.
+//!
+//! The object conventions (labels, annotations, route ids) and the errors are
+//! [`istio_routes`]'s, shared rather than copied, so both backends' objects read alike. Unlike
+//! the Istio backend, nothing here orders objects: the Gateway API gives the longest path
+//! prefix precedence by specification.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use gateway_routes::{GatewayBackend, GatewayMemoryStore, GatewayTranslation, HttpRouteStore};
+//! use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let translation = GatewayTranslation {
+//!     parent_refs: vec!["istio-system/jupyterhub".parse().unwrap()],
+//!     ..GatewayTranslation::default()
+//! };
+//! let store = Arc::new(GatewayMemoryStore::new());
+//! let backend = GatewayBackend::new(Arc::clone(&store), translation);
+//! let spec = RouteSpec::new("/user/alice", RoutingMode::Path).unwrap();
+//! let route = Route::new(spec, Target::parse("http://10.0.0.7:8888").unwrap(), Default::default()).unwrap();
+//! backend.add(route).await.unwrap();
+//!
+//! let objects = store.http_routes();
+//! let rule = serde_json::to_value(&objects[0].spec.rules[0].matches).unwrap();
+//! assert_eq!(rule, serde_json::json!([{"path": {"type": "PathPrefix", "value": "/user/alice"}}]));
+//! assert_eq!(store.pod_backends().len(), 1); // the pod IP, as a Service and an EndpointSlice
+//! assert_eq!(backend.list().await.unwrap().len(), 1);
+//! # });
+//! ```
+#![deny(missing_docs)]
+
+mod backend;
+mod memory;
+pub mod resources;
+mod store;
+mod translate;
+
+pub use backend::GatewayBackend;
+pub use memory::GatewayMemoryStore;
+pub use resources::HttpRoute;
+pub use store::HttpRouteStore;
+pub use translate::*;

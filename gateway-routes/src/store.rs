@@ -1,0 +1,39 @@
+//! What the Gateway API backend needs from wherever the objects are kept.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use istio_routes::Result;
+
+use crate::resources::HttpRoute;
+use crate::translate::PodBackend;
+
+/// A place that keeps HTTPRoutes, and the Services and EndpointSlices of pod-IP routes, the
+/// way the Kubernetes API does, with a cache of this proxy instance's HTTPRoutes to read from.
+///
+/// Reads come from the cache; writes go to the API and are in the cache when they return
+/// (read-your-writes), so a listing right after a write shows it.
+#[async_trait]
+pub trait HttpRouteStore: Send + Sync + 'static {
+    /// Whether the cache holds a complete list (the first list after start has finished).
+    fn is_ready(&self) -> bool;
+
+    /// Every HTTPRoute of this proxy instance, from the cache.
+    fn http_routes(&self) -> Vec<Arc<HttpRoute>>;
+
+    /// One HTTPRoute by name, from the cache.
+    fn http_route(&self, name: &str) -> Option<Arc<HttpRoute>>;
+
+    /// Creates or updates an HTTPRoute (server-side apply). Answers the object as stored, with
+    /// the uid the objects it owns refer to.
+    async fn apply_http_route(&self, object: HttpRoute) -> Result<Arc<HttpRoute>>;
+
+    /// Deletes an HTTPRoute; answers whether it existed.
+    async fn delete_http_route(&self, name: &str) -> Result<bool>;
+
+    /// Creates or updates the Service and EndpointSlice of a pod-IP route.
+    async fn apply_pod_backend(&self, backend: PodBackend) -> Result<()>;
+
+    /// Deletes the Service and EndpointSlice named `name`; answers whether either existed.
+    async fn delete_pod_backend(&self, name: &str) -> Result<bool>;
+}
