@@ -35,6 +35,7 @@ pub mod apiserver;
 pub mod chp;
 pub mod client;
 pub mod fake_kube;
+pub mod gateway_model;
 mod go;
 pub mod helm;
 pub mod istio_model;
