@@ -6,7 +6,8 @@
 //!   selector-less Service with an EndpointSlice; [`GatewayTranslation::read`] turns an
 //!   HTTPRoute back into its route.
 //! - [`HttpRouteStore`]: what the backend needs from the Kubernetes API;
-//!   [`GatewayMemoryStore`] keeps the objects in memory.
+//!   [`GatewayKubeStore`] keeps them in Kubernetes behind a watch cache (the Istio store's
+//!   machinery, [`istio_routes::shared`]), [`GatewayMemoryStore`] in memory.
 //! - [`GatewayBackend`]: the routes API's [`proxy_api::Backend`] over a store.
 //!
 //! The object conventions (labels, annotations, route ids) and the errors are
@@ -40,12 +41,14 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod kube_store;
 mod memory;
 pub mod resources;
 mod store;
 mod translate;
 
 pub use backend::GatewayBackend;
+pub use kube_store::GatewayKubeStore;
 pub use memory::GatewayMemoryStore;
 pub use resources::HttpRoute;
 pub use store::HttpRouteStore;

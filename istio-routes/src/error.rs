@@ -28,15 +28,13 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
-    /// The resource type is unknown to the API server: Istio's CRDs are not installed.
-    #[error(
-        "{resource} is not served by the Kubernetes API server: install Istio's CRDs (networking.istio.io {version})"
-    )]
+    /// The resource type is unknown to the API server: the CRDs that define it are not installed.
+    #[error("{resource} is not served by the Kubernetes API server: install {install}")]
     NotInstalled {
         /// The resource.
         resource: &'static str,
-        /// The API version asked for.
-        version: String,
+        /// What to install, e.g. `Istio's CRDs (networking.istio.io v1)`.
+        install: String,
     },
 
     /// An object was created meanwhile under the name we meant to create.

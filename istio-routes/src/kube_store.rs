@@ -25,7 +25,8 @@ use crate::metrics::{KubeMetrics, Verb};
 use crate::overlay::{Overlay, Write};
 use crate::read::Origin;
 use crate::resources::{
-    IstioKind, IstioObject, IstioVersion, ServiceEntry, ServiceEntrySpec, VirtualService, VirtualServiceSpec,
+    ISTIO_GROUP, IstioKind, IstioObject, IstioVersion, ServiceEntry, ServiceEntrySpec, VirtualService,
+    VirtualServiceSpec,
 };
 use crate::store::RouteStore;
 use crate::translate::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROUTE_LABEL, Translation, route_id};
@@ -100,50 +101,22 @@ impl KubeStore {
         check_served(&service_entries, &namespace, version, &metrics).await?;
         adopt_legacy(&virtual_services, translation, &metrics).await?;
 
-        let writer = Writer::new(version);
-        let cache = writer.as_reader();
-        let (ready_tx, ready) = tokio::sync::watch::channel(false);
-        let stats = Arc::new(WatchStats::default());
-        let config = watcher::Config::default().labels(&translation.label_selector());
-        let watch_stats = Arc::clone(&stats);
-        let legacy_annotation = translation.legacy_annotation();
-        let overlay = Arc::new(Overlay::default());
-        let watch_overlay = Arc::clone(&overlay);
-        let watch_metrics = metrics.clone();
-        let heal_feed = Arc::new(OnceLock::new());
+        let heal_feed: Arc<OnceLock<tokio::sync::mpsc::UnboundedSender<Touch>>> = Arc::new(OnceLock::new());
         let watch_feed = Arc::clone(&heal_feed);
-        let stream = watcher(virtual_services.clone(), config)
-            .backoff(watch_backoff())
-            .modify(move |object: &mut VirtualService| slim(object, &legacy_annotation))
-            .reflect(writer);
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            let mut listing_since = None;
-            while let Some(event) = stream.next().await {
-                count_watch_call(&watch_metrics, VS, &event, &mut listing_since);
-                if let Ok(event) = &event {
-                    // Counted after the reflector applied it: a listing built before the count
-                    // changes is rebuilt, never kept stale.
-                    watch_stats.events.fetch_add(1, Ordering::AcqRel);
-                    watch_overlay.saw(event);
-                    if let Some(feed) = watch_feed.get() {
-                        tell_healing(feed, event);
-                    }
+        let legacy_annotation = translation.legacy_annotation();
+        let WatchCache { cache, ready, overlay, stats } = watch_cache(
+            virtual_services.clone(),
+            version,
+            &translation.label_selector(),
+            move |object: &mut VirtualService| slim(object, &legacy_annotation),
+            metrics.clone(),
+            VS,
+            move |event| {
+                if let Some(feed) = watch_feed.get() {
+                    tell_healing(feed, event);
                 }
-                match event {
-                    Ok(watcher::Event::InitDone) => {
-                        ready_tx.send_replace(true);
-                        watch_stats.lists.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!("route cache synced with the Kubernetes API server");
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        watch_stats.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%error, "watching VirtualServices failed; retrying");
-                    }
-                }
-            }
-        });
+            },
+        );
         Ok(KubeStore {
             virtual_services,
             service_entries,
@@ -443,6 +416,77 @@ impl RouteStore for KubeStore {
     }
 }
 
+/// A label-selected watch cache with read-your-writes: what [`watch_cache`] starts.
+#[allow(missing_debug_implementations)] // reflector::Store is Debug only for some K.
+pub struct WatchCache<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// The objects the watch has delivered.
+    pub cache: reflector::Store<K>,
+    /// `true` once the first list has arrived.
+    pub ready: tokio::sync::watch::Receiver<bool>,
+    /// Our writes the watch has not delivered yet; read through [`Overlay::apply`].
+    pub overlay: Arc<Overlay<K>>,
+    /// The watch's counters.
+    pub stats: Arc<WatchStats>,
+}
+
+/// Starts watching the objects of `api` that `selector` selects (on the current tokio
+/// runtime): list, then watch, retried with [`watch_backoff`], each object trimmed by `slim`
+/// before it is cached, every call counted in `metrics` under `resource`. Each event reaches
+/// the cache, then the overlay, then `also` (healing's feed, for one).
+pub fn watch_cache<K>(
+    api: Api<K>,
+    dynamic: K::DynamicType,
+    selector: &str,
+    slim: impl FnMut(&mut K) + Send + 'static,
+    metrics: KubeMetrics,
+    resource: &'static str,
+    mut also: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> WatchCache<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Default + Eq + std::hash::Hash + Send + Sync,
+{
+    let writer = Writer::new(dynamic);
+    let cache = writer.as_reader();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let stats = Arc::new(WatchStats::default());
+    let overlay = Arc::new(Overlay::default());
+    let (watch_stats, watch_overlay) = (Arc::clone(&stats), Arc::clone(&overlay));
+    let config = watcher::Config::default().labels(selector);
+    let stream = watcher(api, config).backoff(watch_backoff()).modify(slim).reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut listing_since = None;
+        while let Some(event) = stream.next().await {
+            count_watch_call(&metrics, resource, &event, &mut listing_since);
+            if let Ok(event) = &event {
+                // Counted after the reflector applied it: a listing built before the count
+                // changes is rebuilt, never kept stale.
+                watch_stats.events.fetch_add(1, Ordering::AcqRel);
+                watch_overlay.saw(event);
+                also(event);
+            }
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    ready_tx.send_replace(true);
+                    watch_stats.lists.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(resource, "route cache synced with the Kubernetes API server");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    watch_stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, resource, "watching our objects failed; retrying");
+                }
+            }
+        }
+    });
+    WatchCache { cache, ready, overlay, stats }
+}
+
 /// Drops from a cached object what reading routes never needs: routes are rebuilt from the
 /// name, creation time, resource version, labels and our annotations. At 10,000 routes the
 /// spec and managed fields are most of the cache's memory, and a foreign annotation (kubectl's
@@ -619,7 +663,19 @@ pub(crate) fn classify<S: IstioKind>(
     name: &str,
     namespace: &str,
 ) -> Error {
-    let resource = resource_name::<S>();
+    classify_resource(error, verb, name, namespace, resource_name::<S>())
+}
+
+/// Our error for what the API server answered about `resource` (`plural.group`, as RBAC names
+/// it): a permission it lacks, a name taken, a conflict, an invalid object, a type not served,
+/// an outage. Writes never look for a missing object, so any 404 means the type is not served.
+pub fn classify_resource(
+    error: kube::Error,
+    verb: &'static str,
+    name: &str,
+    namespace: &str,
+    resource: &'static str,
+) -> Error {
     let failure = Failure::of(&error);
     let status = match error {
         kube::Error::Api(status) => status,
@@ -634,7 +690,7 @@ pub(crate) fn classify<S: IstioKind>(
         Failure::Conflict => Error::Conflict { name },
         Failure::Invalid => Error::Invalid { name, message: status.message.clone() },
         // Writes never look for a missing object: any 404 means the type is not served.
-        Failure::NotFound | Failure::NotInstalled => Error::NotInstalled { resource, version: String::new() },
+        Failure::NotFound | Failure::NotInstalled => Error::NotInstalled { resource, install: String::new() },
         Failure::Unavailable | Failure::Throttled => Error::Unavailable(status),
         Failure::Expired | Failure::Other => {
             Error::Api { code: status.code, name, message: status.message.clone() }
@@ -644,7 +700,7 @@ pub(crate) fn classify<S: IstioKind>(
 
 /// Counts what the watch stream shows of the API calls behind it: a list from its start to its
 /// last page (or its failure), and failed watches.
-pub(crate) fn count_watch_call<K>(
+pub fn count_watch_call<K>(
     metrics: &KubeMetrics,
     resource: &'static str,
     event: &std::result::Result<watcher::Event<K>, watcher::Error>,
@@ -677,7 +733,7 @@ pub(crate) fn count_watch_call<K>(
 /// stale routes for that long. A restarted API server also answers the first watch 410 Gone,
 /// which costs a second wait before the relist. One watch per replica is no load worth
 /// protecting the server from, so the wait is capped at 2 s (4 s with jitter).
-pub(crate) fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+pub fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
     let exponential = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(2))
@@ -703,7 +759,7 @@ where
         Ok(_) => Ok(()),
         Err(error) => Err(match classify::<S>(error, "list", "", namespace) {
             Error::NotInstalled { resource, .. } => {
-                Error::NotInstalled { resource, version: version.to_string() }
+                Error::NotInstalled { resource, install: format!("Istio's CRDs ({ISTIO_GROUP} {version})") }
             }
             other => other,
         }),

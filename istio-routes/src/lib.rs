@@ -86,3 +86,13 @@ pub use read::{Origin, StoredRoute};
 pub use store::MockRouteStore;
 pub use store::RouteStore;
 pub use translate::*;
+
+/// The Kubernetes machinery every routing API's store shares (the Gateway API's too): the
+/// read-your-writes overlay over a watch cache, the watch's retry and its metrics, and the
+/// mapping of the API server's answers to [`Error`].
+pub mod shared {
+    pub use crate::kube_store::{
+        WatchCache, classify_resource, count_watch_call, watch_backoff, watch_cache,
+    };
+    pub use crate::overlay::{Overlay, Write};
+}

@@ -38,12 +38,18 @@ use crate::store::RouteStore;
 const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// A Kubernetes API verb the store uses.
+/// The verb of a Kubernetes API call, as the metrics label it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Verb {
+pub enum Verb {
+    /// A list (a watch's lists too).
     List,
+    /// A watch stream.
     Watch,
+    /// A create.
     Create,
+    /// A patch: server-side apply, or a merge patch.
     Patch,
+    /// A delete.
     Delete,
 }
 
@@ -118,8 +124,9 @@ impl KubeMetrics {
         self.calls.get_or_create(&CallLabels { verb: verb.as_str(), resource, outcome }).inc();
     }
 
-    /// Makes `call`, counting it with its outcome and latency.
-    pub(crate) async fn time<T, F>(
+    /// Makes `call`, counting it with its outcome and latency; a throttled call (429) is made
+    /// again after the wait the API server asks for, a few times.
+    pub async fn time<T, F>(
         &self,
         verb: Verb,
         resource: &'static str,

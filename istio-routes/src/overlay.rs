@@ -39,7 +39,7 @@ const TTL: Duration = Duration::from_secs(10);
 
 /// What a write left on the server.
 #[derive(Debug)]
-pub(crate) enum Write<K> {
+pub enum Write<K> {
     /// The object as the server stored it.
     Stored(Arc<K>),
     /// Deleted as of this resource version: the server's version read after the delete
@@ -139,7 +139,7 @@ fn name_of<K: Resource>(object: &K) -> &str {
 
 /// Writes the watch has not delivered yet, by object name.
 #[derive(Debug)]
-pub(crate) struct Overlay<K> {
+pub struct Overlay<K> {
     state: Mutex<State<K>>,
 }
 
@@ -155,14 +155,14 @@ impl<K: Resource> Overlay<K> {
     }
 
     /// Whether no write is waiting for the watch.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.state().pending.is_empty()
     }
 
     /// Remembers a write the server has answered, or an object read back from the server
     /// (another writer's, found when our create hit its name): either is the server's state at
     /// its resource version, which the watch will deliver.
-    pub(crate) fn wrote(&self, name: &str, write: Write<K>) {
+    pub fn wrote(&self, name: &str, write: Write<K>) {
         let mut state = self.state();
         let (object, raw_version) = match write {
             Write::Stored(object) => {
@@ -193,7 +193,7 @@ impl<K: Resource> Overlay<K> {
 
     /// Lets go of the writes a watch event shows the cache has caught up with. Called after
     /// the event has reached the cache.
-    pub(crate) fn saw(&self, event: &Event<K>) {
+    pub fn saw(&self, event: &Event<K>) {
         let mut state = self.state();
         match event {
             Event::Apply(object) => {
@@ -246,7 +246,7 @@ impl<K: Resource> Overlay<K> {
 
     /// The cached objects with the writes not yet in them. `cache` is read under the
     /// overlay's lock, so that no event can pass between the two reads.
-    pub(crate) fn apply(&self, cache: impl FnOnce() -> Vec<Arc<K>>) -> Vec<Arc<K>> {
+    pub fn apply(&self, cache: impl FnOnce() -> Vec<Arc<K>>) -> Vec<Arc<K>> {
         let mut state = self.state();
         let mut objects = cache();
         if state.pending.is_empty() {
