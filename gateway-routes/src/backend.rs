@@ -80,6 +80,16 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
     }
 }
 
+impl<S: HttpRouteStore> istio_routes::metrics::StoreState for GatewayBackend<S> {
+    fn synced(&self) -> bool {
+        self.store.is_ready()
+    }
+
+    fn route_count(&self) -> Option<usize> {
+        self.store.is_ready().then(|| self.store.http_routes().len())
+    }
+}
+
 #[async_trait]
 impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
     async fn list(&self) -> proxy_api::Result<Vec<Arc<Route>>> {

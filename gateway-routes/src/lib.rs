@@ -50,6 +50,6 @@ mod translate;
 pub use backend::GatewayBackend;
 pub use kube_store::GatewayKubeStore;
 pub use memory::GatewayMemoryStore;
-pub use resources::HttpRoute;
+pub use resources::{HttpRoute, ParentReference};
 pub use store::HttpRouteStore;
 pub use translate::*;

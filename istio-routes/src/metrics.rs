@@ -227,20 +227,39 @@ fn throttled_wait(status: &kube::core::Status, attempt: u32) -> Duration {
 /// `route_cache_synced` (0 or 1), and for the Kubernetes store `watch_restarts_total` (failed
 /// watches, each retried with backoff) and `watch_lists_total` (complete lists: the first and
 /// every relist).
-pub struct StoreMetrics<S> {
-    backend: Arc<IstioBackend<S>>,
+pub struct StoreMetrics<B> {
+    backend: Arc<B>,
     watch: Option<Arc<WatchStats>>,
 }
 
-impl<S> std::fmt::Debug for StoreMetrics<S> {
+/// What [`StoreMetrics`] reads of a backend at every scrape, whichever routing API it writes.
+pub trait StoreState: Send + Sync + 'static {
+    /// Whether its cache holds a complete list.
+    fn synced(&self) -> bool;
+    /// The routes it holds, when it can tell without a request.
+    fn route_count(&self) -> Option<usize>;
+}
+
+impl<S: RouteStore> StoreState for IstioBackend<S> {
+    fn synced(&self) -> bool {
+        self.store().is_ready()
+    }
+
+    fn route_count(&self) -> Option<usize> {
+        // The listing is reused until the store changes, so a scrape rarely rebuilds it.
+        self.routes().ok().map(|routes| routes.len())
+    }
+}
+
+impl<B> std::fmt::Debug for StoreMetrics<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreMetrics").field("watch", &self.watch).finish_non_exhaustive()
     }
 }
 
-impl<S: RouteStore> StoreMetrics<S> {
+impl<B: StoreState> StoreMetrics<B> {
     /// The metrics of `backend`'s store, with the watch's counters when it has a watch.
-    pub fn new(backend: Arc<IstioBackend<S>>, watch: Option<Arc<WatchStats>>) -> Self {
+    pub fn new(backend: Arc<B>, watch: Option<Arc<WatchStats>>) -> Self {
         StoreMetrics { backend, watch }
     }
 
@@ -250,9 +269,9 @@ impl<S: RouteStore> StoreMetrics<S> {
     }
 }
 
-impl<S: RouteStore> Collector for StoreMetrics<S> {
+impl<B: StoreState> Collector for StoreMetrics<B> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let synced = ConstGauge::new(i64::from(self.backend.store().is_ready()));
+        let synced = ConstGauge::new(i64::from(self.backend.synced()));
         let help =
             "Whether the route cache holds a complete list from the Kubernetes API server (1) or not yet (0)";
         synced.encode(encoder.encode_descriptor(
@@ -261,9 +280,8 @@ impl<S: RouteStore> Collector for StoreMetrics<S> {
             None,
             synced.metric_type(),
         )?)?;
-        // The listing is reused until the store changes, so a scrape rarely rebuilds it.
-        if let Ok(routes) = self.backend.routes() {
-            let routes = ConstGauge::new(i64::try_from(routes.len()).unwrap_or(i64::MAX));
+        if let Some(routes) = self.backend.route_count() {
+            let routes = ConstGauge::new(i64::try_from(routes).unwrap_or(i64::MAX));
             let help = "Routes stored (one per route spec)";
             routes.encode(encoder.encode_descriptor("routes", help, None, routes.metric_type())?)?;
         }
@@ -271,12 +289,12 @@ impl<S: RouteStore> Collector for StoreMetrics<S> {
             let counters = [
                 (
                     "watch_restarts",
-                    "Failed watches of VirtualServices, each retried with backoff",
+                    "Failed watches of our routing objects (VirtualServices or HTTPRoutes), each retried with backoff",
                     &watch.errors,
                 ),
                 (
                     "watch_lists",
-                    "Complete lists of VirtualServices: the first, and every relist",
+                    "Complete lists of our routing objects: the first, and every relist",
                     &watch.lists,
                 ),
             ];

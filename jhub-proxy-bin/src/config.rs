@@ -12,6 +12,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use gateway_routes::{GatewayTranslation, ParentReference};
 use istio_routes::Translation;
 use istio_routes::resources::IstioVersion;
 use proxy_api::RoutingMode;
@@ -27,6 +28,16 @@ pub enum StoreKind {
     Kubernetes,
     /// This process's memory: for trying the proxy out; nothing reaches Istio.
     Memory,
+}
+
+/// Which routing API the routes are written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Routing {
+    /// Istio VirtualServices (and ServiceEntries for pod IPs), for Istio Gateways.
+    Istio,
+    /// Gateway API HTTPRoutes (and a Service and EndpointSlice for pod IPs), for any
+    /// conforming gateway.
+    GatewayApi,
 }
 
 /// The proxy's configuration.
@@ -53,6 +64,15 @@ pub struct Config {
     /// Where routes are kept.
     #[arg(long, env = "PROXY_STORE", value_enum, default_value_t = StoreKind::Kubernetes)]
     pub store: StoreKind,
+
+    /// Which routing API the routes are written as: `istio` or `gateway-api`.
+    #[arg(long, env = "PROXY_ROUTING", value_enum, default_value_t = Routing::Istio)]
+    pub routing: Routing,
+
+    /// The Gateway the routes attach to, `[namespace/]name[/section]`; repeat (or separate by
+    /// commas) for several. Required with `--routing gateway-api`.
+    #[arg(long = "parent-ref", env = "GATEWAY_API_PARENT", value_delimiter = ',', value_name = "GATEWAY")]
+    pub parent_refs: Vec<ParentReference>,
 
     /// Address the API listens on (configurable-http-proxy's `--api-ip` and `--api-port`
     /// replace its parts). After [`Config::from_args`], the address with those applied.
@@ -394,6 +414,7 @@ impl Config {
 
     fn check(&self) -> Result<()> {
         check_prefix(&self.virtual_service_prefix)?;
+        self.check_routing()?;
         if let Some(export_to) = &self.istio_export_to {
             check_export_to(export_to)?;
         }
@@ -442,6 +463,62 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The options that belong to one routing API only, and those it needs.
+    fn check_routing(&self) -> Result<()> {
+        if self.routing == Routing::Istio {
+            return match self.parent_refs.is_empty() {
+                true => Ok(()),
+                false => Err(Error::Config(
+                    "--parent-ref (env GATEWAY_API_PARENT) names a Gateway API Gateway; it needs --routing gateway-api (env PROXY_ROUTING)".to_owned(),
+                )),
+            };
+        }
+        let istio_only = [
+            (
+                self.istio_gateway.is_some(),
+                "--istio-gateway (env ISTIO_GATEWAY); name the Gateway with --parent-ref",
+            ),
+            (self.istio_export_to.is_some(), "--istio-export-to (env ISTIO_EXPORT_TO)"),
+            (
+                self.activity_prometheus_url.is_some(),
+                "--activity-prometheus-url (env ACTIVITY_PROMETHEUS_URL), not yet",
+            ),
+            (
+                matches!(self.command, Some(Command::Explain(_))),
+                "the explain command, which follows Istio's rules, not yet",
+            ),
+        ];
+        if let Some((_, option)) = istio_only.iter().find(|(given, _)| *given) {
+            return Err(Error::Config(format!(
+                "{option}: Istio routing only, not with --routing gateway-api"
+            )));
+        }
+        if self.parent_refs.is_empty() && self.command.is_none() {
+            return Err(Error::Config(
+                "--routing gateway-api needs the Gateway the routes attach to: --parent-ref [namespace/]name[/section] (env GATEWAY_API_PARENT)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How routes become Gateway API objects, from the options.
+    pub fn gateway_translation(&self, namespace: &str) -> GatewayTranslation {
+        // A host-routed root route takes every host; SUB_DOMAIN_HOST narrows path routing only.
+        let hostnames = match (&self.sub_domain_host, self.host_routing) {
+            (Some(host), false) if host != "*" => vec![host.clone()],
+            _ => Vec::new(),
+        };
+        GatewayTranslation {
+            namespace: namespace.to_owned(),
+            prefix: self.virtual_service_prefix.clone(),
+            parent_refs: self.parent_refs.clone(),
+            hostnames,
+            cluster_domain: self.cluster_domain.clone(),
+            routing_mode: self.routing_mode(),
+            allow_loopback_targets: self.allow_loopback_targets,
+        }
     }
 
     /// How to warm routes up, when `--wait-for-warmup` is on.
@@ -674,6 +751,43 @@ mod tests {
             Err(Error::Config(message)) => message,
             other => panic!("expected a configuration error for {args:?}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_gateway_api_needs_a_parent_and_no_istio_options() {
+        let gateway = |extra: &[&str]| {
+            parse(&[&["--auth-token", "t", "--store", "memory", "--routing", "gateway-api"], extra].concat())
+        };
+        let config = gateway(&["--parent-ref", "istio-system/gw", "--parent-ref", "web/gw/https"]).unwrap();
+        assert_eq!(config.routing, Routing::GatewayApi);
+        let parents: Vec<String> = config.parent_refs.iter().map(ToString::to_string).collect();
+        assert_eq!(parents, ["istio-system/gw", "web/gw/https"]);
+        let translation = config.gateway_translation("hub");
+        assert_eq!((translation.namespace.as_str(), translation.parent_refs.len()), ("hub", 2));
+        assert!(
+            message(&["--auth-token", "t", "--store", "memory", "--routing", "gateway-api"])
+                .contains("--parent-ref")
+        );
+        for (extra, says) in [
+            (&["--istio-gateway", "gw"][..], "--istio-gateway"),
+            (&["--istio-export-to", "."][..], "--istio-export-to"),
+            (&["--activity-prometheus-url", "http://p:9090"][..], "--activity-prometheus-url"),
+        ] {
+            let args =
+                [&["--auth-token", "t", "--routing", "gateway-api", "--parent-ref", "gw"], extra].concat();
+            let said = message(&args);
+            assert!(said.contains(says) && said.contains("Istio routing only"), "{said}");
+        }
+        let istio = message(&["--auth-token", "t", "--parent-ref", "gw"]);
+        assert!(istio.contains("--routing gateway-api"), "{istio}");
+        let bad = message(&["--auth-token", "t", "--routing", "gateway-api", "--parent-ref", "Not/A/Name/x"]);
+        assert!(bad.contains("--parent-ref") && bad.contains("[namespace/]name[/section]"), "{bad}");
+        // Path routing keeps SUB_DOMAIN_HOST as the routes' hostname; host routing's root takes every host.
+        let sub = gateway(&["--parent-ref", "gw", "--sub-domain-host", "hub.example.org"]).unwrap();
+        assert_eq!(sub.gateway_translation("hub").hostnames, ["hub.example.org"]);
+        let host = gateway(&["--parent-ref", "gw", "--sub-domain-host", "hub.example.org", "--host-routing"])
+            .unwrap();
+        assert!(host.gateway_translation("hub").hostnames.is_empty());
     }
 
     #[test]

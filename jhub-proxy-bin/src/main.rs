@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use istio_routes::heal::{self, HealOptions};
+use gateway_routes::{GatewayBackend, GatewayKubeStore, GatewayMemoryStore};
+use istio_routes::heal::{self, HealOptions, Healing};
 use istio_routes::metrics::{HealMetrics, StoreMetrics};
 use istio_routes::{IstioBackend, KubeStore, MemoryStore, Translation};
-use jhub_proxy_bin::config::{Command, Config, StoreKind};
+use jhub_proxy_bin::config::{Command, Config, Routing, StoreKind};
 use jhub_proxy_bin::health::{self, Readiness};
 use jhub_proxy_bin::metrics::{self, Metrics};
 use jhub_proxy_bin::warmup::Warmup;
@@ -56,8 +57,9 @@ async fn run(config: Config) -> Result<(), Error> {
     // First, so that a bad token file stops the proxy before it calls the Kubernetes API.
     let tokens = config.tokens(token::FILE_POLL, metrics.auth().clone())?;
     // `_healing` runs until the server has drained.
-    let (service, store_name, _healing) = match config.store {
-        StoreKind::Memory => {
+    let (service, store_name, _healing) = match (config.routing, config.store) {
+        (Routing::GatewayApi, store) => gateway_api(&config, store, tokens, metrics).await?,
+        (Routing::Istio, StoreKind::Memory) => {
             let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
             let translation = config.translation(&namespace);
             let store = Arc::new(MemoryStore::new(translation.clone()));
@@ -66,12 +68,13 @@ async fn run(config: Config) -> Result<(), Error> {
             let explainer = explain::explainer(Arc::clone(&backend));
             let ready = Readiness::ready();
             (
-                http_service(backend, &config, &translation, tokens, ready, metrics, explainer).await?,
+                http_service(backend, &config, Some(&translation), tokens, ready, metrics, Some(explainer))
+                    .await?,
                 "memory",
                 None,
             )
         }
-        StoreKind::Kubernetes => {
+        (Routing::Istio, StoreKind::Kubernetes) => {
             let client = jhub_proxy_bin::kube_client().await?;
             let namespace =
                 config.k8s_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
@@ -93,16 +96,56 @@ async fn run(config: Config) -> Result<(), Error> {
             });
             let explainer = explain::explainer(Arc::clone(&backend));
             (
-                http_service(backend, &config, &translation, tokens, ready, metrics, explainer).await?,
+                http_service(backend, &config, Some(&translation), tokens, ready, metrics, Some(explainer))
+                    .await?,
                 "kubernetes",
                 healing,
             )
         }
     };
     let (listener, addr) = bind(config.listen, "--listen, env PROXY_LISTEN").await?;
-    tracing::info!(store = store_name, host_routing = config.host_routing, "listening on http://{addr}");
+    tracing::info!(store = store_name, routing = ?config.routing, host_routing = config.host_routing, "listening on http://{addr}");
     server::serve(listener, service, config.limits(), server::shutdown_signal(), server::DRAIN_TIMEOUT).await;
     Ok(())
+}
+
+/// The service over the Gateway API backend, in the store `kind` names.
+async fn gateway_api(
+    config: &Config,
+    kind: StoreKind,
+    tokens: token::Tokens,
+    mut metrics: Metrics,
+) -> Result<(app::HttpService, &'static str, Option<Healing>), Error> {
+    if config.heal && kind == StoreKind::Kubernetes {
+        tracing::info!("--heal repairs Istio objects only: HTTPRoutes are not healed yet");
+    }
+    match kind {
+        StoreKind::Memory => {
+            let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
+            let store = Arc::new(GatewayMemoryStore::new());
+            let backend = Arc::new(GatewayBackend::new(store, config.gateway_translation(&namespace)));
+            StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
+            let service =
+                http_service(backend, config, None, tokens, Readiness::ready(), metrics, None).await?;
+            Ok((service, "memory", None))
+        }
+        StoreKind::Kubernetes => {
+            let client = jhub_proxy_bin::kube_client().await?;
+            let namespace =
+                config.k8s_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+            let translation = config.gateway_translation(&namespace);
+            let store = GatewayKubeStore::start(client, &translation, metrics.kube().clone())
+                .await
+                .map_err(|e| Error::Kubernetes(Box::new(e)))?;
+            tracing::info!(namespace, selector = translation.label_selector(), "watching HTTPRoutes");
+            let ready = Readiness::from_signal(store.readiness());
+            let watch = Some(Arc::clone(store.watch_stats()));
+            let backend = Arc::new(GatewayBackend::new(Arc::new(store), translation));
+            StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
+            let service = http_service(backend, config, None, tokens, ready, metrics, None).await?;
+            Ok((service, "kubernetes", None))
+        }
+    }
 }
 
 /// Binds `addr`; IPv6's every-interface address falls back to IPv4's where the host has no
@@ -130,11 +173,11 @@ async fn bind(
 async fn http_service<B: Backend>(
     backend: Arc<B>,
     config: &Config,
-    translation: &Translation,
+    istio: Option<&Translation>,
     tokens: token::Tokens,
     ready: Readiness,
     metrics: Metrics,
-    explainer: explain::Explainer,
+    explainer: Option<explain::Explainer>,
 ) -> Result<app::HttpService, Error> {
     let metrics = Arc::new(metrics);
     if let Some(listen) = config.metrics_listen {
@@ -176,14 +219,15 @@ async fn http_service<B: Backend>(
         ready_wait: config.ready_wait,
         serve_metrics: config.metrics_on_api(),
         metrics: Arc::clone(&metrics),
-        explain: Some(explainer),
+        explain: explainer,
     };
-    Ok(match config.activity().cloned() {
-        Some(reading) => {
+    // Activity names Istio's destinations; the configuration refuses it with the Gateway API.
+    Ok(match (config.activity().cloned(), istio) {
+        (Some(reading), Some(translation)) => {
             let backend = activity::start(backend, translation.clone(), reading, metrics.activity().clone());
             with_warmup(backend, config, &metrics, options)
         }
-        None => with_warmup(backend, config, &metrics, options),
+        _ => with_warmup(backend, config, &metrics, options),
     })
 }
 

@@ -6,11 +6,12 @@
 use std::io::Read;
 use std::sync::Arc;
 
+use gateway_routes::{GatewayBackend, GatewayMemoryStore, HttpRouteStore};
 use istio_routes::{IstioBackend, MemoryStore, RouteStore, yaml};
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target, wire};
 use serde_json::Value;
 
-use crate::config::{Config, RenderArgs};
+use crate::config::{Config, RenderArgs, Routing};
 use crate::{Error, Result};
 
 /// The YAML of the objects for the routes `args` names.
@@ -23,14 +24,10 @@ pub async fn render(config: &Config, args: &RenderArgs) -> Result<String> {
     if routes.is_empty() {
         return Err(Error::Render("no routes: give --route SPEC=TARGET or --routes-file FILE".to_owned()));
     }
-    let store = memory_backend(config, routes).await?.store().clone();
-    // By name, which is Istio's order within one second: deeper routes first.
-    let mut virtual_services = store.virtual_services();
-    virtual_services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let entries = store.service_entries().into_iter().map(|entry| serde_json::to_value(&*entry));
-    let services = virtual_services.into_iter().map(|service| serde_json::to_value(&*service));
-    let mut documents =
-        entries.chain(services).collect::<Result<Vec<Value>, _>>().expect("objects serialise");
+    let mut documents = match config.routing {
+        Routing::Istio => istio_documents(config, routes).await?,
+        Routing::GatewayApi => gateway_documents(config, routes).await?,
+    };
     for document in &mut documents {
         // What the API server assigns has no place in a manifest.
         if let Some(metadata) = document.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -40,6 +37,46 @@ pub async fn render(config: &Config, args: &RenderArgs) -> Result<String> {
         }
     }
     Ok(yaml::documents(&documents))
+}
+
+/// The ServiceEntries, then the VirtualServices in Istio's order within one second.
+async fn istio_documents(config: &Config, routes: Vec<Route>) -> Result<Vec<Value>> {
+    let store = memory_backend(config, routes).await?.store().clone();
+    // By name, which is Istio's order within one second: deeper routes first.
+    let mut virtual_services = store.virtual_services();
+    virtual_services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let entries = store.service_entries().into_iter().map(|entry| serde_json::to_value(&*entry));
+    let services = virtual_services.into_iter().map(|service| serde_json::to_value(&*service));
+    Ok(entries.chain(services).collect::<Result<Vec<Value>, _>>().expect("objects serialise"))
+}
+
+/// The HTTPRoutes, then each pod IP's Service and EndpointSlice (which name their HTTPRoute as
+/// owner once the API server has given it a uid).
+async fn gateway_documents(config: &Config, routes: Vec<Route>) -> Result<Vec<Value>> {
+    let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let store = Arc::new(GatewayMemoryStore::new());
+    let backend = GatewayBackend::new(Arc::clone(&store), config.gateway_translation(&namespace));
+    for route in routes {
+        let spec = route.spec().clone();
+        backend.add(route).await.map_err(|e| Error::Render(format!("route {spec}: {e}")))?;
+    }
+    let mut documents = Vec::new();
+    for route in store.http_routes() {
+        documents.push(serde_json::to_value(&*route).expect("objects serialise"));
+    }
+    for backend in store.pod_backends().into_values() {
+        for mut document in
+            [serde_json::to_value(&backend.service), serde_json::to_value(&backend.endpoint_slice)]
+                .map(|document| document.expect("objects serialise"))
+        {
+            // The owner's uid is the API server's to give.
+            if let Some(metadata) = document.get_mut("metadata").and_then(Value::as_object_mut) {
+                metadata.remove("ownerReferences");
+            }
+            documents.push(document);
+        }
+    }
+    Ok(documents)
 }
 
 /// `routes` in a memory store, through the backend and translation the proxy serves with.

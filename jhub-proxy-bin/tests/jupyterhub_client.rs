@@ -74,3 +74,34 @@ async fn routes_round_trip_through_the_real_api_server() {
 async fn host_routes_round_trip_through_jupyterhubs_client() {
     drive(&["--store", "memory", "--host-routing"], &["--host-routing"]).await;
 }
+
+const GATEWAY_API: &[&str] = &["--routing", "gateway-api", "--parent-ref", "istio-system/jupyterhub"];
+
+/// With `--routing gateway-api`: HTTPRoutes round-trip as VirtualServices do. Its targets are
+/// plain HTTP, as this backend refuses https targets (no BackendTLSPolicy yet).
+#[tokio::test]
+async fn gateway_api_routes_round_trip_through_jupyterhubs_client() {
+    let memory = [&["--store", "memory"], GATEWAY_API].concat();
+    drive(&memory, &["--plain-http"]).await;
+    drive(&[memory.as_slice(), &["--host-routing"]].concat(), &["--host-routing", "--plain-http"]).await;
+}
+
+/// The same through the real API server: HTTPRoutes, and a Service and EndpointSlice for each
+/// pod IP, all gone again once the driver has deleted its routes.
+#[tokio::test]
+async fn gateway_api_routes_round_trip_through_the_real_api_server() {
+    let server = testkit::apiserver::ApiServer::shared().await;
+    let namespace = server.new_namespace("jupyterhub-client-gw").await;
+    let proxy =
+        ProxyProcess::start_kubernetes(BIN, server.kubeconfig_path(), &namespace, TOKEN, GATEWAY_API).await;
+    drive_started(&proxy, &["--plain-http"]).await;
+    let client = server.client();
+    let routes: kube::Api<gateway_routes::HttpRoute> = kube::Api::namespaced(client.clone(), &namespace);
+    let slices: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        kube::Api::namespaced(client.clone(), &namespace);
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(client, &namespace);
+    let params = kube::api::ListParams::default();
+    assert!(routes.list(&params).await.unwrap().items.is_empty(), "every HTTPRoute deleted");
+    assert!(slices.list(&params).await.unwrap().items.is_empty(), "every EndpointSlice deleted");
+    assert!(services.list(&params).await.unwrap().items.is_empty(), "every Service deleted");
+}

@@ -12,13 +12,12 @@ fn golden(name: &str) -> PathBuf {
 }
 
 fn render(options: &[&str], routes: &[&str]) -> String {
+    render_with(&[&["--istio-gateway", "istio-system/jupyterhub-gateway"], options].concat(), routes)
+}
+
+fn render_with(options: &[&str], routes: &[&str]) -> String {
     let mut command = Command::new(BIN);
-    command.env_clear().args([
-        "--k8s-namespace",
-        "hub",
-        "--istio-gateway",
-        "istio-system/jupyterhub-gateway",
-    ]);
+    command.env_clear().args(["--k8s-namespace", "hub"]);
     command.args(options).arg("render");
     for route in routes {
         command.args(["--route", route]);
@@ -86,6 +85,27 @@ fn host_routing_matches_the_authority() {
         &["/=http://hub:8081", "alice.hub.example.org/user/alice/=http://10.0.0.7:8888"],
     );
     check("host-routing.yaml", &yaml);
+}
+
+#[test]
+fn gateway_api_routes_are_httproutes_with_services_for_pod_ips() {
+    let yaml = render_with(
+        &[
+            "--routing",
+            "gateway-api",
+            "--parent-ref",
+            "istio-system/jupyterhub/http",
+            "--sub-domain-host",
+            "hub.example.org",
+        ],
+        &[
+            "/jhub/=http://hub:8081",
+            "/jhub/user/alice/=http://10.0.0.7:8888",
+            "/jhub/user/bob%20o/=http://jupyter-bob:8888/base",
+            "/jhub/user/秀樹@x.org/=http://jupyter-hideki.users:8888",
+        ],
+    );
+    check("gateway-api.yaml", &yaml);
 }
 
 #[test]

@@ -172,7 +172,7 @@ async def check_replace(proxy, routes, before):
                  comparable(await proxy.get_route(spec)), expected(normal, target, data))
     ok(f"re-adding {spec!r} unchanged is idempotent")
 
-    new_target, new_data = "https://svc.ns:443", {"extra": True}
+    new_target, new_data = plain(args_plain, "https://svc.ns:443"), {"extra": True}
     await add(proxy, spec, new_target, new_data)
     expect_equal(f"get_route({spec!r}) after replacing",
                  comparable(await proxy.get_route(spec)),
@@ -207,9 +207,20 @@ async def remove_leftovers(proxy, routes):
     return before
 
 
+def plain(on, target):
+    """With --plain-http, an https target as the same service's plain HTTP port."""
+    return target.replace("https://svc.ns:443", "http://svc.ns:8080") if on else target
+
+
+args_plain = False
+
+
 async def run(args):
+    global args_plain
+    args_plain = args.plain_http
     proxy = make_proxy(args.api_url, args.token, args.host_routing)
     routes = host_routes() if args.host_routing else PATH_ROUTES
+    routes = [(spec, normal, plain(args.plain_http, target), data) for spec, normal, target, data in routes]
     mode = "host routing" if args.host_routing else "path routing"
     print(f"driving {args.api_url} with jupyterhub.proxy.ConfigurableHTTPProxy ({mode})")
     try:
@@ -232,6 +243,8 @@ def main():
     parser.add_argument("--token", required=True, help="the proxy's auth token")
     parser.add_argument("--host-routing", action="store_true",
                         help="use host.name/path/ specs (proxy must host-route too)")
+    parser.add_argument("--plain-http", action="store_true",
+                        help="http targets only (the Gateway API backend refuses https ones)")
     args = parser.parse_args()
     try:
         asyncio.run(run(args))
