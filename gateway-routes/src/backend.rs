@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use proxy_api::{Backend, Route, RouteSpec};
@@ -21,6 +22,8 @@ pub struct GatewayBackend<S> {
     /// Each HTTPRoute's route, decoded once per resource version: a listing of 10,000 routes
     /// then parses no JSON.
     decoded: Mutex<HashMap<String, Decoded>>,
+    /// How long a write waits for a gateway to accept the route (with warm-up).
+    acceptance_wait: Option<Duration>,
 }
 
 /// A route and the resource version of the object it was decoded from.
@@ -35,7 +38,16 @@ impl<S> std::fmt::Debug for GatewayBackend<S> {
 impl<S: HttpRouteStore> GatewayBackend<S> {
     /// A backend writing `translation`'s objects to `store`.
     pub fn new(store: Arc<S>, translation: GatewayTranslation) -> Self {
-        GatewayBackend { store, translation, decoded: Mutex::default() }
+        GatewayBackend { store, translation, decoded: Mutex::default(), acceptance_wait: None }
+    }
+
+    /// Has every write wait, at most `within`, until a gateway has accepted the route (its
+    /// `Accepted` condition at the written generation), so that warm-up polls a gateway that
+    /// has the route. A refusal is logged by the store; the write still succeeds, as JupyterHub
+    /// could not do better with an error.
+    pub fn with_acceptance_wait(mut self, within: Duration) -> Self {
+        self.acceptance_wait = Some(within);
+        self
     }
 
     /// The store.
@@ -88,6 +100,10 @@ impl<S: HttpRouteStore> istio_routes::metrics::StoreState for GatewayBackend<S> 
     fn route_count(&self) -> Option<usize> {
         self.store.is_ready().then(|| self.store.http_routes().len())
     }
+
+    fn refused_routes(&self) -> Option<usize> {
+        Some(self.store.refused())
+    }
 }
 
 #[async_trait]
@@ -121,6 +137,10 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
                 self.store.delete_pod_backend(&name).await?;
             }
             None => {}
+        }
+        if let Some(within) = self.acceptance_wait {
+            let taken = self.store.wait_accepted(&name, stored.metadata.generation, within).await;
+            tracing::debug!(http_route = name, ?taken, "how the gateways took the route");
         }
         Ok(())
     }

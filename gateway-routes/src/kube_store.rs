@@ -5,7 +5,9 @@
 //! the watch's retry, the metrics of every call, and the mapping of the API server's answers
 //! to errors. Writes are server-side applies with the same field manager.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use istio_routes::metrics::{KubeMetrics, Verb};
@@ -14,10 +16,11 @@ use istio_routes::{Error, FIELD_MANAGER, Result, WatchStats};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::reflector;
+use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource};
 
 use crate::resources::{GATEWAY_GROUP, GATEWAY_VERSION, HttpRoute};
+use crate::status::{Acceptance, Refusal, acceptance};
 use crate::store::HttpRouteStore;
 use crate::translate::{GatewayTranslation, PodBackend};
 
@@ -37,6 +40,10 @@ pub struct GatewayKubeStore {
     overlay: Arc<Overlay<HttpRoute>>,
     stats: Arc<WatchStats>,
     metrics: KubeMetrics,
+    /// The routes a gateway refused, by HTTPRoute name, as the watch last showed them.
+    refused: Arc<Mutex<HashMap<String, Refusal>>>,
+    /// Ticks on every change the watch delivers, for whoever waits on a route's status.
+    changes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for GatewayKubeStore {
@@ -71,6 +78,9 @@ impl GatewayKubeStore {
             });
         }
 
+        let refused = Arc::new(Mutex::new(HashMap::new()));
+        let (tick, changes) = tokio::sync::watch::channel(0);
+        let watch_refused = Arc::clone(&refused);
         let WatchCache { cache, ready, overlay, stats } = watch_cache(
             http_routes.clone(),
             (),
@@ -78,7 +88,10 @@ impl GatewayKubeStore {
             slim,
             metrics.clone(),
             HttpRoute::PLURAL,
-            |_| {},
+            move |event| {
+                follow_status(&watch_refused, event);
+                tick.send_modify(|n| *n += 1);
+            },
         );
         Ok(GatewayKubeStore {
             http_routes,
@@ -90,6 +103,8 @@ impl GatewayKubeStore {
             overlay,
             stats,
             metrics,
+            refused,
+            changes,
         })
     }
 
@@ -147,12 +162,48 @@ impl GatewayKubeStore {
     }
 }
 
-/// Drops from a cached HTTPRoute what reading routes never needs (its spec, status and managed
-/// fields, others' annotations): routes are rebuilt from the labels and our annotations.
+/// Keeps the refusals up to date with an event, and says when a route's changes.
+fn follow_status(refused: &Mutex<HashMap<String, Refusal>>, event: &watcher::Event<HttpRoute>) {
+    let mut refused = refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (object, gone) = match event {
+        watcher::Event::Apply(object) | watcher::Event::InitApply(object) => (object, false),
+        watcher::Event::Delete(object) => (object, true),
+        // A relist re-applies every object; one deleted during the gap keeps its entry until
+        // its name is written again, a count slightly high rather than a refusal missed.
+        watcher::Event::Init | watcher::Event::InitDone => return,
+    };
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let route = object.metadata.annotations.as_ref().and_then(|a| a.get(istio_routes::SPEC_ANNOTATION));
+    match (gone, acceptance(object)) {
+        (false, Acceptance::Refused(refusal)) => {
+            if refused.get(&name) != Some(&refusal) {
+                tracing::warn!(
+                    http_route = name,
+                    route,
+                    parent = %refusal.parent,
+                    condition = refusal.condition,
+                    reason = refusal.reason,
+                    message = refusal.message,
+                    "a gateway did not take a route: requests for it do not reach its server"
+                );
+                refused.insert(name, refusal);
+            }
+        }
+        (false, Acceptance::Pending) => {}
+        (_, _) => {
+            if refused.remove(&name).is_some() && !gone {
+                tracing::info!(http_route = name, route, "a gateway takes a route it had refused");
+            }
+        }
+    }
+}
+
+/// Drops from a cached HTTPRoute what reading routes never needs (its spec and managed fields,
+/// others' annotations): routes are rebuilt from the labels and our annotations. The status
+/// stays, for [`crate::status`].
 fn slim(object: &mut HttpRoute) {
     object.metadata.managed_fields = None;
     object.spec = Default::default();
-    object.status = None;
     if let Some(annotations) = object.metadata.annotations.as_mut() {
         annotations.retain(|key, _| key.starts_with("jupyterhub-istio-proxy/"));
     }
@@ -210,5 +261,27 @@ impl HttpRouteStore for GatewayKubeStore {
         let slice = self.delete(&self.endpoint_slices, name, "endpointslices", ENDPOINT_SLICES).await?;
         let service = self.delete(&self.services, name, SERVICES, SERVICES).await?;
         Ok(slice || service)
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+
+    async fn wait_accepted(&self, name: &str, generation: Option<i64>, within: Duration) -> Acceptance {
+        let mut changes = self.changes.clone();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            changes.borrow_and_update();
+            let current = self.cache.state().into_iter().find(|o| o.metadata.name.as_deref() == Some(name));
+            if let Some(object) = current.filter(|o| o.metadata.generation >= generation) {
+                let taken = acceptance(&object);
+                if taken != Acceptance::Pending {
+                    return taken;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                return Acceptance::Pending;
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@
 //!   [`GatewayKubeStore`] keeps them in Kubernetes behind a watch cache (the Istio store's
 //!   machinery, [`istio_routes::shared`]), [`GatewayMemoryStore`] in memory.
 //! - [`GatewayBackend`]: the routes API's [`proxy_api::Backend`] over a store.
+//! - [`status`]: what the gateways made of each HTTPRoute (`Accepted`, `ResolvedRefs`).
 //!
 //! The object conventions (labels, annotations, route ids) and the errors are
 //! [`istio_routes`]'s, shared rather than copied, so both backends' objects read alike. Unlike
@@ -44,6 +45,7 @@ mod backend;
 mod kube_store;
 mod memory;
 pub mod resources;
+pub mod status;
 mod store;
 mod translate;
 

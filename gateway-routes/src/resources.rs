@@ -282,4 +282,7 @@ pub struct Condition {
     /// What a person should read.
     #[serde(default)]
     pub message: String,
+    /// The route's `metadata.generation` the condition was set for.
+    #[serde(rename = "observedGeneration", default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }

@@ -1,11 +1,13 @@
 //! What the Gateway API backend needs from wherever the objects are kept.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use istio_routes::Result;
 
 use crate::resources::HttpRoute;
+use crate::status::Acceptance;
 use crate::translate::PodBackend;
 
 /// A place that keeps HTTPRoutes, and the Services and EndpointSlices of pod-IP routes, the
@@ -36,4 +38,18 @@ pub trait HttpRouteStore: Send + Sync + 'static {
 
     /// Deletes the Service and EndpointSlice named `name`; answers whether either existed.
     async fn delete_pod_backend(&self, name: &str) -> Result<bool>;
+
+    /// How many of the cached HTTPRoutes a gateway refused ([`crate::status`]); 0 for a store
+    /// no gateway reads.
+    fn refused(&self) -> usize {
+        0
+    }
+
+    /// Waits, at most `within`, until a gateway has said how it took `generation` (or a later
+    /// one) of the HTTPRoute `name`. A store no gateway reads answers
+    /// [`Acceptance::Pending`] at once.
+    async fn wait_accepted(&self, name: &str, generation: Option<i64>, within: Duration) -> Acceptance {
+        let _ = (name, generation, within);
+        Acceptance::Pending
+    }
 }

@@ -150,3 +150,93 @@ async fn replicas_list_each_others_routes_and_deletes_take_what_they_owned() {
     assert!(slices.list(&ListParams::default()).await.unwrap().items.is_empty());
     assert!(services.list(&ListParams::default()).await.unwrap().items.is_empty());
 }
+
+/// Plays a gateway controller: writes `conditions` as the route's status for its parent.
+async fn set_status(api: &Api<HttpRoute>, name: &str, generation: i64, conditions: &[(&str, &str, &str)]) {
+    let conditions: Vec<serde_json::Value> = conditions
+        .iter()
+        .map(|(kind, status, reason)| {
+            serde_json::json!({
+                "type": kind, "status": status, "reason": reason,
+                "message": format!("{kind} {status}: {reason}"),
+                "observedGeneration": generation,
+                "lastTransitionTime": "2026-12-01T00:00:00Z",
+            })
+        })
+        .collect();
+    let status = serde_json::json!({"status": {"parents": [{
+        "parentRef": {"namespace": "istio-system", "name": "jupyterhub"},
+        "controllerName": "example.net/gateway-controller",
+        "conditions": conditions,
+    }]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_for_a_gateway_to_accept_and_refusals_are_counted() {
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("gw-status").await;
+    let translation = translation(&namespace, RoutingMode::Path);
+    let store = GatewayKubeStore::start(server.client(), &translation, KubeMetrics::default()).await.unwrap();
+    let store = Arc::new(store);
+    let mut ready = store.readiness();
+    tokio::time::timeout(Duration::from_secs(20), ready.wait_for(|r| *r)).await.unwrap().unwrap();
+    let backend = GatewayBackend::new(Arc::clone(&store), translation.clone())
+        .with_acceptance_wait(Duration::from_secs(15));
+    let api: Api<HttpRoute> = Api::namespaced(server.client(), &namespace);
+    let route = routes(RoutingMode::Path)[1].clone();
+    let name = translation.object_name(route.spec());
+
+    // A controller that accepts the route a moment after it appears.
+    let controller = {
+        let (api, name) = (api.clone(), name.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(object) = api.get(&name).await {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let generation = object.metadata.generation.unwrap();
+                    set_status(
+                        &api,
+                        &name,
+                        generation,
+                        &[("Accepted", "True", "Accepted"), ("ResolvedRefs", "True", "ResolvedRefs")],
+                    )
+                    .await;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    backend.add(route.clone()).await.unwrap();
+    assert!(controller.is_finished(), "the write returned before the gateway accepted the route");
+    let generation = api.get(&name).await.unwrap().metadata.generation;
+    let now = store.wait_accepted(&name, generation, Duration::ZERO).await;
+    assert_eq!(now, gateway_routes::status::Acceptance::Accepted);
+    assert_eq!(store.refused(), 0);
+
+    // The backend's Service is not allowed: counted until the gateway takes the route.
+    set_status(
+        &api,
+        &name,
+        generation.unwrap(),
+        &[("Accepted", "True", "Accepted"), ("ResolvedRefs", "False", "RefNotPermitted")],
+    )
+    .await;
+    eventually("the refusal is counted", || store.refused() == 1).await;
+    set_status(
+        &api,
+        &name,
+        generation.unwrap(),
+        &[("Accepted", "True", "Accepted"), ("ResolvedRefs", "True", "ResolvedRefs")],
+    )
+    .await;
+    eventually("the refusal is let go", || store.refused() == 0).await;
+
+    // With no gateway to say anything, a write waits no longer than it was told to.
+    let quick =
+        GatewayBackend::new(Arc::clone(&store), translation).with_acceptance_wait(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    quick.add(routes(RoutingMode::Path)[2].clone()).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(500), "it did not wait for the gateway at all");
+}

@@ -238,6 +238,11 @@ pub trait StoreState: Send + Sync + 'static {
     fn synced(&self) -> bool;
     /// The routes it holds, when it can tell without a request.
     fn route_count(&self) -> Option<usize>;
+    /// The routes a gateway says it did not take, for a routing API whose objects carry a
+    /// status (the Gateway API's); `None` where nothing says.
+    fn refused_routes(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl<S: RouteStore> StoreState for IstioBackend<S> {
@@ -284,6 +289,17 @@ impl<B: StoreState> Collector for StoreMetrics<B> {
             let routes = ConstGauge::new(i64::try_from(routes).unwrap_or(i64::MAX));
             let help = "Routes stored (one per route spec)";
             routes.encode(encoder.encode_descriptor("routes", help, None, routes.metric_type())?)?;
+        }
+        if let Some(refused) = self.backend.refused_routes() {
+            let refused = ConstGauge::new(i64::try_from(refused).unwrap_or(i64::MAX));
+            let help =
+                "Routes a gateway did not take: Accepted or ResolvedRefs False in their HTTPRoute's status";
+            refused.encode(encoder.encode_descriptor(
+                "routes_refused",
+                help,
+                None,
+                refused.metric_type(),
+            )?)?;
         }
         if let Some(watch) = &self.watch {
             let counters = [

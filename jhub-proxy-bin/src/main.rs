@@ -140,7 +140,12 @@ async fn gateway_api(
             tracing::info!(namespace, selector = translation.label_selector(), "watching HTTPRoutes");
             let ready = Readiness::from_signal(store.readiness());
             let watch = Some(Arc::clone(store.watch_stats()));
-            let backend = Arc::new(GatewayBackend::new(Arc::new(store), translation));
+            let mut backend = GatewayBackend::new(Arc::new(store), translation);
+            if let Some(warmup) = config.warmup() {
+                // Poll a gateway that has the route: first wait until one accepts it.
+                backend = backend.with_acceptance_wait(warmup.timeout);
+            }
+            let backend = Arc::new(backend);
             StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
             let service = http_service(backend, config, None, tokens, ready, metrics, None).await?;
             Ok((service, "kubernetes", None))
