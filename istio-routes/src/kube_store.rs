@@ -637,9 +637,12 @@ pub(crate) fn classify<S: IstioKind>(
         }
     }
     match failure {
-        Failure::Forbidden => {
-            Error::Forbidden { verb, resource, namespace: namespace.to_owned(), source: status }
-        }
+        Failure::Forbidden => Error::Forbidden {
+            verb: denied_verb(&status.message).unwrap_or(verb),
+            resource,
+            namespace: namespace.to_owned(),
+            source: status,
+        },
         Failure::AlreadyExists => Error::AlreadyExists { name },
         Failure::Conflict => Error::Conflict { name },
         Failure::Invalid => Error::Invalid { name, message: status.message.clone() },
@@ -650,6 +653,16 @@ pub(crate) fn classify<S: IstioKind>(
             Error::Api { code: status.code, name, message: status.message.clone() }
         }
     }
+}
+
+/// The verb RBAC denied, from its message (`User "u" cannot create resource "..."`), which can
+/// be another than the call's: a server-side apply is a patch, and also needs `create` when
+/// the object does not exist yet.
+fn denied_verb(message: &str) -> Option<&'static str> {
+    const VERBS: [&str; 8] =
+        ["get", "list", "watch", "create", "patch", "update", "delete", "deletecollection"];
+    let denied = message.split(" cannot ").nth(1)?.split(' ').next()?;
+    VERBS.into_iter().find(|verb| *verb == denied)
 }
 
 /// Counts what the watch stream shows of the API calls behind it: a list from its start to its
@@ -859,12 +872,26 @@ mod tests {
             Error::NotInstalled { .. }
         ));
         let denied = api_error(serde_json::json!({
-            "status": "Failure", "code": 403, "reason": "Forbidden", "message": "cannot patch",
+            "status": "Failure", "code": 403, "reason": "Forbidden", "message": "forbidden",
             "details": {"name": "vs", "group": "networking.istio.io", "kind": "virtualservices"},
         }));
         assert!(matches!(
             classify::<VirtualServiceSpec>(denied, "patch", "vs", "hub"),
-            Error::Forbidden { .. }
+            Error::Forbidden { verb: "patch", .. }
         ));
+    }
+
+    /// A server-side apply of an object that does not exist yet needs `create` as well as
+    /// `patch`: the error names the verb RBAC denied, not the call's.
+    #[test]
+    fn a_denied_apply_names_the_verb_rbac_denied() {
+        let denied = api_error(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "serviceentries.networking.istio.io \"se\" is forbidden: User \"system:serviceaccount:hub:proxy\" cannot create resource \"serviceentries\" in API group \"networking.istio.io\" in the namespace \"hub\"",
+            "details": {"name": "se", "group": "networking.istio.io", "kind": "serviceentries"},
+        }));
+        let error = classify::<VirtualServiceSpec>(denied, "patch", "se", "hub");
+        assert!(matches!(error, Error::Forbidden { verb: "create", .. }), "{error:?}");
+        assert_eq!(denied_verb("User \"u\" cannot frobnicate resource"), None);
     }
 }
