@@ -37,6 +37,26 @@ pub enum Error {
         install: String,
     },
 
+    /// The namespace the routes are written to does not exist: the operator's configuration,
+    /// not JupyterHub's request, is wrong.
+    #[error(
+        "the namespace {namespace:?} does not exist in the Kubernetes cluster: create it, or set K8S_NAMESPACE (--k8s-namespace) to the namespace the routes belong in"
+    )]
+    NamespaceNotFound {
+        /// The namespace.
+        namespace: String,
+    },
+
+    /// The namespace the routes are written to is being deleted, and the API server refuses
+    /// new objects in it.
+    #[error(
+        "the namespace {namespace:?} is being deleted, and the Kubernetes API server creates nothing new in it: set K8S_NAMESPACE (--k8s-namespace) to another namespace, or create it again once it is gone"
+    )]
+    NamespaceTerminating {
+        /// The namespace.
+        namespace: String,
+    },
+
     /// An object was created meanwhile under the name we meant to create.
     #[error("{name} already exists")]
     AlreadyExists {
@@ -112,9 +132,14 @@ impl From<Error> for proxy_api::Error {
             Error::InvalidUrl { url, reason } => {
                 proxy_api::Error::InvalidQuery { parameter: "url", reason: format!("{url:?}: {reason}") }
             }
-            Error::NotInstalled { .. } | Error::Invalid { .. } | Error::Api { .. } | Error::Prometheus(_) => {
-                proxy_api::Error::Internal { message, source: Some(Box::new(error)) }
-            }
+            // The operator's configuration, which JupyterHub's retries will not fix, and which
+            // its log shows with this message.
+            Error::NamespaceNotFound { .. }
+            | Error::NamespaceTerminating { .. }
+            | Error::NotInstalled { .. }
+            | Error::Invalid { .. }
+            | Error::Api { .. }
+            | Error::Prometheus(_) => proxy_api::Error::Internal { message, source: Some(Box::new(error)) },
         }
     }
 }

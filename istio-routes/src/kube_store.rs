@@ -682,10 +682,23 @@ pub fn classify_resource(
         other => return Error::Unavailable(Box::new(other)),
     };
     let name = name.to_owned();
-    match failure {
-        Failure::Forbidden => {
-            Error::Forbidden { verb, resource, namespace: namespace.to_owned(), source: status }
+    // NamespaceLifecycle admission: before the verb or the kind, the namespace itself.
+    if let Some(details) = status.details.as_ref().filter(|_| !namespace.is_empty()) {
+        if failure == Failure::NotFound && details.kind == "namespaces" && details.name == namespace {
+            return Error::NamespaceNotFound { namespace: namespace.to_owned() };
         }
+        if failure == Failure::Forbidden && details.causes.iter().any(|c| c.reason == "NamespaceTerminating")
+        {
+            return Error::NamespaceTerminating { namespace: namespace.to_owned() };
+        }
+    }
+    match failure {
+        Failure::Forbidden => Error::Forbidden {
+            verb: denied_verb(&status.message).unwrap_or(verb),
+            resource,
+            namespace: namespace.to_owned(),
+            source: status,
+        },
         Failure::AlreadyExists => Error::AlreadyExists { name },
         Failure::Conflict => Error::Conflict { name },
         Failure::Invalid => Error::Invalid { name, message: status.message.clone() },
@@ -696,6 +709,16 @@ pub fn classify_resource(
             Error::Api { code: status.code, name, message: status.message.clone() }
         }
     }
+}
+
+/// The verb RBAC denied, from its message (`User "u" cannot create resource "..."`), which can
+/// be another than the call's: a server-side apply is a patch, and also needs `create` when
+/// the object does not exist yet.
+fn denied_verb(message: &str) -> Option<&'static str> {
+    const VERBS: [&str; 8] =
+        ["get", "list", "watch", "create", "patch", "update", "delete", "deletecollection"];
+    let denied = message.split(" cannot ").nth(1)?.split(' ').next()?;
+    VERBS.into_iter().find(|verb| *verb == denied)
 }
 
 /// Counts what the watch stream shows of the API calls behind it: a list from its start to its
@@ -853,4 +876,78 @@ async fn reexport(
         .await
         .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &translation.namespace))?;
     Ok(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::VirtualServiceSpec;
+
+    fn api_error(status: serde_json::Value) -> kube::Error {
+        kube::Error::Api(Box::new(serde_json::from_value(status).expect("a Status")))
+    }
+
+    /// What NamespaceLifecycle admission answers (k8s.io/apiserver's
+    /// plugin/namespace/lifecycle): the namespace's own NotFound, and a Forbidden with the
+    /// NamespaceTerminating cause.
+    #[test]
+    fn the_namespaces_own_answers_name_the_namespace_not_a_verb_or_a_crd() {
+        let missing = api_error(serde_json::json!({
+            "status": "Failure", "code": 404, "reason": "NotFound",
+            "message": "namespaces \"hub\" not found",
+            "details": {"name": "hub", "kind": "namespaces"},
+        }));
+        let error = classify::<VirtualServiceSpec>(missing, "patch", "vs", "hub");
+        assert!(matches!(&error, Error::NamespaceNotFound { namespace } if namespace == "hub"), "{error:?}");
+        let answered = proxy_api::Error::from(error);
+        assert_eq!(answered.status(), 500, "the operator's configuration, not JupyterHub's input");
+        assert!(answered.to_string().contains("set K8S_NAMESPACE"), "{answered}");
+
+        let terminating = api_error(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "virtualservices.networking.istio.io \"vs\" is forbidden: unable to create new content in namespace hub because it is being terminated",
+            "details": {"name": "vs", "group": "networking.istio.io", "kind": "virtualservices", "causes": [
+                {"reason": "NamespaceTerminating", "message": "namespace hub is being terminated", "field": "metadata.namespace"},
+            ]},
+        }));
+        let error = classify::<VirtualServiceSpec>(terminating, "patch", "vs", "hub");
+        assert!(
+            matches!(&error, Error::NamespaceTerminating { namespace } if namespace == "hub"),
+            "{error:?}"
+        );
+        assert_eq!(proxy_api::Error::from(error).status(), 500);
+
+        // Any other 404 on a write still means the kind is not served, and any other 403 a
+        // missing grant.
+        let crd = api_error(serde_json::json!({
+            "status": "Failure", "code": 404, "reason": "NotFound", "message": "the server could not find the requested resource",
+            "details": {"group": "networking.istio.io", "kind": "virtualservices"},
+        }));
+        assert!(matches!(
+            classify::<VirtualServiceSpec>(crd, "patch", "vs", "hub"),
+            Error::NotInstalled { .. }
+        ));
+        let denied = api_error(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden", "message": "forbidden",
+            "details": {"name": "vs", "group": "networking.istio.io", "kind": "virtualservices"},
+        }));
+        assert!(matches!(
+            classify::<VirtualServiceSpec>(denied, "patch", "vs", "hub"),
+            Error::Forbidden { verb: "patch", .. }
+        ));
+    }
+
+    /// A server-side apply of an object that does not exist yet needs `create` as well as
+    /// `patch`: the error names the verb RBAC denied, not the call's.
+    #[test]
+    fn a_denied_apply_names_the_verb_rbac_denied() {
+        let denied = api_error(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "serviceentries.networking.istio.io \"se\" is forbidden: User \"system:serviceaccount:hub:proxy\" cannot create resource \"serviceentries\" in API group \"networking.istio.io\" in the namespace \"hub\"",
+            "details": {"name": "se", "group": "networking.istio.io", "kind": "serviceentries"},
+        }));
+        let error = classify::<VirtualServiceSpec>(denied, "patch", "se", "hub");
+        assert!(matches!(error, Error::Forbidden { verb: "create", .. }), "{error:?}");
+        assert_eq!(denied_verb("User \"u\" cannot frobnicate resource"), None);
+    }
 }

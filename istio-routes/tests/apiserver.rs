@@ -1,7 +1,8 @@
-//! The Kubernetes store against a real API server (testkit's apiextensions-apiserver over
-//! etcd, with Istio's CRDs): what it writes, reading through the watch, two writers at once,
-//! and what denied and invalid writes return. The fake API server's tests
-//! (`kube_store.rs`) cover failure injection; these check that the real server agrees.
+//! The Kubernetes store against a real API server (testkit's kube-apiserver over etcd, with
+//! Istio's CRDs): what it writes, reading through the watch, two writers at once, and what
+//! denied and invalid writes, and writes into a missing or terminating namespace, return. The
+//! fake API server's tests (`kube_store.rs`) cover failure injection; these check that the
+//! real server agrees.
 
 mod common;
 
@@ -195,6 +196,57 @@ async fn a_denied_write_is_403_naming_the_verb_and_changes_nothing() {
     assert!(objects.virtual_services().await.is_empty());
     assert_eq!(objects.service_entry_count().await, 0);
     assert!(listed(&backend).await.is_empty(), "nothing half-written shows in the cache");
+}
+
+/// An operator's K8S_NAMESPACE naming a namespace that does not exist: the store starts (a
+/// list in a missing namespace is empty), and each write fails with an error that names the
+/// namespace and the setting, not a verb to grant or a CRD to install.
+#[tokio::test]
+async fn a_write_into_a_missing_namespace_says_to_create_it_or_fix_k8s_namespace() {
+    let server = ApiServer::shared().await;
+    // A name new_namespace never hands out (it ends in a number), so nobody creates it.
+    let namespace = "missing-namespace";
+    let backend = start(server, namespace).await;
+    for target in ["http://10.0.0.1:8888", "http://jupyter-alice:8888"] {
+        let error = backend.add(route("/user/alice", target)).await.unwrap_err();
+        assert_eq!(error.status(), 500, "the operator's configuration, which a retry will not fix: {error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("the namespace \"missing-namespace\" does not exist")
+                && message.contains("set K8S_NAMESPACE"),
+            "{target}: {message}"
+        );
+    }
+    assert!(listed(&backend).await.is_empty(), "nothing half-written shows in the cache");
+}
+
+/// A namespace deleted under a running proxy stays Terminating until its finalizers are
+/// done; here for good, as the namespace controller (kube-controller-manager's) that removes
+/// the `kubernetes` finalizer does not run. New routes fail with an error that says so.
+#[tokio::test]
+async fn a_write_into_a_terminating_namespace_says_it_is_being_deleted() {
+    use k8s_openapi::api::core::v1::Namespace as NamespaceObject;
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("terminating").await;
+    let backend = start(server, &namespace).await;
+    backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+
+    let namespaces: kube::Api<NamespaceObject> = kube::Api::all(server.client());
+    namespaces.delete(&namespace, &DeleteParams::default()).await.expect("deleting the namespace");
+    let phase = namespaces.get(&namespace).await.unwrap().status.and_then(|s| s.phase);
+    assert_eq!(phase.as_deref(), Some("Terminating"));
+
+    for target in ["http://10.0.0.2:8888", "http://jupyter-bob:8888"] {
+        let error = backend.add(route("/user/bob", target)).await.unwrap_err();
+        assert_eq!(error.status(), 500, "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("the namespace \"{namespace}\" is being deleted"))
+                && message.contains("set K8S_NAMESPACE"),
+            "{target}: {message}"
+        );
+    }
+    assert_eq!(listed(&backend).await, ["/user/alice"], "the route written before is still there");
 }
 
 #[tokio::test]

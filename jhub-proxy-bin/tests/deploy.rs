@@ -1,6 +1,8 @@
 //! The deployment files: the manifests in `deploy/kubernetes` are the Kubernetes objects they
 //! claim to be and fit the binary, the Role grants exactly what the store calls (found by
-//! running it), and the Helm chart renders the same objects.
+//! running it on the fake API server) and is enough for all of it (the binary run as the
+//! ServiceAccount under that Role on a real API server's RBAC), and the Helm chart renders the
+//! same objects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use testkit::apiserver::ApiServer;
 use testkit::client::ApiClient;
 use testkit::fake_kube::FakeKube;
 use testkit::process::ProxyProcess;
@@ -213,22 +216,7 @@ fn grants(role: &Role) -> BTreeSet<(String, String)> {
 async fn the_role_grants_exactly_what_the_store_calls() {
     let fake = FakeKube::start().await;
     fake.set_clock(1_700_000_000);
-    // A route the Go proxy wrote, to be adopted at start and replaced later.
-    let legacy = json!({"route_spec": "/user/carol/", "target": "http://jupyter-carol:8888", "data": {}});
-    fake.insert(
-        "networking.istio.io",
-        "v1",
-        "virtualservices",
-        "hub",
-        json!({
-            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "jupyter-0123", "annotations": {
-                "jupyter.splunk.io/proxy-data": serde_json::to_value(ByteString(legacy.to_string().into_bytes())).unwrap()
-            }},
-            "spec": {"hosts": ["*"], "http": [{"match": [{"uri": {"prefix": "/user/carol/"}}],
-                     "route": [{"destination": {"host": "jupyter-carol.hub.svc.cluster.local"}}]}]}
-        }),
-    );
+    fake.insert("networking.istio.io", "v1", "virtualservices", "hub", legacy_virtual_service("hub"));
     let kubeconfig = std::env::temp_dir().join(format!("jhub-proxy-deploy-{}", std::process::id()));
     fake.write_kubeconfig(&kubeconfig, "hub");
     let mut command = Command::new(BIN);
@@ -296,6 +284,152 @@ async fn the_role_grants_exactly_what_the_store_calls() {
         called,
         "the chart's Role in mode z2jh against what the store called"
     );
+}
+
+/// A route the Go proxy wrote in `namespace`, which the binary adopts at start (a patch) and
+/// replaces when the route is written again (a delete).
+fn legacy_virtual_service(namespace: &str) -> Value {
+    let legacy = json!({"route_spec": "/user/carol/", "target": "http://jupyter-carol:8888", "data": {}});
+    json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "jupyter-0123", "annotations": {
+            "jupyter.splunk.io/proxy-data": serde_json::to_value(ByteString(legacy.to_string().into_bytes())).unwrap()
+        }},
+        "spec": {"hosts": ["*"], "http": [{"match": [{"uri": {"prefix": "/user/carol/"}}],
+                 "route": [{"destination": {"host": format!("jupyter-carol.{namespace}.svc.cluster.local")}}]}]}
+    })
+}
+
+/// The ServiceAccount, Role and RoleBinding of `deploy/kubernetes`, applied to a real API
+/// server in a namespace of their own, and the binary run as that ServiceAccount (the admin
+/// impersonating it, as `kubectl --as` does), so the server's RBAC authorizes every call the
+/// store makes: adopting the Go proxy's route, pod-IP routes with their ServiceEntries, an
+/// ancestor made again, deletes, and healing what is deleted behind its back. Any verb the
+/// Role lacks fails a request, or shows as a `forbidden` outcome in the binary's metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_is_enough_for_the_service_account_on_a_real_api_servers_rbac() {
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("rbac").await;
+    let mut manifests = manifests();
+    for ((kind, _), object) in manifests.iter_mut() {
+        object["metadata"]["namespace"] = json!(namespace);
+        if kind == "RoleBinding" {
+            for subject in object["subjects"].as_array_mut().unwrap() {
+                subject["namespace"] = json!(namespace);
+            }
+        }
+    }
+    let account: ServiceAccount = one(&manifests, "ServiceAccount");
+    let role: Role = one(&manifests, "Role");
+    let binding: RoleBinding = one(&manifests, "RoleBinding");
+    let admin = server.client();
+    let post_params = kube::api::PostParams::default();
+    kube::Api::namespaced(admin.clone(), &namespace).create(&post_params, &account).await.unwrap();
+    kube::Api::namespaced(admin.clone(), &namespace).create(&post_params, &role).await.unwrap();
+    kube::Api::namespaced(admin.clone(), &namespace).create(&post_params, &binding).await.unwrap();
+    let user = format!("system:serviceaccount:{namespace}:{}", account.metadata.name.as_deref().unwrap());
+    // The groups a ServiceAccount's token carries.
+    let groups =
+        ["system:serviceaccounts", &format!("system:serviceaccounts:{namespace}"), "system:authenticated"];
+    // The authorizer follows RBAC objects through a watch: wait until it has the binding.
+    let reviews: kube::Api<k8s_openapi::api::authorization::v1::SubjectAccessReview> =
+        kube::Api::all(admin.clone());
+    testkit::eventually("RBAC allows what the Role grants", || async {
+        let review = serde_json::from_value(json!({"spec": {"user": user, "groups": groups,
+            "resourceAttributes": {"namespace": namespace, "verb": "watch", "group": "networking.istio.io", "resource": "virtualservices"}}}))
+        .unwrap();
+        let answer = reviews.create(&post_params, &review).await.unwrap();
+        answer.status.is_some_and(|s| s.allowed)
+    })
+    .await;
+
+    let resource = |kind: &str, plural: &str| {
+        let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", kind);
+        kube::api::ApiResource::from_gvk_with_plural(&gvk, plural)
+    };
+    let virtual_services: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(admin.clone(), &namespace, &resource("VirtualService", "virtualservices"));
+    let entries: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(admin.clone(), &namespace, &resource("ServiceEntry", "serviceentries"));
+    let legacy = serde_json::from_value(legacy_virtual_service(&namespace)).unwrap();
+    virtual_services.create(&post_params, &legacy).await.unwrap();
+
+    let kubeconfig = server.impersonating_kubeconfig(&user, &groups);
+    let mut proxy = ProxyProcess::start_kubernetes(
+        BIN,
+        &kubeconfig,
+        &namespace,
+        TOKEN,
+        &["--istio-gateway", "istio-system/jupyterhub-gateway"],
+    )
+    .await;
+    let api = ApiClient::new(proxy.addr(), Some(TOKEN));
+    let routes = api.get("/api/routes").await;
+    assert_eq!(
+        routes.keys(),
+        ["/user/carol"],
+        "the Go proxy's route, adopted: {}\n{}",
+        routes.error(),
+        proxy.log()
+    );
+    let post = async |path: &str, target: &str| {
+        let answer = api.post(&format!("/api/routes{path}"), &format!(r#"{{"target": "{target}"}}"#)).await;
+        assert_eq!(answer.status, 201, "{path}: {}\n{}", answer.error(), proxy.log());
+    };
+    // A pod IP: a ServiceEntry and a VirtualService; then the same route updated.
+    post("/user/alice/", "http://10.0.0.7:8888").await;
+    post("/user/alice/", "http://10.0.0.8:8888").await;
+    // A route under an existing ancestor, in a later second: the ancestor is made again.
+    let by_route = |objects: Vec<kube::api::DynamicObject>, route: &str| {
+        objects
+            .into_iter()
+            .filter(|o| {
+                let annotations = o.metadata.annotations.as_ref();
+                annotations
+                    .and_then(|a| a.get("jupyterhub-istio-proxy/route-spec"))
+                    .is_some_and(|r| r == route)
+            })
+            .map(|o| o.metadata.name.unwrap())
+            .collect::<Vec<_>>()
+    };
+    post("/jhub/", "http://hub:8081").await;
+    let hub = by_route(virtual_services.list(&Default::default()).await.unwrap().items, "/jhub");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    post("/jhub/user/bob/", "http://10.0.0.9:8888").await;
+    let again = by_route(virtual_services.list(&Default::default()).await.unwrap().items, "/jhub");
+    assert!(
+        again.len() == 1 && again != hub,
+        "the ancestor made again, under its next name: {hub:?}, {again:?}"
+    );
+    // Healing: a ServiceEntry and a VirtualService deleted behind the proxy's back come back.
+    let [entry] = &by_route(entries.list(&Default::default()).await.unwrap().items, "/jhub/user/bob")[..]
+    else {
+        panic!("one ServiceEntry for bob")
+    };
+    let [bob] =
+        &by_route(virtual_services.list(&Default::default()).await.unwrap().items, "/jhub/user/bob")[..]
+    else {
+        panic!("one VirtualService for bob")
+    };
+    entries.delete(entry, &Default::default()).await.unwrap();
+    virtual_services.delete(bob, &Default::default()).await.unwrap();
+    testkit::eventually("healing restores the ServiceEntry and the VirtualService", || async {
+        entries.get_opt(entry).await.unwrap().is_some()
+            && virtual_services.get_opt(bob).await.unwrap().is_some()
+    })
+    .await;
+    // The adopted route written again: the Go proxy's object goes.
+    post("/user/carol/", "http://10.0.0.10:8888").await;
+    assert!(virtual_services.get_opt("jupyter-0123").await.unwrap().is_none(), "the Go object was replaced");
+    assert_eq!(api.delete("/api/routes/user/alice").await.status, 204);
+    assert_eq!(api.get("/api/routes").await.keys(), ["/jhub", "/jhub/user/bob", "/user/carol"]);
+    assert!(by_route(entries.list(&Default::default()).await.unwrap().items, "/user/alice").is_empty());
+
+    // Nothing in the background (the watches, healing) was denied either.
+    let metrics = String::from_utf8(api.get("/metrics").await.body.to_vec()).unwrap();
+    let denied: Vec<&str> = metrics.lines().filter(|l| l.contains(r#"outcome="forbidden""#)).collect();
+    assert!(denied.is_empty(), "calls RBAC denied: {denied:#?}\n{}", proxy.log());
+    assert_eq!(proxy.terminate(Duration::from_secs(30)).await.and_then(|s| s.code()), Some(0));
 }
 
 #[test]

@@ -1,43 +1,53 @@
 package main
 
-// How clients reach the server, in a way that survives a restart on the same --data-dir:
-// client certificates from a CA kept in the data folder (the test server's own loopback
-// token and certificate are new on every start), a relay on a port that stays the same, and
-// an authorization webhook that gives one user read access only, so tests can see what a
-// denied write returns.
+// How clients reach the server, in a way that survives a restart on the same --data-dir: one
+// CA kept in the data folder signs the serving certificate and the client certificates (the
+// test server's own loopback token and certificates are new on every start), and a relay on a
+// port that stays the same. Authorization is the server's own RBAC: the admin is in
+// system:masters, and one user is bound to a ClusterRole that may only read, so tests can see
+// what a denied write returns.
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	restclient "k8s.io/client-go/rest"
 )
 
 const (
-	// adminUser is in system:masters, which the delegated authorizer allows everything.
+	// adminUser is in system:masters, which RBAC allows everything.
 	adminUser = "testkit-admin"
-	// readOnlyUser may get, list and watch; the webhook denies it every other verb.
+	// readOnlyUser is bound to readOnlyRole: get, list and watch of everything, nothing else.
 	readOnlyUser = "testkit-readonly"
+	readOnlyRole = "testkit-readonly"
 )
 
-// credentials are the client CA and the certificates of the two users, as PEM.
+// credentials are the CA, as a file and as PEM, the folder with the serving certificate, and
+// the certificates of the two users, as PEM.
 type credentials struct {
 	caFile              string
+	caCert              []byte
+	servingDir          string
 	adminCert, adminKey []byte
 	readCert, readKey   []byte
 }
@@ -47,20 +57,18 @@ func loadOrCreateCredentials(dir string) (*credentials, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	caCertFile, caKeyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	caCertFile := filepath.Join(dir, "ca.crt")
 	if _, err := os.Stat(caCertFile); errors.Is(err, os.ErrNotExist) {
 		if err := createCredentials(dir); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := os.Stat(caKeyFile); err != nil {
-		return nil, err
-	}
-	creds := &credentials{caFile: caCertFile}
+	creds := &credentials{caFile: caCertFile, servingDir: filepath.Join(dir, "serving")}
 	for _, f := range []struct {
 		name string
 		into *[]byte
 	}{
+		{"ca.crt", &creds.caCert},
 		{"admin.crt", &creds.adminCert}, {"admin.key", &creds.adminKey},
 		{"readonly.crt", &creds.readCert}, {"readonly.key", &creds.readKey},
 	} {
@@ -80,7 +88,7 @@ func createCredentials(dir string) error {
 	}
 	caTemplate := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "testkit-client-ca"},
+		Subject:               pkix.Name{CommonName: "testkit-ca"},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(10 * 365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
@@ -95,35 +103,51 @@ func createCredentials(dir string) error {
 	if err != nil {
 		return err
 	}
-	users := []struct {
-		file   string
-		name   string
-		groups []string
-	}{
-		{"admin", adminUser, []string{"system:masters"}},
-		{"readonly", readOnlyUser, nil},
+	if err := os.MkdirAll(filepath.Join(dir, "serving"), 0o700); err != nil {
+		return err
 	}
-	for i, user := range users {
+	// The names kube-apiserver's own serving certificates carry: clients reach it on loopback,
+	// through the relay, by IP.
+	serving := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "testkit-apiserver"},
+		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leaves := []struct {
+		file     string
+		template *x509.Certificate
+	}{
+		{"admin", &x509.Certificate{
+			Subject:     pkix.Name{CommonName: adminUser, Organization: []string{"system:masters"}},
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}},
+		{"readonly", &x509.Certificate{
+			Subject:     pkix.Name{CommonName: readOnlyUser},
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}},
+		// kube-apiserver reads its serving pair as <cert-dir>/apiserver.crt and .key.
+		{filepath.Join("serving", "apiserver"), serving},
+	}
+	for i, leaf := range leaves {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return err
 		}
-		template := &x509.Certificate{
-			SerialNumber: big.NewInt(int64(i + 2)),
-			Subject:      pkix.Name{CommonName: user.name, Organization: user.groups},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(10 * 365 * 24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, template, ca, &key.PublicKey, caKey)
+		leaf.template.SerialNumber = big.NewInt(int64(i + 2))
+		leaf.template.NotBefore = time.Now().Add(-time.Hour)
+		leaf.template.NotAfter = time.Now().Add(10 * 365 * 24 * time.Hour)
+		der, err := x509.CreateCertificate(rand.Reader, leaf.template, ca, &key.PublicKey, caKey)
 		if err != nil {
 			return err
 		}
-		if err := writePEM(filepath.Join(dir, user.file+".crt"), "CERTIFICATE", der); err != nil {
+		if err := writePEM(filepath.Join(dir, leaf.file+".crt"), "CERTIFICATE", der); err != nil {
 			return err
 		}
-		if err := writeKey(filepath.Join(dir, user.file+".key"), key); err != nil {
+		if err := writeKey(filepath.Join(dir, leaf.file+".key"), key); err != nil {
 			return err
 		}
 	}
@@ -146,59 +170,42 @@ func writePEM(path, kind string, der []byte) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
 }
 
-// startAuthorizer serves the SubjectAccessReview webhook the delegated authorizer asks about
-// every user outside system:masters, and returns the kubeconfig text that points at it.
-func startAuthorizer() (string, func(), error) {
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
+// grantReadOnly binds the read-only user to a ClusterRole that may get, list and watch
+// everything (kept on a restart), and waits until the authorizer, which follows RBAC objects
+// through a watch, allows it: the first request of a test would be denied otherwise.
+func grantReadOnly(ctx context.Context, config *restclient.Config) error {
+	client, err := kubernetes.NewForConfig(config)
 	if err != nil {
-		return "", nil, err
+		return err
 	}
-	server := &http.Server{Handler: http.HandlerFunc(authorize), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = server.Serve(listener) }()
-	kubeconfig := fmt.Sprintf(webhookKubeconfig, listener.Addr().String())
-	return kubeconfig, func() { _ = server.Close() }, nil
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: readOnlyRole},
+		Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{"*"},
+			Resources: []string{"*"},
+			Verbs:     []string{"get", "list", "watch"},
+		}},
+	}
+	if _, err := client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: readOnlyRole},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: readOnlyRole},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: readOnlyUser}},
+	}
+	if _, err := client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:               readOnlyUser,
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: "list", Group: "networking.istio.io", Resource: "virtualservices"},
+	}}
+	return wait.PollUntilContextCancel(ctx, 20*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		got, err := client.AuthorizationV1().SubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		return err == nil && got.Status.Allowed, nil
+	})
 }
-
-func authorize(w http.ResponseWriter, r *http.Request) {
-	var review authorizationv1.SubjectAccessReview
-	if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	verb := ""
-	if attrs := review.Spec.ResourceAttributes; attrs != nil {
-		verb = attrs.Verb
-	}
-	// The admin never gets here (system:masters is allowed before the webhook is asked);
-	// everyone else, anonymous included, is denied but the read-only user's reads.
-	switch {
-	case review.Spec.User == readOnlyUser && (verb == "get" || verb == "list" || verb == "watch"):
-		review.Status = authorizationv1.SubjectAccessReviewStatus{Allowed: true}
-	case review.Spec.User == readOnlyUser:
-		review.Status = authorizationv1.SubjectAccessReviewStatus{Reason: "testkit: " + readOnlyUser + " may only read"}
-	default:
-		review.Status = authorizationv1.SubjectAccessReviewStatus{Reason: "testkit: unknown user"}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(review)
-}
-
-const webhookKubeconfig = `
-apiVersion: v1
-kind: Config
-clusters:
-- cluster:
-    server: http://%s/
-  name: webhook
-contexts:
-- context:
-    cluster: webhook
-    user: webhook
-  name: webhook
-current-context: webhook
-users:
-- name: webhook
-`
 
 // relay accepts connections on a fixed loopback address and copies them to the server, so
 // the address in the kubeconfig outlives this process: a restarted server takes it over.

@@ -1,10 +1,18 @@
-// Command apiserver runs a real Kubernetes API server for tests, in-process on loopback:
-// k8s.io/apiextensions-apiserver's test server (which serves CRDs and their custom
-// resources) over an embedded etcd whose data lives in a temporary directory.
+// Command kube-apiserver runs a real Kubernetes API server for tests, in-process on loopback:
+// kube-apiserver itself, started by k8s.io/kubernetes's own test server
+// (cmd/kube-apiserver/app/testing, the one Kubernetes' integration tests use), over an
+// embedded etcd whose data lives in --data-dir (default: a temporary folder).
 //
-// It installs the CRDs found in --crds (files or folders), waits until they are Established, writes a
-// kubeconfig to --kubeconfig (and one for a read-only user to --readonly-kubeconfig), prints
-// one line `ready <kubeconfig path>` on stdout and runs until SIGTERM or SIGINT (or, with
+// It serves what a cluster's API server serves: core objects (Namespaces, Services,
+// EndpointSlices, ...), RBAC (authorization Node,RBAC) and the default admission plugins but
+// ServiceAccount, so a write into a missing namespace gets 404 as in a cluster. No
+// kube-controller-manager runs: nothing is garbage-collected by owner references, a deleted
+// namespace stays Terminating, Services with selectors get no EndpointSlices.
+//
+// It installs the CRDs found in --crds (files or folders), waits until they are Established,
+// binds a read-only user to a ClusterRole that may get, list and watch, writes a kubeconfig to
+// --kubeconfig (and the read-only user's to --readonly-kubeconfig), prints one line
+// `ready <kubeconfig path>` on stdout and runs until SIGTERM or SIGINT (or, with
 // --exit-on-stdin-eof, the end of stdin), then stops the API server and etcd, removes its
 // temporary directories and exits 0. Everything else it says goes to stderr.
 //
@@ -12,13 +20,10 @@
 // address to the same credentials: a test can stop the API server under a client and bring
 // it back. See access.go.
 //
-// The API server is apiextensions-apiserver alone, not kube-apiserver: it serves
-// apiextensions.k8s.io and custom resources, not core/v1 (no Namespace objects). Admission
-// plugins are off, as in its integration fixtures, so a namespaced custom resource can be
-// created in any namespace without the namespace existing.
+// Build it without -trimpath (the test server finds its fixtures through the path of its own
+// source file), and stamp the version, or /version says v0.0.0-master:
 //
-// Build it without -trimpath: the test server finds its serving certificate fixtures
-// through the path of its own source file.
+//	go build -ldflags "-X k8s.io/component-base/version.gitVersion=v1.37.2 ..." -o kube-apiserver .
 package main
 
 import (
@@ -42,14 +47,16 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
-	servertesting "k8s.io/apiextensions-apiserver/pkg/cmd/server/testing"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
 	restclient "k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	kubetesting "k8s.io/kubernetes/cmd/kube-apiserver/app/testing"
+	"k8s.io/kubernetes/test/utils/ktesting"
 )
 
 func main() {
@@ -100,47 +107,44 @@ func run(kubeconfigPath, readOnlyPath, crdPaths, dataDir string, port int, stdin
 
 	creds, err := loadOrCreateCredentials(filepath.Join(dataDir, "pki"))
 	if err != nil {
-		return fmt.Errorf("client credentials: %w", err)
+		return fmt.Errorf("credentials: %w", err)
 	}
-	// The fixtures' flags (apiextensions-apiserver test/integration/fixtures/server.go): the
-	// delegated authentication needs a kubeconfig, which is never used, as clients present
-	// certificates; authorization asks our webhook about users outside system:masters.
-	fakeKubeconfig := filepath.Join(dataDir, "delegation.kubeconfig")
-	if err := os.WriteFile(fakeKubeconfig, []byte(fakeKubeconfigText), 0o600); err != nil {
-		return err
-	}
-	authorizerKubeconfig, stopAuthorizer, err := startAuthorizer()
-	if err != nil {
-		return fmt.Errorf("authorization webhook: %w", err)
-	}
-	defer stopAuthorizer()
-	authorizerKubeconfigPath := filepath.Join(dataDir, "authorization.kubeconfig")
-	if err := os.WriteFile(authorizerKubeconfigPath, []byte(authorizerKubeconfig), 0o600); err != nil {
-		return err
-	}
-	server, err := servertesting.StartTestServer(stderrLogger{}, nil, []string{
-		"--etcd-prefix", "/testkit",
-		"--etcd-servers", etcdURL,
-		"--authentication-skip-lookup",
-		"--authentication-kubeconfig", fakeKubeconfig,
-		"--authorization-kubeconfig", authorizerKubeconfigPath,
+
+	// A fixed prefix, so that a restart on the same data finds the objects again.
+	storage := storagebackend.NewDefaultConfig("/testkit", nil)
+	storage.Transport.ServerList = []string{etcdURL}
+	t := newTestingT()
+	defer t.cleanUp()
+	server, err := kubetesting.StartTestServer(ktesting.InitCtx(context.Background(), t), &kubetesting.TestServerInstanceOptions{
+		EnableCertAuth: true,
+		// The checks compare metrics at tear-down, for Kubernetes' own tests: not ours.
+		DisableInvariantChecks: true,
+	}, []string{
+		// The serving certificate (apiserver.crt, .key) from the CA in the data folder, which
+		// the kubeconfigs trust: the test server's own is new on every start.
+		"--cert-dir", creds.servingDir,
 		"--client-ca-file", creds.caFile,
-		"--kubeconfig", fakeKubeconfig,
+		"--authorization-mode", "Node,RBAC",
+		// Pods would need their ServiceAccount first, and the token controller that fills it
+		// is kube-controller-manager's, which does not run here.
+		"--disable-admission-plugins", "ServiceAccount",
+		// A test that floods the server wants what it sends served, not queued by fairness.
 		"--enable-priority-and-fairness=false",
-		"--disable-admission-plugins", "NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,MutatingAdmissionPolicy",
-	}, nil)
+	}, storage)
 	if err != nil {
 		return fmt.Errorf("API server: %w", err)
 	}
 	defer server.TearDownFn()
 
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	if crdPaths != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		err := installCRDs(ctx, server.ClientConfig, crdPaths)
-		cancel()
-		if err != nil {
+		if err := installCRDs(ctx, server.ClientConfig, crdPaths); err != nil {
 			return fmt.Errorf("CRDs: %w", err)
 		}
+	}
+	if err := grantReadOnly(ctx, server.ClientConfig); err != nil {
+		return fmt.Errorf("the read-only user's role: %w", err)
 	}
 
 	upstream, err := url.Parse(server.ClientConfig.Host)
@@ -152,18 +156,12 @@ func run(kubeconfigPath, readOnlyPath, crdPaths, dataDir string, port int, stdin
 		return fmt.Errorf("listening on port %d: %w", port, err)
 	}
 	defer front.close()
-	// The serving certificate comes from the test server's fixtures, so it is the same after
-	// a restart; its file holds the chain up to its CA.
-	servingCA, err := os.ReadFile(server.ServerOpts.RecommendedOptions.SecureServing.ServerCert.CertKey.CertFile)
-	if err != nil {
-		return fmt.Errorf("the serving certificate: %w", err)
-	}
 	address := "https://" + front.addr()
-	if err := writeKubeconfig(kubeconfigPath, address, servingCA, creds.adminCert, creds.adminKey); err != nil {
+	if err := writeKubeconfig(kubeconfigPath, address, creds.caCert, creds.adminCert, creds.adminKey); err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
 	if readOnlyPath != "" {
-		if err := writeKubeconfig(readOnlyPath, address, servingCA, creds.readCert, creds.readKey); err != nil {
+		if err := writeKubeconfig(readOnlyPath, address, creds.caCert, creds.readCert, creds.readKey); err != nil {
 			return fmt.Errorf("read-only kubeconfig: %w", err)
 		}
 	}
@@ -180,26 +178,6 @@ func run(kubeconfigPath, readOnlyPath, crdPaths, dataDir string, port int, stdin
 	}
 	return nil
 }
-
-const fakeKubeconfigText = `
-apiVersion: v1
-kind: Config
-clusters:
-- cluster:
-    server: http://127.1.2.3:12345
-  name: integration
-contexts:
-- context:
-    cluster: integration
-    user: test
-  name: default-context
-current-context: default-context
-users:
-- name: test
-  user:
-    password: test
-    username: test
-`
 
 // startEtcd starts a single-member etcd on free loopback ports, keeping its data in dir.
 func startEtcd(dir string) (*embed.Etcd, string, error) {
@@ -386,20 +364,4 @@ func writeKubeconfig(path, address string, ca, cert, key []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-// stderrLogger is the test server's logger.
-type stderrLogger struct{}
-
-func (stderrLogger) Errorf(format string, args ...interface{}) {
-	fmt.Fprintf(os.Stderr, "apiserver: error: "+format+"\n", args...)
-}
-
-func (stderrLogger) Fatalf(format string, args ...interface{}) {
-	fmt.Fprintf(os.Stderr, "apiserver: fatal: "+format+"\n", args...)
-	os.Exit(1)
-}
-
-func (stderrLogger) Logf(format string, args ...interface{}) {
-	fmt.Fprintf(os.Stderr, "apiserver: "+format+"\n", args...)
 }

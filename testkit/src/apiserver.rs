@@ -1,23 +1,31 @@
 //! A real Kubernetes API server for tests: the Go program in `testkit/apiserver`, which runs
-//! apiextensions-apiserver's test server over an embedded etcd, with Istio's and the Gateway
-//! API's CRDs installed and Established. The CRDs come from the Go modules that publish them,
-//! at the versions `testkit/apiserver/go.mod` pins: every Istio CRD from `istio.io/api`
-//! (`kubernetes/customresourcedefinitions.gen.yaml`), and the Gateway API's standard
-//! GatewayClass, Gateway, HTTPRoute and ReferenceGrant from `sigs.k8s.io/gateway-api`
+//! kube-apiserver itself (`k8s.io/kubernetes` at the version `testkit/apiserver/go.mod` pins,
+//! started in process by Kubernetes' own integration-test server) over an embedded etcd, with
+//! Istio's and the Gateway API's CRDs installed and Established. The CRDs come from the Go
+//! modules that publish them, at the versions the same go.mod pins: every Istio CRD from
+//! `istio.io/api` (`kubernetes/customresourcedefinitions.gen.yaml`), and the Gateway API's
+//! standard GatewayClass, Gateway, HTTPRoute and ReferenceGrant from `sigs.k8s.io/gateway-api`
 //! (`config/crd/standard/`).
 //!
-//! It serves CRDs and custom resources, not core/v1: there are no Namespace objects, and a
-//! namespaced custom resource can be created in any namespace (admission is off), so
-//! [`ApiServer::new_namespace`] only hands out a fresh name.
+//! It serves what a cluster's API server serves: core objects (Namespaces, Services,
+//! EndpointSlices, ...), RBAC (authorization `Node,RBAC`) and the default admission plugins
+//! but ServiceAccount's. So namespaces are real: [`ApiServer::new_namespace`] creates one, and
+//! a write into a namespace that does not exist gets 404, as in a cluster. No
+//! kube-controller-manager runs: nothing is garbage-collected by owner references, a deleted
+//! namespace stays Terminating, and Services with selectors get no EndpointSlices.
 //!
 //! A server of its own ([`ApiServer::start`]) can be stopped and started again at the same
 //! address with the same objects ([`ApiServer::stop`], [`ApiServer::restart`]), for tests of
-//! an outage. Besides the admin's kubeconfig there is one for a user who may only get, list
-//! and watch ([`ApiServer::readonly_kube_config`]), for tests of denied writes.
+//! an outage. The admin's kubeconfig is in `system:masters`; there is also one for a user bound
+//! to a ClusterRole that may only get, list and watch ([`ApiServer::readonly_kube_config`]),
+//! for tests of denied writes, and one can be written that impersonates any user, such as a
+//! ServiceAccount under a Role the test applied ([`ApiServer::impersonating_kubeconfig`]).
 //!
 //! The binary is built once per test process with the machine's `go` (or by CI beforehand)
-//! into `<cargo target dir>/testkit-apiserver/apiserver`; when it cannot be built or does not
-//! start, the test panics with why: these tests never skip.
+//! into `<cargo target dir>/testkit-apiserver/kube-apiserver`, with the version stamped in, so
+//! that `/version` answers the release go.mod pins; when it cannot be built or does not start,
+//! the test panics with why: these tests never skip. A first build takes about ten minutes
+//! and 3 GB of Go's build cache; later ones take seconds.
 //!
 //! ```no_run
 //! # async fn run() {
@@ -34,6 +42,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// How long the server may take to start, install the CRDs and say it is ready.
@@ -47,6 +56,8 @@ pub struct ApiServer {
     config: kube::Config,
     log: Arc<Mutex<String>>,
     namespaces: AtomicU32,
+    /// The kubeconfigs [`ApiServer::impersonating_kubeconfig`] wrote, removed when dropped.
+    impersonations: Mutex<Vec<PathBuf>>,
 }
 
 /// What the server is started with, the same on a restart.
@@ -79,7 +90,14 @@ impl ApiServer {
         let log = Arc::new(Mutex::new(String::new()));
         let child = spawn(&launch, &log).await;
         let config = kube_config(&launch.kubeconfig).await;
-        ApiServer { child: Mutex::new(Some(child)), launch, config, log, namespaces: AtomicU32::new(0) }
+        ApiServer {
+            child: Mutex::new(Some(child)),
+            launch,
+            config,
+            log,
+            namespaces: AtomicU32::new(0),
+            impersonations: Mutex::default(),
+        }
     }
 
     /// Stops the server (SIGTERM, waited for), keeping its objects for [`ApiServer::restart`].
@@ -100,17 +118,29 @@ impl ApiServer {
         *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
     }
 
-    /// Builds `testkit/apiserver` with `go build` into `<target>/testkit-apiserver/apiserver`,
-    /// once per process, unless the binary is newer than its sources. Returns its path.
-    /// Panics, with go's output, when it cannot be built.
+    /// Builds `testkit/apiserver` with `go build` into
+    /// `<target>/testkit-apiserver/kube-apiserver`, once per process, unless the binary is
+    /// newer than its sources. Returns its path. Panics, with go's output, when it cannot be
+    /// built.
     pub fn build() -> PathBuf {
         static BUILT: OnceLock<PathBuf> = OnceLock::new();
         BUILT.get_or_init(Self::build_if_stale).clone()
     }
 
     fn build_if_stale() -> PathBuf {
-        crate::go::build_if_stale("testkit/apiserver", "testkit-apiserver/apiserver", "the test API server")
-            .unwrap_or_else(|e| panic!("{e}"))
+        crate::go::build_if_stale_with(
+            "testkit/apiserver",
+            "testkit-apiserver/kube-apiserver",
+            "the test API server",
+            |go| {
+                // As .ci/run builds it: the test server finds its fixtures through its source
+                // path, which -trimpath would remove.
+                let flags = std::env::var("GOFLAGS").unwrap_or_default().replace("-trimpath", "");
+                go.env("GOFLAGS", flags).arg("-ldflags").arg(version_ldflags(&kubernetes_version()?)?);
+                Ok(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A kube-rs configuration for this server.
@@ -128,8 +158,8 @@ impl ApiServer {
         &self.launch.kubeconfig
     }
 
-    /// Where the kubeconfig of a user who may only get, list and watch is; the server
-    /// answers its other requests 403 Forbidden.
+    /// Where the kubeconfig of a user who may only get, list and watch is (a ClusterRole bound
+    /// to it); the server answers its other requests 403 Forbidden, as RBAC does.
     pub fn readonly_kubeconfig_path(&self) -> &Path {
         &self.launch.readonly_kubeconfig
     }
@@ -139,9 +169,8 @@ impl ApiServer {
         kube_config(&self.launch.readonly_kubeconfig).await
     }
 
-    /// A namespace name no other caller of this server gets, starting with `prefix` (a DNS
-    /// label). The API server has no Namespace objects, and needs none: resources can be
-    /// created in any namespace.
+    /// Creates a Namespace no other caller of this server gets, named starting with `prefix`
+    /// (made a DNS label), and returns its name. Panics when the server refuses it.
     pub async fn new_namespace(&self, prefix: &str) -> String {
         let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
         let mut prefix: String = prefix
@@ -153,7 +182,40 @@ impl ApiServer {
         if prefix.is_empty() || !prefix.starts_with(|c: char| c.is_ascii_alphabetic()) {
             prefix.insert(0, 't');
         }
-        format!("{}-{n}", prefix.trim_end_matches('-'))
+        let name = format!("{}-{n}", prefix.trim_end_matches('-'));
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        kube::Api::<Namespace>::all(self.client())
+            .create(&Default::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("creating the namespace {name}: {e}\n{}", self.log()));
+        name
+    }
+
+    /// Writes a kubeconfig with the admin's credentials that acts as `user` in `groups` (its
+    /// `as` and `as-groups`, as `kubectl --as`), and returns its path, a file removed with the
+    /// server. The server authorizes each request as that user, so a test sees exactly what
+    /// RBAC grants, say, `system:serviceaccount:<namespace>:<name>` (in the groups
+    /// `system:serviceaccounts` and `system:serviceaccounts:<namespace>`).
+    pub fn impersonating_kubeconfig(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let mut file = Kubeconfig::read_from(&self.launch.kubeconfig).expect("the server's kubeconfig reads");
+        for auth in &mut file.auth_infos {
+            let info = auth.auth_info.get_or_insert_with(Default::default);
+            info.impersonate = Some(user.to_string());
+            info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        }
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let path = self
+            .launch
+            .kubeconfig
+            .with_extension(format!("as-{}.kubeconfig", COUNT.fetch_add(1, Ordering::Relaxed)));
+        // JSON is YAML, which every kubeconfig reader takes.
+        let text = serde_json::to_vec_pretty(&file).expect("a kubeconfig serialises");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        self.impersonations.lock().unwrap_or_else(|e| e.into_inner()).push(path.clone());
+        path
     }
 
     /// What the server printed so far, stdout and stderr.
@@ -169,6 +231,9 @@ impl Drop for ApiServer {
         }
         let _ = std::fs::remove_file(&self.launch.kubeconfig);
         let _ = std::fs::remove_file(&self.launch.readonly_kubeconfig);
+        for path in self.impersonations.get_mut().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = std::fs::remove_file(path);
+        }
         if let Some(dir) = &self.launch.data_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -294,6 +359,41 @@ pub(crate) fn copy_lines(
     });
 }
 
+/// The release of `k8s.io/kubernetes` that `testkit/apiserver/go.mod` pins (`v1.37.2`), which
+/// the binary is stamped with: `go list -m` reads it, as `.ci/run` does.
+fn kubernetes_version() -> Result<String, String> {
+    let output = Command::new("go")
+        .args(["list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes"])
+        .current_dir(crate::workspace_root().join("testkit/apiserver"))
+        .output()
+        .map_err(|e| {
+            format!("cannot run `go list` for the Kubernetes version (install Go; see .ci/run): {e}")
+        })?;
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || version.is_empty() {
+        return Err(format!(
+            "`go list -m k8s.io/kubernetes` in testkit/apiserver failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(version)
+}
+
+/// The linker flags that make the binary's `/version` say `version` (`vMAJOR.MINOR.PATCH`), as
+/// Kubernetes' own build stamps `k8s.io/component-base/version`; unstamped it says
+/// `v0.0.0-master`.
+fn version_ldflags(version: &str) -> Result<String, String> {
+    let mut parts = version.strip_prefix('v').unwrap_or(version).split('.');
+    let (Some(major), Some(minor)) = (parts.next(), parts.next()) else {
+        return Err(format!("the Kubernetes version {version:?} is not vMAJOR.MINOR.PATCH"));
+    };
+    let var = "k8s.io/component-base/version";
+    Ok(format!(
+        "-X {var}.gitVersion={version} -X {var}.gitMajor={major} -X {var}.gitMinor={minor} -X {var}.gitTreeState=clean"
+    ))
+}
+
 /// The Gateway API's standard CRDs the server installs, in `config/crd/standard/`.
 const GATEWAY_API_CRDS: &[&str] = &["gatewayclasses", "gateways", "httproutes", "referencegrants"];
 
@@ -363,6 +463,9 @@ mod tests {
             assert!(served(&format!("{name}.gateway.networking.k8s.io")).contains(&"v1".into()), "{name}");
         }
         assert_ne!(server.new_namespace("a").await, server.new_namespace("a").await);
+        // kube-apiserver, stamped with the release go.mod pins, not v0.0.0-master.
+        let version = server.client().apiserver_version().await.expect("/version");
+        assert_eq!(version.git_version, kubernetes_version().unwrap(), "{version:?}");
         let pid = server.child.lock().unwrap().as_ref().unwrap().id();
         drop(server);
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the server exited");
@@ -386,9 +489,83 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn namespaces_are_real_and_core_objects_are_served() {
+        let server = ApiServer::shared().await;
+        let namespace = server.new_namespace("core").await;
+        let namespaces: kube::Api<Namespace> = kube::Api::all(server.client());
+        let created = namespaces.get(&namespace).await.expect("new_namespace created it");
+        assert_eq!(created.status.and_then(|s| s.phase).as_deref(), Some("Active"));
+
+        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "hub"},
+            "spec": {"ports": [{"port": 8081}], "selector": {"app": "hub"}},
+        }))
+        .unwrap();
+        let services = kube::Api::namespaced(server.client(), &namespace);
+        let created = services.create(&Default::default(), &service).await.expect("a Service");
+        // The server allocates from the test server's service range.
+        let ip = created.spec.and_then(|s| s.cluster_ip).expect("a cluster IP");
+        assert!(ip.starts_with("10.0."), "{ip}");
+
+        // NamespaceLifecycle admission: a write into a namespace that does not exist is 404.
+        let missing = virtual_services(server.client(), "no-such-namespace");
+        match missing.create(&Default::default(), &virtual_service("lost")).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 404, "{status:?}");
+                assert!(status.message.contains("namespaces \"no-such-namespace\" not found"), "{status:?}");
+            }
+            other => panic!("a create in a missing namespace answered {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_impersonated_service_account_gets_what_rbac_grants_it() {
+        let server = ApiServer::shared().await;
+        let namespace = server.new_namespace("impersonate").await;
+        let user = format!("system:serviceaccount:{namespace}:proxy");
+        let path = server.impersonating_kubeconfig(&user, &["system:serviceaccounts"]);
+        let file = Kubeconfig::read_from(&path).expect("the kubeconfig written reads");
+        let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.unwrap();
+        let api = virtual_services(kube::Client::try_from(config).unwrap(), &namespace);
+        match api.list(&Default::default()).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 403, "{status:?}");
+                assert!(status.message.contains(&format!("\"{user}\" cannot list")), "{status:?}");
+            }
+            other => panic!("a ServiceAccount without a Role listed: {other:?}"),
+        }
+
+        let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "reader"},
+            "rules": [{"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"], "verbs": ["list"]}],
+        }))
+        .unwrap();
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "proxy", "namespace": namespace}],
+        }))
+        .unwrap();
+        kube::Api::namespaced(server.client(), &namespace).create(&Default::default(), &role).await.unwrap();
+        kube::Api::namespaced(server.client(), &namespace)
+            .create(&Default::default(), &binding)
+            .await
+            .unwrap();
+        // The authorizer follows RBAC objects through a watch: allowed within moments.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = api.list(&Default::default()).await {
+            assert!(Instant::now() < deadline, "still denied after the RoleBinding: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let denied = api.create(&Default::default(), &virtual_service("no")).await.expect_err("only list");
+        assert!(matches!(&denied, kube::Error::Api(s) if s.code == 403), "{denied:?}");
+    }
+
+    #[tokio::test]
     async fn a_restarted_server_keeps_its_address_credentials_and_objects() {
         let server = ApiServer::start().await;
-        let api = virtual_services(server.client(), "restart");
+        let namespace = server.new_namespace("restart").await;
+        let api = virtual_services(server.client(), &namespace);
         let created = api.create(&Default::default(), &virtual_service("kept")).await.expect("create");
 
         server.stop().await;

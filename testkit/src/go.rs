@@ -9,6 +9,17 @@ use std::time::SystemTime;
 /// `<target dir>/<bin>`, unless the binary is newer than every `.go`, `go.mod` and `go.sum`
 /// there. Returns the binary's path, or why `what` could not be built.
 pub(crate) fn build_if_stale(source: &str, bin: &str, what: &str) -> Result<PathBuf, String> {
+    build_if_stale_with(source, bin, what, |_| Ok(()))
+}
+
+/// [`build_if_stale`], with `prepare` adding to the `go build` command (flags, environment)
+/// before it runs; it is called only when a build is needed.
+pub(crate) fn build_if_stale_with(
+    source: &str,
+    bin: &str,
+    what: &str,
+    prepare: impl FnOnce(&mut Command) -> Result<(), String>,
+) -> Result<PathBuf, String> {
     let source = crate::workspace_root().join(source);
     let bin = crate::target_dir().join(bin);
     std::fs::create_dir_all(bin.parent().expect("a folder"))
@@ -25,7 +36,9 @@ pub(crate) fn build_if_stale(source: &str, bin: &str, what: &str) -> Result<Path
         let name = bin.file_name().expect("a file name").to_string_lossy();
         let partial = bin.with_file_name(format!("{name}.{}.partial", std::process::id()));
         let mut go = Command::new("go");
-        go.args(["build", "-o"]).arg(&partial).arg(".").current_dir(&source);
+        go.arg("build").current_dir(&source);
+        prepare(&mut go)?;
+        go.arg("-o").arg(&partial).arg(".");
         build(go, &format!("{what} in {}", source.display()))?;
         std::fs::rename(&partial, &bin).map_err(|e| format!("moving {what} into place: {e}"))?;
     }

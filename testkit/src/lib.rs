@@ -6,8 +6,9 @@
 //!   Envoy's matching rules send a request: the judge of the model and of our objects.
 //! - [`client`]: an HTTP client for the routes API, and raw requests for what a well-behaved
 //!   client would never send.
-//! - [`apiserver`]: a real Kubernetes API server (apiextensions-apiserver over an embedded
-//!   etcd, built from `testkit/apiserver` with Go) with the Istio and Gateway API CRDs.
+//! - [`apiserver`]: a real Kubernetes API server (kube-apiserver over an embedded etcd, built
+//!   from `testkit/apiserver` with Go), with RBAC, admission, real namespaces and the Istio
+//!   and Gateway API CRDs.
 //! - [`fake_kube`]: a fake Kubernetes API server for kube-rs clients, with failure injection.
 //! - [`metrics`]: a Prometheus scrape read back into samples.
 //! - [`process`]: the proxy binary as a child process, with its log.
