@@ -51,7 +51,8 @@ fn manifests() -> Objects {
     let mut all = Objects::new();
     for entry in std::fs::read_dir(&dir).expect("deploy/kubernetes") {
         let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+        // The kustomization, and overlays (gateway-api/), which patch these objects.
+        if path.is_dir() || path.file_name().is_some_and(|n| n == "kustomization.yaml") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
@@ -300,15 +301,15 @@ fn legacy_virtual_service(namespace: &str) -> Value {
     })
 }
 
-/// The ServiceAccount, Role and RoleBinding of `deploy/kubernetes`, applied to a real API
-/// server in a namespace of their own, and the binary run as that ServiceAccount (the admin
-/// impersonating it, as `kubectl --as` does), so the server's RBAC authorizes every call the
-/// store makes: adopting the Go proxy's route, pod-IP routes with their ServiceEntries, an
-/// ancestor made again, deletes, and healing what is deleted behind its back. Any verb the
-/// Role lacks fails a request, or shows as a `forbidden` outcome in the binary's metrics.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_role_is_enough_for_the_service_account_on_a_real_api_servers_rbac() {
-    let server = ApiServer::shared().await;
+/// Applies the ServiceAccount and RoleBinding of `deploy/kubernetes`, with `role`, to a fresh
+/// namespace of a real API server, waits until its authorizer allows `probe` (group, resource)
+/// to the account, and answers the namespace and a kubeconfig that impersonates the account
+/// (the admin's credentials, as `kubectl --as` does).
+async fn as_service_account(
+    server: &ApiServer,
+    role: Role,
+    probe: (&str, &str),
+) -> (String, std::path::PathBuf) {
     let namespace = server.new_namespace("rbac").await;
     let mut manifests = manifests();
     for ((kind, _), object) in manifests.iter_mut() {
@@ -319,8 +320,9 @@ async fn the_role_is_enough_for_the_service_account_on_a_real_api_servers_rbac()
             }
         }
     }
+    let mut role = role;
+    role.metadata.namespace = Some(namespace.clone());
     let account: ServiceAccount = one(&manifests, "ServiceAccount");
-    let role: Role = one(&manifests, "Role");
     let binding: RoleBinding = one(&manifests, "RoleBinding");
     let admin = server.client();
     let post_params = kube::api::PostParams::default();
@@ -334,15 +336,33 @@ async fn the_role_is_enough_for_the_service_account_on_a_real_api_servers_rbac()
     // The authorizer follows RBAC objects through a watch: wait until it has the binding.
     let reviews: kube::Api<k8s_openapi::api::authorization::v1::SubjectAccessReview> =
         kube::Api::all(admin.clone());
+    let (group, resource) = probe;
     testkit::eventually("RBAC allows what the Role grants", || async {
         let review = serde_json::from_value(json!({"spec": {"user": user, "groups": groups,
-            "resourceAttributes": {"namespace": namespace, "verb": "watch", "group": "networking.istio.io", "resource": "virtualservices"}}}))
+            "resourceAttributes": {"namespace": namespace, "verb": "watch", "group": group, "resource": resource}}}))
         .unwrap();
         let answer = reviews.create(&post_params, &review).await.unwrap();
         answer.status.is_some_and(|s| s.allowed)
     })
     .await;
+    let kubeconfig = server.impersonating_kubeconfig(&user, &groups);
+    (namespace, kubeconfig)
+}
 
+/// The ServiceAccount, Role and RoleBinding of `deploy/kubernetes`, applied to a real API
+/// server in a namespace of their own, and the binary run as that ServiceAccount (the admin
+/// impersonating it, as `kubectl --as` does), so the server's RBAC authorizes every call the
+/// store makes: adopting the Go proxy's route, pod-IP routes with their ServiceEntries, an
+/// ancestor made again, deletes, and healing what is deleted behind its back. Any verb the
+/// Role lacks fails a request, or shows as a `forbidden` outcome in the binary's metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_is_enough_for_the_service_account_on_a_real_api_servers_rbac() {
+    let server = ApiServer::shared().await;
+    let role: Role = one(&manifests(), "Role");
+    let (namespace, kubeconfig) =
+        as_service_account(server, role, ("networking.istio.io", "virtualservices")).await;
+    let admin = server.client();
+    let post_params = kube::api::PostParams::default();
     let resource = |kind: &str, plural: &str| {
         let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", kind);
         kube::api::ApiResource::from_gvk_with_plural(&gvk, plural)
@@ -354,7 +374,6 @@ async fn the_role_is_enough_for_the_service_account_on_a_real_api_servers_rbac()
     let legacy = serde_json::from_value(legacy_virtual_service(&namespace)).unwrap();
     virtual_services.create(&post_params, &legacy).await.unwrap();
 
-    let kubeconfig = server.impersonating_kubeconfig(&user, &groups);
     let mut proxy = ProxyProcess::start_kubernetes(
         BIN,
         &kubeconfig,
@@ -426,6 +445,47 @@ async fn the_role_is_enough_for_the_service_account_on_a_real_api_servers_rbac()
     assert!(by_route(entries.list(&Default::default()).await.unwrap().items, "/user/alice").is_empty());
 
     // Nothing in the background (the watches, healing) was denied either.
+    let metrics = String::from_utf8(api.get("/metrics").await.body.to_vec()).unwrap();
+    let denied: Vec<&str> = metrics.lines().filter(|l| l.contains(r#"outcome="forbidden""#)).collect();
+    assert!(denied.is_empty(), "calls RBAC denied: {denied:#?}\n{}", proxy.log());
+    assert_eq!(proxy.terminate(Duration::from_secs(30)).await.and_then(|s| s.code()), Some(0));
+}
+
+/// The overlay `deploy/kubernetes/gateway-api`'s Role, run as on a cluster: the binary with
+/// `--routing gateway-api` as the ServiceAccount, through the real authorizer, writing
+/// HTTPRoutes, and a Service and EndpointSlice per pod IP, updating and deleting them. And the
+/// chart with `PROXY_ROUTING=gateway-api` renders that same Role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_api_role_is_enough_for_the_service_account_on_a_real_api_servers_rbac() {
+    let overlay = testkit::workspace_root().join("deploy/kubernetes/gateway-api/role.yaml");
+    let overlay = objects(&std::fs::read_to_string(&overlay).unwrap(), "the gateway-api overlay");
+    let role: Role = one(&overlay, "Role");
+    let set = ["config.PROXY_ROUTING=gateway-api", "config.GATEWAY_API_PARENT=istio-system/gw"];
+    let rendered = objects(&testkit::helm::template(&chart(), NAMESPACE, &set), "the chart, gateway-api");
+    assert_eq!(grants(&one(&rendered, "Role")), grants(&role), "the chart's Role against the overlay's");
+
+    let server = ApiServer::shared().await;
+    let (namespace, kubeconfig) =
+        as_service_account(server, role, ("gateway.networking.k8s.io", "httproutes")).await;
+    let args = ["--routing", "gateway-api", "--parent-ref", "istio-system/jupyterhub"];
+    let mut proxy = ProxyProcess::start_kubernetes(BIN, &kubeconfig, &namespace, TOKEN, &args).await;
+    let api = ApiClient::new(proxy.addr(), Some(TOKEN));
+    let post = async |path: &str, target: &str| {
+        let answer = api.post(&format!("/api/routes{path}"), &format!(r#"{{"target": "{target}"}}"#)).await;
+        assert_eq!(answer.status, 201, "{path}: {}\n{}", answer.error(), proxy.log());
+    };
+    post("/", "http://hub:8081").await;
+    post("/user/alice/", "http://10.0.0.7:8888").await;
+    post("/user/alice/", "http://10.0.0.8:8888").await;
+    post("/user/bob/", "http://10.0.0.9:8888").await;
+    post("/user/bob/", "http://jupyter-bob:8888").await;
+    assert_eq!(api.delete("/api/routes/user/alice").await.status, 204);
+    assert_eq!(api.get("/api/routes").await.keys(), ["/", "/user/bob"]);
+    let slices: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        kube::Api::namespaced(server.client(), &namespace);
+    let left = slices.list(&Default::default()).await.unwrap().items;
+    assert!(left.is_empty(), "alice's deleted, bob's replaced by a Service target: {left:#?}");
+
     let metrics = String::from_utf8(api.get("/metrics").await.body.to_vec()).unwrap();
     let denied: Vec<&str> = metrics.lines().filter(|l| l.contains(r#"outcome="forbidden""#)).collect();
     assert!(denied.is_empty(), "calls RBAC denied: {denied:#?}\n{}", proxy.log());
