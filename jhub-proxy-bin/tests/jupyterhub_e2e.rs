@@ -1,9 +1,11 @@
 //! End to end: a real JupyterHub (6.1.1, from PyPI) drives the binary, which writes to a real
-//! Kubernetes API server (testkit's, with Istio's CRDs). The hub spawns mock servers on
-//! loopback ports; after every step the VirtualServices and ServiceEntries in the namespace
-//! must be exactly the hub's routes, and Istio's gateway (its pilot, `testkit::oracle`), fed
-//! those objects, must route each user's paths to a server that says it is that user's (its
-//! `/env`), and the hub's paths to the hub. Then the proxy restarts, loses an object behind the hub's back, and hands
+//! Kubernetes API server (testkit's, with Istio's and the Gateway API's CRDs). The hub spawns
+//! mock servers on loopback ports; after every step the routing objects in the namespace must
+//! be exactly the hub's routes, and the gateway fed those objects must route each user's paths
+//! to a server that says it is that user's (its `/env`), and the hub's paths to the hub. With
+//! Istio routing the gateway is Istio's pilot (`testkit::oracle`) over VirtualServices and
+//! ServiceEntries; with `--routing gateway-api`, the Gateway API's precedence rules
+//! (`testkit::gateway_model`) over HTTPRoutes, followed to their Services' EndpointSlices. Then the proxy restarts, loses an object behind the hub's back, and hands
 //! over to a second replica, and the hub notices nothing amiss. Last, with a real Prometheus
 //! counting a gateway's requests, the hub's users' `last_activity` follows that traffic.
 
@@ -12,9 +14,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gateway_routes::HttpRoute;
+use gateway_routes::resources::HttpRouteFilter;
 use http::Method;
 use istio_routes::resources::{IstioVersion, ServiceEntry, VirtualService};
 use istio_routes::{PROXY_ID_HEADER, ROUTE_ANNOTATION, SPEC_ANNOTATION, revision};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use proxy_api::{Route, RouteSpec, RoutingMode, Target};
 use serde_json::{Value, json};
@@ -33,6 +39,31 @@ const GATEWAY: &str = "istio-system/jupyterhub-gateway";
 /// but another replica sees them through its watch.
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// Which routing API the proxy writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    Istio,
+    GatewayApi,
+}
+
+impl Routing {
+    /// The proxy's options that pick it, bound to the test's gateway.
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Routing::Istio => &["--istio-gateway", GATEWAY],
+            Routing::GatewayApi => &["--routing", "gateway-api", "--parent-ref", GATEWAY],
+        }
+    }
+}
+
+/// The objects a gateway routes through, as the API server lists them.
+enum Objects {
+    /// The Gateway, VirtualServices and ServiceEntries, for the oracle.
+    Istio(Vec<Value>),
+    /// The HTTPRoutes, for the Gateway API's model.
+    GatewayApi(Vec<Arc<HttpRoute>>),
+}
+
 /// Who should serve a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
@@ -49,8 +80,12 @@ struct E2e {
     retired: Vec<ProxyProcess>,
     api_server: &'static ApiServer,
     namespace: String,
+    routing: Routing,
     virtual_services: Api<VirtualService>,
     service_entries: Api<ServiceEntry>,
+    http_routes: Api<HttpRoute>,
+    services: Api<Service>,
+    endpoint_slices: Api<EndpointSlice>,
     /// Route spec (as our API lists it) → who serves it.
     expected: BTreeMap<String, Owner>,
 }
@@ -58,24 +93,32 @@ struct E2e {
 /// One route as the API server holds it, resolved to the address the gateway would reach.
 #[derive(Debug)]
 struct Stored {
-    virtual_service: String,
+    /// The VirtualService or HTTPRoute.
+    object: String,
     target: Target,
     data: Value,
-    /// The VirtualService's destination.
+    /// The VirtualService's destination host, or the HTTPRoute's backend Service.
     host: String,
     port: Option<u32>,
-    /// The ServiceEntry endpoint of `host`.
+    /// The ServiceEntry's, or the EndpointSlice's, endpoint of `host`.
     address: IpAddr,
 }
 
-async fn start_proxy(api_server: &ApiServer, namespace: &str, listen: &str, extra: &[&str]) -> ProxyProcess {
+async fn start_proxy(
+    api_server: &ApiServer,
+    namespace: &str,
+    listen: &str,
+    routing: Routing,
+    extra: &[&str],
+) -> ProxyProcess {
     let mut command = Command::new(BIN);
     command
         .env_clear()
         .env("KUBECONFIG", api_server.kubeconfig_path())
         .env("CONFIGPROXY_AUTH_TOKEN", TOKEN)
         .env("K8S_NAMESPACE", namespace)
-        .args(["--store", "kubernetes", "--listen", listen, "--istio-gateway", GATEWAY])
+        .args(["--store", "kubernetes", "--listen", listen])
+        .args(routing.args())
         .arg("--allow-loopback-targets")
         .args(extra);
     ProxyProcess::spawn(command).await
@@ -90,16 +133,21 @@ fn normalized(spec: &str) -> String {
 }
 
 impl E2e {
-    async fn start(base_url: &str) -> E2e {
+    async fn start(base_url: &str, routing: Routing) -> E2e {
         let api_server = ApiServer::shared().await;
         let namespace = api_server.new_namespace("jupyterhub-e2e").await;
-        let proxy = start_proxy(api_server, &namespace, "127.0.0.1:0", &[]).await;
+        let proxy = start_proxy(api_server, &namespace, "127.0.0.1:0", routing, &[]).await;
         let api_url = format!("http://{}", proxy.addr());
         let hub = JupyterHub::start(HubConfig {
             proxy_api_url: &api_url,
             proxy_token: TOKEN,
             base_url,
             last_activity_interval: 300,
+            // An EndpointSlice may not hold a loopback address.
+            ip: match routing {
+                Routing::Istio => std::net::Ipv4Addr::LOCALHOST.into(),
+                Routing::GatewayApi => testkit::local_ip(),
+            },
         })
         .await;
         let client = api_server.client();
@@ -109,8 +157,12 @@ impl E2e {
             proxy,
             retired: Vec::new(),
             api_server,
+            routing,
             virtual_services: Api::namespaced_with(client.clone(), &namespace, &IstioVersion::V1),
-            service_entries: Api::namespaced_with(client, &namespace, &IstioVersion::V1),
+            service_entries: Api::namespaced_with(client.clone(), &namespace, &IstioVersion::V1),
+            http_routes: Api::namespaced(client.clone(), &namespace),
+            services: Api::namespaced(client.clone(), &namespace),
+            endpoint_slices: Api::namespaced(client, &namespace),
             namespace,
         }
     }
@@ -168,55 +220,73 @@ impl E2e {
         self.expect_objects(&step).await;
     }
 
-    async fn list(&self, step: &str) -> (Vec<Arc<VirtualService>>, Vec<ServiceEntry>) {
-        let params = Default::default();
-        let virtual_services = match self.virtual_services.list(&params).await {
-            Ok(list) => list.items.into_iter().map(Arc::new).collect(),
-            Err(e) => self.fail(step, &format!("listing VirtualServices: {e}")),
-        };
-        match self.service_entries.list(&params).await {
-            Ok(list) => (virtual_services, list.items),
-            Err(e) => self.fail(step, &format!("listing ServiceEntries: {e}")),
+    async fn list<K>(&self, step: &str, api: &Api<K>, what: &str) -> Vec<K>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    {
+        match api.list(&Default::default()).await {
+            Ok(list) => list.items,
+            Err(e) => self.fail(step, &format!("listing {what}: {e}")),
         }
     }
 
-    /// The objects in the namespace, by route spec, when they are exactly the expected routes,
-    /// each with the right target and data, a destination a ServiceEntry resolves to the
-    /// target, no ServiceEntry left over, and no two routes with one destination.
-    fn check_objects(
-        &self,
-        virtual_services: &[Arc<VirtualService>],
-        service_entries: &[ServiceEntry],
-    ) -> Result<BTreeMap<String, Stored>, String> {
+    /// The objects in the namespace, as the gateway would route through them, and each route's
+    /// record; or why they are not (yet) exactly the expected routes.
+    async fn objects(&self, step: &str) -> Result<(BTreeMap<String, Stored>, Objects), String> {
+        match self.routing {
+            Routing::Istio => {
+                let virtual_services: Vec<Arc<VirtualService>> = self
+                    .list(step, &self.virtual_services, "VirtualServices")
+                    .await
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect();
+                let service_entries = self.list(step, &self.service_entries, "ServiceEntries").await;
+                let stored = self.check_objects(istio_records(&virtual_services, &service_entries)?)?;
+                if service_entries.len() != stored.len() {
+                    let hosts: Vec<_> = service_entries.iter().map(|e| &e.spec.hosts).collect();
+                    return Err(format!("ServiceEntries {hosts:?} for {} routes", stored.len()));
+                }
+                if let Some(route) = stored.values().find(|route| !route.host.ends_with(".internal")) {
+                    return Err(format!("{} is not a pod IP's synthetic host", route.host));
+                }
+                let objects = std::iter::once(testkit::oracle::gateway(GATEWAY, &["*"]))
+                    .chain(virtual_services.iter().map(|o| serde_json::to_value(&**o).unwrap()))
+                    .chain(service_entries.iter().map(|o| serde_json::to_value(o).unwrap()))
+                    .collect();
+                Ok((stored, Objects::Istio(objects)))
+            }
+            Routing::GatewayApi => {
+                let routes: Vec<Arc<HttpRoute>> = self
+                    .list(step, &self.http_routes, "HTTPRoutes")
+                    .await
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect();
+                let services = self.list(step, &self.services, "Services").await;
+                let slices = self.list(step, &self.endpoint_slices, "EndpointSlices").await;
+                let stored = self.check_objects(gateway_records(&routes, &services, &slices)?)?;
+                if services.len() != stored.len() || slices.len() != stored.len() {
+                    return Err(format!(
+                        "{} Services and {} EndpointSlices for {} pod-IP routes",
+                        services.len(),
+                        slices.len(),
+                        stored.len()
+                    ));
+                }
+                Ok((stored, Objects::GatewayApi(routes)))
+            }
+        }
+    }
+
+    /// The records by route spec, when they are exactly the expected routes, each with the
+    /// right target and data, resolved to the target's own address and port, and no two routes
+    /// with one destination.
+    fn check_objects(&self, records: Vec<(String, Stored)>) -> Result<BTreeMap<String, Stored>, String> {
         let mut stored = BTreeMap::new();
-        for object in virtual_services {
-            let annotation = |key: &str| object.metadata.annotations.as_ref().and_then(|a| a.get(key));
-            let name = object.metadata.name.clone().unwrap_or_default();
-            let (Some(spec), Some(route)) = (annotation(SPEC_ANNOTATION), annotation(ROUTE_ANNOTATION))
-            else {
-                return Err(format!("{name} lacks our annotations"));
-            };
-            let route: Value = serde_json::from_str(route).map_err(|e| format!("{name}: route: {e}"))?;
-            let target = route["target"].as_str().and_then(|t| Target::parse(t).ok());
-            let target = target.ok_or_else(|| format!("{name}: no valid target in {route}"))?;
-            let destination = object
-                .spec
-                .http
-                .first()
-                .and_then(|http| http.route.first())
-                .map(|r| r.destination.clone())
-                .ok_or_else(|| format!("{name} has no destination"))?;
-            let entry = service_entries
-                .iter()
-                .find(|e| e.spec.hosts.contains(&destination.host))
-                .ok_or_else(|| format!("{name}: no ServiceEntry for {}", destination.host))?;
-            let address = entry.spec.endpoints.first().and_then(|e| e.address.parse().ok());
-            let address = address.ok_or_else(|| format!("{name}: no endpoint in {:?}", entry.spec))?;
-            let port = destination.port.map(|p| p.number);
-            let record =
-                Stored { virtual_service: name, target, data: route, host: destination.host, port, address };
+        for (spec, record) in records {
             if let Some(other) = stored.insert(spec.clone(), record) {
-                return Err(format!("two objects for {spec}: {}", other.virtual_service));
+                return Err(format!("two objects for {spec}: {}", other.object));
             }
         }
         let specs: Vec<&String> = stored.keys().collect();
@@ -225,17 +295,16 @@ impl E2e {
         }
         for (spec, owner) in &self.expected {
             let route = &stored[spec];
-            let loopback = route.target.ip().is_some_and(|ip| ip.is_loopback());
-            // A loopback target is a pod-IP target: a ServiceEntry with the address itself,
-            // reached under a synthetic host, on the target's port.
-            if !loopback || route.address != route.target.ip().unwrap() {
+            // The hub's and servers' targets are IPs, as KubeSpawner's pod IPs: the endpoint is
+            // the address itself, reached on the target's port.
+            if route.target.ip() != Some(route.address) {
                 return Err(format!(
                     "{spec}: target {} resolves to {}",
                     route.target.as_str(),
                     route.address
                 ));
             }
-            if route.port != Some(u32::from(route.target.port())) || !route.host.ends_with(".internal") {
+            if route.port != Some(u32::from(route.target.port())) {
                 return Err(format!(
                     "{spec}: destination {}:{:?} for {}",
                     route.host,
@@ -257,36 +326,25 @@ impl E2e {
         if destinations.len() != stored.len() {
             return Err(format!("routes share destinations: {stored:#?}"));
         }
-        if service_entries.len() != stored.len() {
-            let hosts: Vec<_> = service_entries.iter().map(|e| &e.spec.hosts).collect();
-            return Err(format!("ServiceEntries {hosts:?} for {} routes", stored.len()));
-        }
         Ok(stored)
     }
 
     /// Waits until the API server holds exactly the expected routes; returns them, and the
-    /// Istio objects as the server lists them, with the Gateway, for the oracle.
-    async fn expect_objects(&self, step: &str) -> (BTreeMap<String, Stored>, Vec<Value>) {
+    /// objects a gateway routes through.
+    async fn expect_objects(&self, step: &str) -> (BTreeMap<String, Stored>, Objects) {
         let deadline = Instant::now() + SETTLE;
         loop {
-            let (virtual_services, service_entries) = self.list(step).await;
-            match self.check_objects(&virtual_services, &service_entries) {
-                Ok(stored) => {
-                    let objects = std::iter::once(testkit::oracle::gateway(GATEWAY, &["*"]))
-                        .chain(virtual_services.iter().map(|o| serde_json::to_value(&**o).unwrap()))
-                        .chain(service_entries.iter().map(|o| serde_json::to_value(o).unwrap()))
-                        .collect();
-                    return (stored, objects);
-                }
+            match self.objects(step).await {
+                Ok(found) => return found,
                 Err(why) if Instant::now() > deadline => self.fail(step, &why),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
 
-    /// Routes, through Istio's pilot (one oracle run), a request for each user server's `/env`
-    /// and for the hub's API, follows it to the address the ServiceEntry names, and checks who
-    /// answers.
+    /// Routes a request for each user server's `/env` and for the hub's API through the
+    /// gateway (Istio's pilot in one oracle run, or the Gateway API's model), follows it to
+    /// the endpoint the objects name, and checks who answers.
     async fn expect_gateway(&self, step: &str) {
         let (stored, objects) = self.expect_objects(step).await;
         let base = self.hub.base_url();
@@ -298,50 +356,80 @@ impl E2e {
             };
             probes.extend(paths.into_iter().map(|path| (path, spec, owner)));
         }
-        let mut requests: Vec<Request> =
-            probes.iter().map(|(path, ..)| Request::new("hub.example.org", path)).collect();
-        requests.push(Request::new("hub.example.org", "/elsewhere"));
-        let outcome = testkit::oracle::route_one(&Scenario { objects, requests });
-        if !outcome.rejected.is_empty() {
-            self.fail(step, &format!("Istio refuses objects: {:?}", outcome.rejected));
+        let mut paths: Vec<String> = probes.iter().map(|(path, ..)| path.clone()).collect();
+        paths.push("/elsewhere".to_owned());
+        let routed: Vec<Option<Routed>> = match objects {
+            Objects::Istio(objects) => {
+                let requests = paths.iter().map(|path| Request::new("hub.example.org", path)).collect();
+                let outcome = testkit::oracle::route_one(&Scenario { objects, requests });
+                if !outcome.rejected.is_empty() {
+                    self.fail(step, &format!("Istio refuses objects: {:?}", outcome.rejected));
+                }
+                let answers = outcome.answers.iter().zip(&paths);
+                answers
+                    .map(|(answer, path)| answer.as_ref().map(|a| self.istio_routed(step, a, &stored, path)))
+                    .collect()
+            }
+            Objects::GatewayApi(routes) => {
+                let gateway = testkit::gateway_model::GatewayApi::new(routes);
+                let routed = paths.iter().map(|path| gateway.route("hub.example.org", path));
+                routed.map(|r| r.map(|r| Routed { object: r.http_route, path: r.path })).collect()
+            }
+        };
+        for ((path, spec, owner), routed) in probes.iter().zip(&routed) {
+            self.expect_routed(step, routed.as_ref(), &stored, path, spec, owner).await;
         }
-        for ((path, spec, owner), answer) in probes.iter().zip(&outcome.answers) {
-            self.expect_routed(step, answer.as_ref(), &stored, path, spec, owner).await;
-        }
-        if base != "/" && outcome.answers.last().is_some_and(Option::is_some) {
+        if base != "/" && routed.last().is_some_and(Option::is_some) {
             self.fail(step, "a path outside the hub's base_url is routed");
         }
+    }
+
+    /// What Istio's answer says beyond the object and path: the cluster of the route's
+    /// destination, known to the gateway, and the route's `jupyter-proxy-id`.
+    fn istio_routed(
+        &self,
+        step: &str,
+        answer: &Answer,
+        stored: &BTreeMap<String, Stored>,
+        path: &str,
+    ) -> Routed {
+        let routed = Routed { object: answer.virtual_service_name().to_owned(), path: answer.path.clone() };
+        let Some((spec, route)) = stored.iter().find(|(_, r)| r.object == routed.object) else {
+            self.fail(step, &format!("{path} is routed to an object of no route: {answer:#?}"));
+        };
+        let full = Route::new(
+            RouteSpec::new(spec, RoutingMode::Path).unwrap(),
+            route.target.clone(),
+            Default::default(),
+        )
+        .unwrap();
+        let port = route.port.map_or_else(String::new, |p| p.to_string());
+        if answer.cluster != format!("outbound|{port}||{}", route.host)
+            || !answer.cluster_known
+            || answer.response_headers.get(PROXY_ID_HEADER) != Some(&revision(&full))
+        {
+            self.fail(step, &format!("{path} is routed to {answer:#?}, expected {route:#?}"));
+        }
+        routed
     }
 
     async fn expect_routed(
         &self,
         step: &str,
-        answer: Option<&Answer>,
+        routed: Option<&Routed>,
         stored: &BTreeMap<String, Stored>,
         path: &str,
         spec: &str,
         owner: &Owner,
     ) {
         let route = &stored[spec];
-        let Some(routed) = answer else {
+        let Some(routed) = routed else {
             self.fail(step, &format!("the gateway does not route {path}"));
         };
-        let full = Route::new(
-            RouteSpec::new(spec, RoutingMode::Path).expect("a valid spec"),
-            route.target.clone(),
-            Default::default(),
-        )
-        .expect("a valid route");
-        let proxy_id = routed.response_headers.get(PROXY_ID_HEADER);
-        let port = route.port.map_or_else(String::new, |p| p.to_string());
-        if routed.virtual_service_name() != route.virtual_service
-            || routed.cluster != format!("outbound|{port}||{}", route.host)
-            || !routed.cluster_known
-            || proxy_id != Some(&revision(&full))
-        {
+        if routed.object != route.object {
             self.fail(step, &format!("{path} is routed to {routed:#?}, expected {route:#?}"));
         }
-        // Where the gateway would send it: the ServiceEntry's address, the destination's port.
+        // Where the gateway would send it: the endpoint's address, the destination's port.
         let addr = SocketAddr::new(route.address, u16::try_from(route.port.unwrap_or(80)).unwrap());
         if tokio::net::TcpStream::connect(addr).await.is_err() {
             self.fail(step, &format!("nothing listens at {addr}, where {path} is routed"));
@@ -412,20 +500,24 @@ impl E2e {
         let step = "restarting the proxy";
         let listen = self.proxy.addr().to_string();
         self.stop_proxy(step).await;
-        let next = start_proxy(self.api_server, &self.namespace, &listen, &[]).await;
+        let next = start_proxy(self.api_server, &self.namespace, &listen, self.routing, &[]).await;
         self.replace_proxy(next);
         self.expect_objects(step).await;
         self.expect_listings(step).await;
     }
 
-    /// Deletes a server's VirtualService with kube, then has the hub check the proxy's routes
-    /// (`POST /hub/api/proxy`): the hub adds the missing one again.
+    /// Deletes a server's VirtualService or HTTPRoute with kube, then has the hub check the
+    /// proxy's routes (`POST /hub/api/proxy`): the hub adds the missing one again.
     async fn delete_behind_the_hubs_back(&self, user: &str, server: &str) {
-        let step = &format!("deleting {user}/{server}'s VirtualService behind the hub's back");
+        let step = &format!("deleting {user}/{server}'s routing object behind the hub's back");
         let spec = self.user_spec(user, server);
         let (stored, _) = self.expect_objects(step).await;
-        let name = &stored[&spec].virtual_service;
-        if let Err(e) = self.virtual_services.delete(name, &Default::default()).await {
+        let name = &stored[&spec].object;
+        let deleted = match self.routing {
+            Routing::Istio => self.virtual_services.delete(name, &Default::default()).await.err(),
+            Routing::GatewayApi => self.http_routes.delete(name, &Default::default()).await.err(),
+        };
+        if let Some(e) = deleted {
             self.fail(step, &format!("deleting {name}: {e}"));
         }
         // The hub must see the route missing: wait until our watch has seen the deletion.
@@ -447,7 +539,7 @@ impl E2e {
     /// second, is the same.
     async fn hand_over_to_a_second_replica(&mut self) {
         let step = "handing over to a second replica";
-        let next = start_proxy(self.api_server, &self.namespace, "127.0.0.1:0", &[]).await;
+        let next = start_proxy(self.api_server, &self.namespace, "127.0.0.1:0", self.routing, &[]).await;
         let body = json!({"api_url": format!("http://{}", next.addr()), "auth_token": TOKEN});
         self.hub_api(step, Method::PATCH, "/proxy", Some(&body), 200).await;
         self.stop_proxy(step).await;
@@ -456,9 +548,108 @@ impl E2e {
     }
 }
 
+/// Where a gateway sends a request: the object that matched, and the path it forwards.
+#[derive(Debug)]
+struct Routed {
+    object: String,
+    path: String,
+}
+
+/// Each VirtualService's route, resolved through its ServiceEntry.
+fn istio_records(
+    virtual_services: &[Arc<VirtualService>],
+    service_entries: &[ServiceEntry],
+) -> Result<Vec<(String, Stored)>, String> {
+    let mut records = Vec::new();
+    for object in virtual_services {
+        let (name, spec, target, data) = annotated(&object.metadata)?;
+        let destination = object
+            .spec
+            .http
+            .first()
+            .and_then(|http| http.route.first())
+            .map(|r| r.destination.clone())
+            .ok_or_else(|| format!("{name} has no destination"))?;
+        let entry = service_entries
+            .iter()
+            .find(|e| e.spec.hosts.contains(&destination.host))
+            .ok_or_else(|| format!("{name}: no ServiceEntry for {}", destination.host))?;
+        let address = entry.spec.endpoints.first().and_then(|e| e.address.parse().ok());
+        let address = address.ok_or_else(|| format!("{name}: no endpoint in {:?}", entry.spec))?;
+        let port = destination.port.map(|p| p.number);
+        records.push((spec, Stored { object: name, target, data, host: destination.host, port, address }));
+    }
+    Ok(records)
+}
+
+/// Each HTTPRoute's route, resolved through its backend Service (owned by it, with the route's
+/// `jupyter-proxy-id` set on responses) to the EndpointSlice of that Service.
+fn gateway_records(
+    routes: &[Arc<HttpRoute>],
+    services: &[Service],
+    slices: &[EndpointSlice],
+) -> Result<Vec<(String, Stored)>, String> {
+    let mut records = Vec::new();
+    for object in routes {
+        let (name, spec, target, data) = annotated(&object.metadata)?;
+        let full =
+            Route::new(RouteSpec::new(&spec, RoutingMode::Path).unwrap(), target.clone(), Default::default())
+                .map_err(|e| format!("{name}: {e}"))?;
+        let rule = object.spec.rules.first().ok_or_else(|| format!("{name} has no rule"))?;
+        let backend = rule.backend_refs.first().ok_or_else(|| format!("{name} has no backend"))?;
+        let header = HttpRouteFilter::set_response_header(PROXY_ID_HEADER, revision(&full));
+        if !rule.filters.contains(&header) {
+            return Err(format!("{name} does not set {PROXY_ID_HEADER}: {:?}", rule.filters));
+        }
+        let service = services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(&backend.name))
+            .ok_or_else(|| format!("{name}: no Service {}", backend.name))?;
+        let owners = service.metadata.owner_references.as_deref().unwrap_or_default();
+        if !owners.iter().any(|o| Some(&o.uid) == object.metadata.uid.as_ref()) {
+            return Err(format!("{name}: Service {} is not owned by it: {owners:?}", backend.name));
+        }
+        let slice = slices
+            .iter()
+            .find(|s| {
+                let labels = s.metadata.labels.as_ref();
+                labels.and_then(|l| l.get("kubernetes.io/service-name")) == Some(&backend.name)
+            })
+            .ok_or_else(|| format!("{name}: no EndpointSlice for Service {}", backend.name))?;
+        let address = slice.endpoints.first().and_then(|e| e.addresses.first()).and_then(|a| a.parse().ok());
+        let address = address.ok_or_else(|| format!("{name}: no address in {:?}", slice.endpoints))?;
+        let slice_port = slice.ports.as_deref().and_then(|p| p.first()).and_then(|p| p.port);
+        if slice_port != backend.port {
+            return Err(format!(
+                "{name}: backend port {:?}, EndpointSlice port {slice_port:?}",
+                backend.port
+            ));
+        }
+        let port = backend.port.and_then(|p| u32::try_from(p).ok());
+        records
+            .push((spec, Stored { object: name, target, data, host: backend.name.clone(), port, address }));
+    }
+    Ok(records)
+}
+
+/// An object's name, and the route spec, target and data our annotations keep.
+fn annotated(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<(String, String, Target, Value), String> {
+    let name = meta.name.clone().unwrap_or_default();
+    let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key));
+    let (Some(spec), Some(route)) = (annotation(SPEC_ANNOTATION), annotation(ROUTE_ANNOTATION)) else {
+        return Err(format!("{name} lacks our annotations"));
+    };
+    let data: Value = serde_json::from_str(route).map_err(|e| format!("{name}: route: {e}"))?;
+    let target = data["target"].as_str().and_then(|t| Target::parse(t).ok());
+    let target = target.ok_or_else(|| format!("{name}: no valid target in {data}"))?;
+    Ok((name, spec.clone(), target, data))
+}
+
 /// Everything, with the hub at `base_url`.
-async fn hub_drives_the_proxy(base_url: &str) {
-    let mut e2e = E2e::start(base_url).await;
+async fn hub_drives_the_proxy(base_url: &str, routing: Routing) {
+    let mut e2e = E2e::start(base_url, routing).await;
     e2e.expect_objects("the hub's own route, after the hub started").await;
     for user in ["alice", "bob"] {
         e2e.create_user(user).await;
@@ -481,12 +672,22 @@ async fn hub_drives_the_proxy(base_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyterhub_at_the_root_drives_the_proxy() {
-    hub_drives_the_proxy("/").await;
+    hub_drives_the_proxy("/", Routing::Istio).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyterhub_under_a_base_url_drives_the_proxy() {
-    hub_drives_the_proxy("/jhub/").await;
+    hub_drives_the_proxy("/jhub/", Routing::Istio).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupyterhub_at_the_root_drives_the_gateway_api_backend() {
+    hub_drives_the_proxy("/", Routing::GatewayApi).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupyterhub_under_a_base_url_drives_the_gateway_api_backend() {
+    hub_drives_the_proxy("/jhub/", Routing::GatewayApi).await;
 }
 
 /// A user's `last_activity` (and their default server's) as the hub reports it.
@@ -512,13 +713,14 @@ async fn the_hubs_last_activity_follows_the_gateways_traffic() {
     let url = prometheus.url();
     let activity =
         ["--activity-prometheus-url", &url, "--activity-interval", "2", "--activity-lookback", "600"];
-    let proxy = start_proxy(api_server, &namespace, "127.0.0.1:0", &activity).await;
+    let proxy = start_proxy(api_server, &namespace, "127.0.0.1:0", Routing::Istio, &activity).await;
     let api_url = format!("http://{}", proxy.addr());
     let hub = JupyterHub::start(HubConfig {
         proxy_api_url: &api_url,
         proxy_token: TOKEN,
         base_url: "/",
         last_activity_interval: 2,
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
     })
     .await;
     for user in ["alice", "bob"] {

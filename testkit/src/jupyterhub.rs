@@ -16,6 +16,7 @@
 //!     proxy_token: "secret",
 //!     base_url: "/",
 //!     last_activity_interval: 300,
+//!     ip: std::net::Ipv4Addr::LOCALHOST.into(),
 //! })
 //! .await;
 //! hub.start_server("alice", "").await.unwrap();
@@ -23,7 +24,7 @@
 //! # }
 //! ```
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -57,6 +58,10 @@ pub struct HubConfig<'a> {
     /// `c.JupyterHub.last_activity_interval`: seconds between the hub's reads of the routes'
     /// `last_activity` (JupyterHub's default is 300).
     pub last_activity_interval: u32,
+    /// Where the hub and its servers listen (`hub_ip`, `Spawner.ip`): loopback, or
+    /// [`crate::local_ip`] for a backend whose objects may not hold a loopback address (a
+    /// Kubernetes EndpointSlice may not).
+    pub ip: IpAddr,
 }
 
 /// A running hub, stopped when dropped (SIGTERM, so it stops its servers too).
@@ -96,6 +101,7 @@ impl JupyterHub {
             .env("E2E_PROXY_TOKEN", config.proxy_token)
             .env("E2E_LAST_ACTIVITY_INTERVAL", config.last_activity_interval.to_string())
             .env("E2E_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("E2E_IP", config.ip.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -104,7 +110,7 @@ impl JupyterHub {
         let log = Arc::new(Mutex::new(String::new()));
         crate::apiserver::copy_lines(child.stdout.take().expect("piped stdout"), Arc::clone(&log), None);
         crate::apiserver::copy_lines(child.stderr.take().expect("piped stderr"), Arc::clone(&log), None);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let addr = SocketAddr::new(config.ip, port);
         let mut hub = JupyterHub {
             child,
             addr,

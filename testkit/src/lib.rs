@@ -2,6 +2,8 @@
 //!
 //! - [`istio_model`]: how an Istio gateway routes a request through VirtualServices, and
 //!   [`chp`]: how configurable-http-proxy would route it; property tests compare the two.
+//! - [`gateway_model`]: how a conforming Gateway API implementation routes a request through
+//!   HTTPRoutes, written from the specification, for the Gateway API backend.
 //! - [`oracle`]: where Istio's own control plane, built from `testkit/oracle` with Go, and
 //!   Envoy's matching rules send a request: the judge of the model and of our objects.
 //! - [`client`]: an HTTP client for the routes API, and raw requests for what a well-behaved
@@ -78,6 +80,18 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: imp
         assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// An address of this machine other than loopback: the one it would send from on its default
+/// route (a connected UDP socket picks it; nothing is sent). For servers whose address goes
+/// where Kubernetes refuses loopback, such as an EndpointSlice. Panics when there is no route.
+pub fn local_ip() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    // A documentation address (RFC 5737): only the route to it matters.
+    socket.connect("198.51.100.1:9").expect("this machine has no default route, so no address but loopback");
+    let ip = socket.local_addr().expect("the socket's address").ip();
+    assert!(!ip.is_loopback() && !ip.is_unspecified(), "no address but loopback: {ip}");
+    ip
 }
 
 /// The cargo target dir this test binary was built into (`<target>/<profile>/deps/<test>`),
