@@ -511,15 +511,17 @@ def cmd_kube_report(raw, meta_path, out):
     verdict = {k: ("PASS" if ok else "FAIL") for k, ok in checks}
 
     L = []
-    L.append("# jupyterhub-istio-proxy's Kubernetes store at 10,000 routes (issue 3)")
+    routing = meta.get("routing", "istio")
+    L.append("# jupyterhub-istio-proxy's Kubernetes store at 10,000 routes (issue 3), routing: %s" % routing)
     L.append("")
     L.append("- date: %s" % meta.get("date", "?"))
     L.append("- command: `%s`" % meta.get("command", "?"))
     L.append("- machine: `nproc` = %s, %s" % (meta.get("nproc", "?"), meta.get("cpu", "?")))
     L.append("- git commit: %s" % meta.get("git", "?"))
     routes = fmt(float(meta["routes"]), 0) if meta.get("routes", "").isdigit() else "?"
+    kinds = "VirtualServices" if routing == "istio" else "VirtualServices and as many HTTPRoutes (ours reads these)"
     L.append("- API server: testkit's fake (`fake-kube-server`, plain HTTP on 127.0.0.1) holding %s "
-             "VirtualServices in namespace `hub`" % routes)
+             "%s in namespace `hub`" % (routes, kinds))
     L.append("- baseline: `list-per-request` (the Go proxy's design: a paginated LIST, limit 500, "
              "per `GET /api/routes`) against the same API server")
     L.append("- wrk: %s; %s s per measurement; %s round(s); %s timed starts per round; "

@@ -11,6 +11,11 @@
 #   BENCH_READY_TRIES  timed starts of ours per round          (default 5)
 #   BENCH_SKIP_BUILD   1 = do not run `cargo build --release`  (default 0)
 #   BENCH_STRICT       1 = exit 3 when any target is missed    (default 0)
+#   BENCH_ROUTING      istio | gateway-api: what ours reads     (default istio)
+#
+# With BENCH_ROUTING=gateway-api the fake also holds the same 10,000 routes as HTTPRoutes, and
+# ours runs `--routing gateway-api` (issue 11); the baseline still lists the VirtualServices,
+# the same number of objects of about the same size.
 #
 # The API server is testkit's fake (target/release/fake-kube-server), started once with
 # 10,000 VirtualServices in namespace `hub`, as ours writes them. Per round:
@@ -42,6 +47,12 @@ ROUNDS=${BENCH_ROUNDS:-3}
 READY_TRIES=${BENCH_READY_TRIES:-5}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 STRICT=${BENCH_STRICT:-0}
+ROUTING=${BENCH_ROUTING:-istio}
+case $ROUTING in
+istio) OURS_ROUTING=() FAKE_KINDS=() ;;
+gateway-api) OURS_ROUTING=(--routing gateway-api --parent-ref istio-system/jupyterhub-gateway) FAKE_KINDS=(--http-routes) ;;
+*) echo "BENCH_ROUTING must be istio or gateway-api, not $ROUTING" >&2; exit 2 ;;
+esac
 ROUTES=10000 # exactly, by definition of the benchmark
 OURS_BIN=target/release/jupyterhub-istio-proxy
 FAKE_BIN=target/release/fake-kube-server
@@ -115,7 +126,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 # ---------------------------------------------------------------- the fake API server
 log "starting the fake API server with $ROUTES VirtualServices"
 : >"$RUN_DIR/fake.out"
-"$FAKE_BIN" --routes "$ROUTES" --kubeconfig "$KUBECONFIG_FILE" >"$RUN_DIR/fake.out" 2>"$RUN_DIR/fake.log" &
+"$FAKE_BIN" --routes "$ROUTES" "${FAKE_KINDS[@]}" --kubeconfig "$KUBECONFIG_FILE" >"$RUN_DIR/fake.out" 2>"$RUN_DIR/fake.log" &
 FAKE_PID=$!
 FAKE_URL=""
 for ((i = 0; i < 1200; i++)); do # 120 s at most
@@ -141,7 +152,7 @@ start_server() {
   API_PORT=$("${TOOL[@]}" freeports 1)
   case $kind in
   ours)
-    "$OURS_BIN" --store kubernetes --k8s-namespace hub --listen "127.0.0.1:$API_PORT" >"$log_file" 2>&1 &
+    "$OURS_BIN" --store kubernetes --k8s-namespace hub "${OURS_ROUTING[@]}" --listen "127.0.0.1:$API_PORT" >"$log_file" 2>&1 &
     SERVER_PID=$!
     tool wait-ready "$API_PORT" /readyz 60 || {
       tail -n 20 "$log_file" >&2
@@ -166,7 +177,7 @@ time_ready() {
   for ((t = 1; t <= READY_TRIES; t++)); do
     port=$("${TOOL[@]}" freeports 1)
     ms=$("${TOOL[@]}" time-ready "$port" 60 "$RUN_DIR/r$round-ready-$t.log" -- \
-      "$OURS_BIN" --store kubernetes --k8s-namespace hub --listen "127.0.0.1:$port") ||
+      "$OURS_BIN" --store kubernetes --k8s-namespace hub "${OURS_ROUTING[@]}" --listen "127.0.0.1:$port") ||
       die "timed start $t of round $round failed"
     record "$round" ours ready_ms "$ms"
     log "round $round: start $t ready after $ms ms"
@@ -220,6 +231,7 @@ if [[ $SKIP_BUILD == 1 ]]; then NOTES+="BENCH_SKIP_BUILD=1: the binaries were no
   echo "rounds=$ROUNDS"
   echo "ready_tries=$READY_TRIES"
   echo "routes=$ROUTES"
+  echo "routing=$ROUTING"
   echo "notes=$NOTES"
 } >"$RUN_DIR/meta.env"
 
