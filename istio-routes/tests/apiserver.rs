@@ -198,6 +198,60 @@ async fn a_denied_write_is_403_naming_the_verb_and_changes_nothing() {
     assert!(listed(&backend).await.is_empty(), "nothing half-written shows in the cache");
 }
 
+/// RBAC asks a server-side apply that creates an object for `create` besides `patch`: a
+/// ServiceAccount whose Role grants serviceentries every verb but `create` is refused a new
+/// pod-IP route, and the error names `create`, the verb to grant, not the call's `patch`.
+#[tokio::test]
+async fn an_apply_that_creates_needs_create_and_the_error_says_so() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let server = ApiServer::shared().await;
+    let namespace = server.new_namespace("apply-create").await;
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "proxy"},
+        "rules": [
+            {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"],
+             "verbs": ["create", "delete", "list", "patch", "watch"]},
+            {"apiGroups": ["networking.istio.io"], "resources": ["serviceentries"],
+             "verbs": ["delete", "list", "patch", "watch"]},
+        ],
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "proxy"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "proxy"},
+        "subjects": [{"kind": "ServiceAccount", "name": "proxy", "namespace": namespace}],
+    }))
+    .unwrap();
+    kube::Api::namespaced(server.client(), &namespace).create(&Default::default(), &role).await.unwrap();
+    kube::Api::namespaced(server.client(), &namespace).create(&Default::default(), &binding).await.unwrap();
+    let kubeconfig = server.impersonating_kubeconfig(
+        &format!("system:serviceaccount:{namespace}:proxy"),
+        &["system:serviceaccounts", "system:authenticated"],
+    );
+    let file = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(file, &Default::default()).await.unwrap();
+    // The authorizer follows RBAC objects through a watch: the store starts once it has them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let backend = loop {
+        match common::start(config.clone(), &namespace).await {
+            Ok(backend) => break backend,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the store does not start under the Role: {e}"),
+        }
+    };
+
+    backend
+        .add(route("/user/bob", "http://jupyter-bob:8888"))
+        .await
+        .expect("a VirtualService: create granted");
+    let error = backend.add(route("/user/alice", "http://10.0.0.1:8888")).await.unwrap_err();
+    assert_eq!(error.status(), 403, "{error}");
+    let grant = format!("needs 'create' on serviceentries.networking.istio.io in namespace \"{namespace}\"");
+    assert!(error.to_string().contains(&grant), "the error names the verb RBAC denied: {error}");
+}
+
 /// An operator's K8S_NAMESPACE naming a namespace that does not exist: the store starts (a
 /// list in a missing namespace is empty), and each write fails with an error that names the
 /// namespace and the setting, not a verb to grant or a CRD to install.

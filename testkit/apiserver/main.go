@@ -116,12 +116,14 @@ func run(kubeconfigPath, readOnlyPath, crdPaths, dataDir string, port int, stdin
 	t := newTestingT()
 	defer t.cleanUp()
 	server, err := kubetesting.StartTestServer(ktesting.InitCtx(context.Background(), t), &kubetesting.TestServerInstanceOptions{
+		// Front-proxy credentials for the aggregator, as in a cluster; the client CA it makes
+		// is replaced by ours (--client-ca-file below).
 		EnableCertAuth: true,
 		// The checks compare metrics at tear-down, for Kubernetes' own tests: not ours.
 		DisableInvariantChecks: true,
 	}, []string{
-		// The serving certificate (apiserver.crt, .key) from the CA in the data folder, which
-		// the kubeconfigs trust: the test server's own is new on every start.
+		// The serving certificate (apiserver.crt, .key) signed by the CA in the data folder,
+		// which the kubeconfigs trust, so they stay valid after a restart.
 		"--cert-dir", creds.servingDir,
 		"--client-ca-file", creds.caFile,
 		"--authorization-mode", "Node,RBAC",
