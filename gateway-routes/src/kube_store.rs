@@ -177,6 +177,10 @@ fn follow_status(refused: &Mutex<HashMap<String, Refusal>>, event: &watcher::Eve
     match (gone, acceptance(object)) {
         (false, Acceptance::Refused(refusal)) => {
             if refused.get(&name) != Some(&refusal) {
+                // The one refusal the proxy's own configuration cannot fix: say what can.
+                let hint = (refusal.reason == "RefNotPermitted").then_some(
+                    "a Service in another namespace needs a ReferenceGrant there allowing HTTPRoutes from this one (docs/gateway-api.md)",
+                );
                 tracing::warn!(
                     http_route = name,
                     route,
@@ -184,6 +188,7 @@ fn follow_status(refused: &Mutex<HashMap<String, Refusal>>, event: &watcher::Eve
                     condition = refusal.condition,
                     reason = refusal.reason,
                     message = refusal.message,
+                    hint,
                     "a gateway did not take a route: requests for it do not reach its server"
                 );
                 refused.insert(name, refusal);

@@ -181,8 +181,24 @@ func run(kubeconfigPath, readOnlyPath, crdPaths, dataDir string, port int, stdin
 	return nil
 }
 
-// startEtcd starts a single-member etcd on free loopback ports, keeping its data in dir.
+// startEtcd starts a single-member etcd on free loopback ports, keeping its data in dir. A
+// port is found free and then bound by etcd, so another process (another test's server) may
+// take it in between: then it tries again on new ports.
 func startEtcd(dir string) (*embed.Etcd, string, error) {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var etcd *embed.Etcd
+		var clientURL string
+		etcd, clientURL, err = startEtcdOnce(dir)
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			return etcd, clientURL, err
+		}
+	}
+	return nil, "", err
+}
+
+// startEtcdOnce is one attempt of startEtcd.
+func startEtcdOnce(dir string) (*embed.Etcd, string, error) {
 	clientPort, err := freePort()
 	if err != nil {
 		return nil, "", err
