@@ -24,6 +24,9 @@ pub struct GatewayBackend<S> {
     decoded: Mutex<HashMap<String, Decoded>>,
     /// How long a write waits for a gateway to accept the route (with warm-up).
     acceptance_wait: Option<Duration>,
+    /// The last listing and the store generation it was built at, reused until the store
+    /// changes: JupyterHub lists every few minutes, and a scrape counts the routes.
+    listing: Mutex<Option<(u64, Vec<Arc<Route>>)>>,
 }
 
 /// A route and the resource version of the object it was decoded from.
@@ -38,7 +41,13 @@ impl<S> std::fmt::Debug for GatewayBackend<S> {
 impl<S: HttpRouteStore> GatewayBackend<S> {
     /// A backend writing `translation`'s objects to `store`.
     pub fn new(store: Arc<S>, translation: GatewayTranslation) -> Self {
-        GatewayBackend { store, translation, decoded: Mutex::default(), acceptance_wait: None }
+        GatewayBackend {
+            store,
+            translation,
+            decoded: Mutex::default(),
+            acceptance_wait: None,
+            listing: Mutex::default(),
+        }
     }
 
     /// Has every write wait, at most `within`, until a gateway has accepted the route (its
@@ -110,7 +119,17 @@ impl<S: HttpRouteStore> istio_routes::metrics::StoreState for GatewayBackend<S> 
 impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
     async fn list(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
         self.ready()?;
-        Ok(self.store.http_routes().iter().filter_map(|object| self.decode(object)).collect())
+        let generation = self.store.generation();
+        let mut listing = self.listing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let (Some(generation), Some((built, routes))) = (generation, listing.as_ref())
+            && *built == generation
+        {
+            return Ok(routes.clone());
+        }
+        let routes: Vec<Arc<Route>> =
+            self.store.http_routes().iter().filter_map(|object| self.decode(object)).collect();
+        *listing = generation.map(|generation| (generation, routes.clone()));
+        Ok(routes)
     }
 
     async fn get(&self, spec: &RouteSpec) -> proxy_api::Result<Option<Arc<Route>>> {
@@ -215,6 +234,20 @@ mod tests {
         assert!(backend.store().pod_backends().is_empty(), "a service target needs no pod backend");
         let listed = backend.list().await.unwrap();
         assert_eq!(listed[0].target().as_str(), "http://jupyter-alice:8888", "decoded anew after the update");
+    }
+
+    #[tokio::test]
+    async fn a_listing_is_reused_until_the_store_changes() {
+        let backend = backend();
+        backend.add(route("/user/alice", "http://10.0.0.7:8888")).await.unwrap();
+        let first = backend.list().await.unwrap();
+        let again = backend.list().await.unwrap();
+        assert!(Arc::ptr_eq(&first[0], &again[0]));
+        assert!(backend.listing.lock().unwrap().is_some(), "kept for the next listing");
+        backend.add(route("/user/bob", "http://10.0.0.8:8888")).await.unwrap();
+        assert_eq!(backend.list().await.unwrap().len(), 2, "rebuilt after a write");
+        backend.delete(&spec_of("/user/alice")).await.unwrap();
+        assert_eq!(backend.list().await.unwrap().len(), 1, "rebuilt after a delete");
     }
 
     #[tokio::test]

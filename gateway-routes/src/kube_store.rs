@@ -220,6 +220,11 @@ impl HttpRouteStore for GatewayKubeStore {
         *self.ready.borrow()
     }
 
+    fn generation(&self) -> Option<u64> {
+        // The overlay changes what is read without an event; while it holds writes, rebuild.
+        self.overlay.is_empty().then(|| self.stats.events.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     fn http_routes(&self) -> Vec<Arc<HttpRoute>> {
         self.current()
     }

@@ -48,6 +48,10 @@ impl HttpRouteStore for GatewayMemoryStore {
         true
     }
 
+    fn generation(&self) -> Option<u64> {
+        Some(self.lock().version)
+    }
+
     fn http_routes(&self) -> Vec<Arc<HttpRoute>> {
         self.lock().routes.values().cloned().collect()
     }
@@ -70,7 +74,9 @@ impl HttpRouteStore for GatewayMemoryStore {
     }
 
     async fn delete_http_route(&self, name: &str) -> Result<bool> {
-        Ok(self.lock().routes.remove(name).is_some())
+        let mut inner = self.lock();
+        inner.version += 1;
+        Ok(inner.routes.remove(name).is_some())
     }
 
     async fn apply_pod_backend(&self, backend: PodBackend) -> Result<()> {

@@ -20,6 +20,13 @@ pub trait HttpRouteStore: Send + Sync + 'static {
     /// Whether the cache holds a complete list (the first list after start has finished).
     fn is_ready(&self) -> bool;
 
+    /// A number that changes whenever [`http_routes`](Self::http_routes) would answer
+    /// differently, so a listing built from it can be reused until then; `None` when the store
+    /// cannot vouch for that now (then nothing is reused).
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
     /// Every HTTPRoute of this proxy instance, from the cache.
     fn http_routes(&self) -> Vec<Arc<HttpRoute>>;
 

@@ -1,6 +1,8 @@
 //! The parts of the `jupyterhub-istio-proxy` binary, so that tests can assemble them:
 //!
 //! - [`config`]: flags and environment variables; [`chp`]: configurable-http-proxy's flags;
+//! - [`build`]: the service from the configuration (store, routing API, healing, activity,
+//!   warm-up), which `main.rs` serves;
 //! - [`app`]: the routes API behind its tower layers ([`requests`], [`auth`], [`health`],
 //!   [`gate`], timeout);
 //! - [`metrics`]: the Prometheus registry and `/metrics`; [`logging`]: the tracing subscriber;
@@ -41,6 +43,7 @@
 pub mod activity;
 pub mod app;
 pub mod auth;
+pub mod build;
 pub mod chp;
 pub mod config;
 pub mod explain;
