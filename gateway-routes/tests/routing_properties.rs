@@ -8,6 +8,7 @@
 //! The gateway is `testkit::gateway_model`, the specification's precedence rules; CHP is
 //! `testkit::chp`. Probes are the routes' paths as browsers send them (encoded, `@` raw or as
 //! `%40`, hex in either case), below them, beside them (`/user/alice2`) and above them.
+//! `istio_gateway_api.rs` has Istio's own Gateway API implementation judge the same objects.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
