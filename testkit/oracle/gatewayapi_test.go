@@ -8,7 +8,8 @@ import (
 )
 
 // gatewayAPIScenario is a Gateway of class istio, an HTTPRoute for /user/alice to a pod IP
-// behind a selector-less Service, and one for / to a Service with a base path.
+// behind a selector-less Service, one for /hub to a Service with a base path, and one to a
+// Service in another namespace that no ReferenceGrant opens.
 const gatewayAPIScenario = `{"scenarios": [{"objects": [
  {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
   "metadata": {"name": "istio", "creationTimestamp": "2020-01-01T00:00:00Z"},
@@ -28,6 +29,14 @@ const gatewayAPIScenario = `{"scenarios": [{"objects": [
    "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/hub"}}],
     "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/base/hub"}}}],
     "backendRefs": [{"name": "hub", "port": 8081}]}]}},
+ {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+  "metadata": {"name": "elsewhere", "namespace": "hub", "creationTimestamp": "2020-01-01T00:00:00Z"},
+  "spec": {"parentRefs": [{"name": "jupyterhub", "namespace": "istio-system"}],
+   "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/elsewhere"}}],
+    "backendRefs": [{"name": "hub", "namespace": "other", "port": 8081}]}]}},
+ {"apiVersion": "v1", "kind": "Service",
+  "metadata": {"name": "hub", "namespace": "other", "creationTimestamp": "2020-01-01T00:00:00Z"},
+  "spec": {"selector": {"app": "hub"}, "ports": [{"name": "http", "port": 8081}]}},
  {"apiVersion": "v1", "kind": "Service",
   "metadata": {"name": "alice", "namespace": "hub", "creationTimestamp": "2020-01-01T00:00:00Z"},
   "spec": {"ports": [{"name": "http", "port": 8888, "appProtocol": "http"}]}},
@@ -42,11 +51,13 @@ const gatewayAPIScenario = `{"scenarios": [{"objects": [
 ], "requests": [
  {"authority": "hub.org", "path": "/user/alice/lab?x=1", "port": 80},
  {"authority": "hub.org", "path": "/user/alice2", "port": 80},
- {"authority": "hub.org", "path": "/hub/login", "port": 80}
+ {"authority": "hub.org", "path": "/hub/login", "port": 80},
+ {"authority": "hub.org", "path": "/elsewhere", "port": 80}
 ]}]}`
 
 // TestGatewayAPI checks the oracle answers for HTTPRoutes through Istio's Gateway API
-// controller: the HTTPRoute and rule, whole-segment prefixes, the rewrite, known clusters.
+// controller: the HTTPRoute and rule, whole-segment prefixes, the rewrite, known clusters,
+// ReferenceGrants.
 func TestGatewayAPI(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(strings.NewReader(gatewayAPIScenario), &out); err != nil {
@@ -65,5 +76,10 @@ func TestGatewayAPI(t *testing.T) {
 	}
 	if a := answers[2]; a == nil || a.HTTPRoute != "hub/hub" || a.Rule != 0 || a.Path != "/base/hub/login" {
 		t.Errorf("/hub/login: %+v", a)
+	}
+	// A Service in another namespace without a ReferenceGrant: Istio keeps the route, to no
+	// cluster (a 500).
+	if a := answers[3]; a == nil || a.HTTPRoute != "hub/elsewhere" || a.ClusterKnown {
+		t.Errorf("/elsewhere: %+v", a)
 	}
 }
