@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use istio_routes::encode_path;
 use proptest::prelude::*;
 use proxy_api::RouteSpec;
+use testkit::chp::{lower_hex, paths_around};
 
 /// Segments chosen to overlap: hubs under a base URL, users, named servers, encoded names.
 pub(crate) const SEGMENTS: &[&str] = &["jhub", "user", "alice", "a", "foo", "a b", "ü", "x@y", "~t"];
@@ -47,16 +48,7 @@ pub(crate) fn probes<'a>(specs: impl IntoIterator<Item = &'a RouteSpec>) -> BTre
     ]);
     for spec in specs {
         let host = spec.host().unwrap_or("hub.org").to_owned();
-        let path = encode_path(spec.path());
-        let base = if path == "/" { String::new() } else { path.clone() };
-        let around = [
-            path.clone(),
-            format!("{base}/"),
-            format!("{base}/lab/tree"),
-            format!("{base}2"),
-            format!("{base}x/y"),
-        ];
-        for probe in around.into_iter().filter(|p| p.starts_with('/')) {
+        for probe in paths_around(&encode_path(spec.path())) {
             probes.insert((host.clone(), probe.replace('@', "%40")));
             probes.insert((host.clone(), lower_hex(&probe)));
             probes.insert(("c.hub.org".to_owned(), probe.clone()));
@@ -64,18 +56,4 @@ pub(crate) fn probes<'a>(specs: impl IntoIterator<Item = &'a RouteSpec>) -> BTre
         }
     }
     probes
-}
-
-/// `path` with the hex digits of its escapes in lower case.
-fn lower_hex(path: &str) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    while let Some(at) = rest.find('%') {
-        out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
-        out.push_str(&escape.to_ascii_lowercase());
-        rest = &rest[at + escape.len()..];
-    }
-    out.push_str(rest);
-    out
 }
