@@ -8,39 +8,26 @@
 //! The gateway is `testkit::gateway_model`, the specification's precedence rules; CHP is
 //! `testkit::chp`. Probes are the routes' paths as browsers send them (encoded, `@` raw or as
 //! `%40`, hex in either case), below them, beside them (`/user/alice2`) and above them.
+//! `istio_gateway_api.rs` has Istio's own Gateway API implementation judge the same objects.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use gateway_routes::{GatewayBackend, GatewayMemoryStore, GatewayTranslation, HttpRouteStore};
-use istio_routes::encode_path;
 use proptest::prelude::*;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 use testkit::chp::ChpTable;
 use testkit::gateway_model::GatewayApi;
 
+mod common;
+use common::{host_spec, path_spec, target};
+
 const REPLICAS: usize = 3;
-/// Segments chosen to overlap: hubs under a base URL, users, named servers, encoded names.
-const SEGMENTS: &[&str] = &["jhub", "user", "alice", "a", "foo", "a b", "ü", "x@y", "~t"];
-const HOSTS: &[&str] = &["a.hub.org", "b.hub.org"];
 
 #[derive(Debug, Clone)]
 enum Step {
     Add { replica: usize, spec: String, target: usize },
     Delete { replica: usize, spec: String },
-}
-
-fn path_spec() -> impl Strategy<Value = String> + Clone {
-    prop::collection::vec(prop::sample::select(SEGMENTS), 0..=4)
-        .prop_map(|segments| format!("/{}", segments.join("/")))
-}
-
-fn host_spec() -> impl Strategy<Value = String> + Clone {
-    prop_oneof![
-        1 => Just("/".to_owned()),
-        6 => (prop::sample::select(HOSTS), prop::collection::vec(prop::sample::select(SEGMENTS), 0..=3))
-            .prop_map(|(host, segments)| if segments.is_empty() { format!("/{host}") } else { format!("/{host}/{}", segments.join("/")) }),
-    ]
 }
 
 fn steps(spec: impl Strategy<Value = String> + Clone) -> impl Strategy<Value = Vec<Step>> {
@@ -49,16 +36,6 @@ fn steps(spec: impl Strategy<Value = String> + Clone) -> impl Strategy<Value = V
         1 => (0..REPLICAS, spec).prop_map(|(replica, spec)| Step::Delete { replica, spec }),
     ];
     prop::collection::vec(step, 1..30)
-}
-
-/// Targets of every kind the translation handles: pod IPs, services, target paths.
-fn target(n: usize) -> &'static str {
-    [
-        "http://10.0.0.7:8888",
-        "http://jupyter-x:8888",
-        "http://hub.other:8081/base",
-        "http://10.0.0.9:8000/srv/x",
-    ][n]
 }
 
 struct World {
@@ -108,39 +85,12 @@ impl World {
         }
     }
 
-    /// Requests around every spec seen: (Host header, path as sent).
-    fn probes(&self) -> BTreeSet<(String, String)> {
-        let mut probes = BTreeSet::from([
-            ("c.hub.org".to_owned(), "/".to_owned()),
-            ("a.hub.org".to_owned(), "/other".to_owned()),
-        ]);
-        for spec in &self.seen {
-            let host = spec.host().unwrap_or("hub.org").to_owned();
-            let path = encode_path(spec.path());
-            let base = if path == "/" { String::new() } else { path.clone() };
-            let around = [
-                path.clone(),
-                format!("{base}/"),
-                format!("{base}/lab/tree"),
-                format!("{base}2"),
-                format!("{base}x/y"),
-            ];
-            for probe in around.into_iter().filter(|p| p.starts_with('/')) {
-                probes.insert((host.clone(), probe.replace('@', "%40")));
-                probes.insert((host.clone(), lower_hex(&probe)));
-                probes.insert(("c.hub.org".to_owned(), probe.clone()));
-                probes.insert((format!("{host}:8443"), probe));
-            }
-        }
-        probes
-    }
-
     /// Every probe goes where CHP sends it, with the path CHP forwards: the target's path,
     /// then the request's.
     fn check(&self, history: &[Step]) {
         let objects = self.store.http_routes();
         let gateway = GatewayApi::new(objects.clone());
-        for (host, path) in self.probes() {
+        for (host, path) in common::probes(&self.seen) {
             let expected = self.chp.route(&host, &path);
             let routed = gateway.route(&host, &path);
             let route = routed.as_ref().map(|routed| {
@@ -155,20 +105,6 @@ impl World {
             }
         }
     }
-}
-
-/// `path` with the hex digits of its escapes in lower case.
-fn lower_hex(path: &str) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    while let Some(at) = rest.find('%') {
-        out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
-        out.push_str(&escape.to_ascii_lowercase());
-        rest = &rest[at + escape.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 fn run(mode: RoutingMode, steps: &[Step]) {

@@ -18,7 +18,7 @@ use istio_routes::resources::VirtualService;
 use istio_routes::{IstioBackend, ManualClock, MemoryStore, RouteStore, Translation, encode_path, explain};
 use proptest::prelude::*;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
-use testkit::chp::ChpTable;
+use testkit::chp::{ChpTable, lower_hex, paths_around};
 use testkit::istio_model::{Gateway, Routed};
 use testkit::oracle::{Answer, Request, Scenario};
 
@@ -147,17 +147,7 @@ impl World {
         ]);
         for spec in &self.seen {
             let host = spec.host().unwrap_or("hub.org").to_owned();
-            let path = encode_path(spec.path());
-            let base = if path == "/" { String::new() } else { path.clone() };
-            let around = [
-                path.clone(),
-                format!("{base}/"),
-                format!("{base}/lab/tree"),
-                format!("{base}2"),
-                format!("{base}x/y"),
-            ];
-            // Around the root, `{base}2` is no path.
-            for probe in around.into_iter().filter(|p| p.starts_with('/')) {
+            for probe in paths_around(&encode_path(spec.path())) {
                 probes.insert((host.clone(), probe.clone()));
                 probes.insert((host.clone(), probe.replace('@', "%40")));
                 probes.insert((host.clone(), lower_hex(&probe)));
@@ -307,19 +297,6 @@ fn assert_model_agrees(model: Option<&Routed>, istio: Option<&Answer>, context: 
         "testkit::istio_model disagrees with Istio (the oracle is right)\n{}",
         context()
     );
-}
-
-fn lower_hex(path: &str) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    while let Some(at) = rest.find('%') {
-        out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
-        out.push_str(&escape.to_ascii_lowercase());
-        rest = &rest[at + escape.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 fn names(objects: &[Arc<VirtualService>]) -> Vec<String> {

@@ -17,8 +17,14 @@ type answer struct {
 	RouteIndex int `json:"routeIndex"`
 	// Route is the matching route's name (the http route's name, when it has one).
 	Route string `json:"route"`
-	// VirtualService is `namespace/name` of the VirtualService the route came from.
+	// VirtualService is `namespace/name` of the VirtualService the route came from; for
+	// HTTPRoutes, the VirtualService Istio converted them to.
 	VirtualService string `json:"virtualService"`
+	// HTTPRoute is `namespace/name` of the HTTPRoute the route came from, when the scenario
+	// has Gateway API objects.
+	HTTPRoute string `json:"httpRoute,omitempty"`
+	// Rule is the index of that HTTPRoute's rule.
+	Rule int `json:"rule"`
 	// Cluster is the upstream cluster, empty for a redirect or a direct response.
 	Cluster string `json:"cluster"`
 	// ClusterKnown says whether pilot gave the gateway that cluster; a route to a cluster
@@ -31,24 +37,25 @@ type answer struct {
 }
 
 // evaluate routes req through rc as Envoy's router does: the virtual host by host name, then
-// the first route, in order, whose match holds. It fails on a match Envoy would evaluate but
-// this evaluator does not know, rather than guessing.
-func evaluate(rc *route.RouteConfiguration, req request) (*answer, error) {
+// the first route, in order, whose match holds; the answer and that route. It fails on a match
+// Envoy would evaluate but this evaluator does not know, rather than guessing.
+func evaluate(rc *route.RouteConfiguration, req request) (*answer, *route.Route, error) {
 	vh := virtualHost(rc.VirtualHosts, hostName(req.Authority))
 	if vh == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	path, query, _ := strings.Cut(req.Path, "?")
 	for i, r := range vh.Routes {
 		ok, err := matches(r.Match, path, req)
 		if err != nil {
-			return nil, fmt.Errorf("route %d (%q) of virtual host %s: %w", i, r.Name, vh.Name, err)
+			return nil, nil, fmt.Errorf("route %d (%q) of virtual host %s: %w", i, r.Name, vh.Name, err)
 		}
 		if ok {
-			return describe(vh, i, r, path, query)
+			a, err := describe(vh, i, r, path, query)
+			return a, r, err
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // hostName is the authority without its port, lower-cased: a gateway strips any port before

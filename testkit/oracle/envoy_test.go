@@ -61,7 +61,7 @@ func TestRouteMatches(t *testing.T) {
 		rc := &route.RouteConfiguration{VirtualHosts: []*route.VirtualHost{{
 			Name: "vh", Domains: []string{"*"}, Routes: []*route.Route{{Match: c.match}},
 		}}}
-		got, err := evaluate(rc, request{Authority: c.authority, Path: c.path, Port: 80})
+		got, _, err := evaluate(rc, request{Authority: c.authority, Path: c.path, Port: 80})
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}

@@ -12,6 +12,12 @@
 // instead ask what pilot gives a gateway and sidecars for the objects (see mesh.go), answered
 // under "mesh".
 //
+// A scenario may also hold Kubernetes objects: the Gateway API's (a Gateway of class istio,
+// HTTPRoutes, ReferenceGrants) and core ones (Services, EndpointSlices). Pilot then runs with
+// Istio's Gateway API controller and Kubernetes service registry, as Istio's own tests feed
+// them (see gatewayapi.go); the gateway is the pod Istio would deploy for the first Gateway,
+// and each answer also names the HTTPRoute and rule its route came from.
+//
 // Istio sorts VirtualServices by creation time, then name, then namespace, so objects keep the
 // creationTimestamp and name the API server stored. Objects that Istio's validation refuses are
 // left out and listed under "rejected", as istiod skips them.
@@ -22,6 +28,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"istio.io/istio/pkg/log"
 )
@@ -108,11 +116,33 @@ func run(in io.Reader, out io.Writer) error {
 
 // routeScenario builds pilot's routes for the scenario's objects and routes its requests.
 func routeScenario(sc scenario) (result, error) {
-	configs, rejected, err := parseObjects(sc.Objects)
+	var istio, kube []json.RawMessage
+	for _, raw := range sc.Objects {
+		var typed struct {
+			APIVersion string `json:"apiVersion"`
+		}
+		if err := json.Unmarshal(raw, &typed); err != nil {
+			return result{}, fmt.Errorf("an object that is not a Kubernetes object: %w", err)
+		}
+		if isKubernetesObject(typed.APIVersion) {
+			kube = append(kube, raw)
+		} else {
+			istio = append(istio, raw)
+		}
+	}
+	configs, rejected, err := parseObjects(istio)
 	if err != nil {
 		return result{}, err
 	}
-	routes, err := gatewayRoutes(configs)
+	var routes gateway
+	if len(kube) == 0 {
+		routes, err = gatewayRoutes(configs)
+	} else {
+		var objects []runtime.Object
+		if objects, err = kubernetesObjects(kube); err == nil {
+			routes, err = gatewayAPIRoutes(configs, objects)
+		}
+	}
 	if err != nil {
 		return result{}, err
 	}

@@ -104,6 +104,8 @@ func gatewayProxy(server *core.ConfigGenTest, namespace string) *model.Proxy {
 type gateway struct {
 	routes   map[string]*route.RouteConfiguration
 	clusters map[string]bool
+	// httpRoutes says the routes come from HTTPRoutes, which answers name.
+	httpRoutes bool
 }
 
 // route answers one request: the route configuration of its port, then Envoy's choice.
@@ -112,11 +114,17 @@ func (g gateway) route(req request) (*answer, error) {
 	if !ok {
 		return nil, nil
 	}
-	a, err := evaluate(rc, req)
-	if a != nil {
-		a.ClusterKnown = g.clusters[a.Cluster]
+	a, r, err := evaluate(rc, req)
+	if a == nil || err != nil {
+		return nil, err
 	}
-	return a, err
+	a.ClusterKnown = g.clusters[a.Cluster]
+	if g.httpRoutes {
+		if a.HTTPRoute, a.Rule, err = httpRouteOf(r); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
 }
 
 // failer is the test.Failer pilot's test fixtures take: a failure panics, and guard turns the

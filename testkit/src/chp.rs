@@ -54,9 +54,53 @@ impl ChpTable {
     }
 }
 
+/// Request paths around a route's path as JupyterHub spells it (`encoded`, percent-encoded):
+/// the path itself, below it (`/`, `/lab/tree`), beside it (`/user/alice2`, where CHP's whole
+/// segments and a raw prefix part) and beside it below (`x/y`). The property tests probe these,
+/// each in the spellings CHP takes for the same path.
+pub fn paths_around(encoded: &str) -> Vec<String> {
+    let base = if encoded == "/" { "" } else { encoded };
+    [
+        encoded.to_owned(),
+        format!("{base}/"),
+        format!("{base}/lab/tree"),
+        format!("{base}2"),
+        format!("{base}x/y"),
+    ]
+    .into_iter()
+    // Around the root, `{base}2` is no path.
+    .filter(|path| path.starts_with('/'))
+    .collect()
+}
+
+/// `path` with the hex digits of its escapes in lower case: a spelling CHP decodes to the
+/// same path.
+pub fn lower_hex(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_are_around_the_path_in_chps_spellings() {
+        assert_eq!(
+            paths_around("/user/x%40y"),
+            ["/user/x%40y", "/user/x%40y/", "/user/x%40y/lab/tree", "/user/x%40y2", "/user/x%40yx/y"]
+        );
+        assert_eq!(paths_around("/"), ["/", "/", "/lab/tree"]);
+        assert_eq!(lower_hex("/%C3%BC/%4"), "/%c3%bc/%4");
+    }
 
     #[test]
     fn longest_prefix_in_whole_segments() {

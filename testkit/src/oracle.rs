@@ -10,6 +10,14 @@
 //! `:authority` as sent, case and port kept). Envoy's path normalization is not applied:
 //! requests are routed on the path exactly as given.
 //!
+//! A scenario may instead hold Gateway API objects ([`gateway_api`]'s GatewayClass and
+//! Gateway, HTTPRoutes) and the core objects their backends name (Services, EndpointSlices),
+//! as the API server lists them. The oracle then runs pilot as Istio's own Gateway API tests
+//! do (`pilot/test/xds`'s fake discovery server: a fake Kubernetes client holding the objects,
+//! Istio's Kubernetes service registry and its Gateway API controller), plays the pod Istio
+//! would deploy for the first Gateway, and names in each answer the HTTPRoute and rule the
+//! route came from ([`Answer::http_route`]). Istio objects may sit beside them.
+//!
 //! [`route`] sends every scenario of a batch to one run of the program: pilot starts once per
 //! scenario, so batch what you can. The binary is built once per test process with the
 //! machine's `go` (or by CI beforehand) into `<cargo target dir>/testkit-oracle/oracle`; a
@@ -33,11 +41,13 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-/// A set of Istio objects and the requests to route through them.
+/// A set of Istio or Gateway API objects and the requests to route through them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Scenario {
     /// Gateways, VirtualServices and ServiceEntries as the API server lists them: `apiVersion`,
-    /// `kind`, `metadata` (name, namespace, `creationTimestamp`) and `spec`.
+    /// `kind`, `metadata` (name, namespace, `creationTimestamp`) and `spec`. Or Gateway API
+    /// objects (a Gateway of class `istio`, HTTPRoutes) with the Services and EndpointSlices
+    /// their backends name: see the module's documentation.
     pub objects: Vec<serde_json::Value>,
     /// The requests, answered in this order.
     pub requests: Vec<Request>,
@@ -71,8 +81,15 @@ pub struct Answer {
     pub route_index: usize,
     /// The matching route's name (the http route's `name`, when it has one).
     pub route: String,
-    /// `namespace/name` of the VirtualService the route came from.
+    /// `namespace/name` of the VirtualService the route came from; for an HTTPRoute, the one
+    /// Istio converted the HTTPRoutes of a hostname to.
     pub virtual_service: String,
+    /// `namespace/name` of the HTTPRoute the route came from, in a Gateway API scenario.
+    #[serde(default)]
+    pub http_route: Option<String>,
+    /// The index of that HTTPRoute's rule.
+    #[serde(default)]
+    pub rule: usize,
     /// The upstream cluster, e.g. `outbound|8888||jupyter-alice.hub.svc.cluster.local`.
     pub cluster: String,
     /// Whether pilot gave the gateway that cluster (from a Service or a ServiceEntry); a route
@@ -119,6 +136,34 @@ pub fn gateway(gateway: &str, hosts: &[&str]) -> serde_json::Value {
             "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": hosts}],
         },
     })
+}
+
+/// A Gateway API Gateway `namespace/name` of class `istio` (and that GatewayClass), with one
+/// plain HTTP listener, `http` on port 80, taking HTTPRoutes from every namespace: the pod
+/// the oracle plays for it is the gateway that answers.
+pub fn gateway_api(gateway: &str) -> Vec<serde_json::Value> {
+    let (namespace, name) = gateway.split_once('/').expect("a gateway as namespace/name");
+    let created = "2020-01-01T00:00:00Z";
+    vec![
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": "istio", "creationTimestamp": created},
+            "spec": {"controllerName": "istio.io/gateway-controller"},
+        }),
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+            "spec": {
+                "gatewayClassName": "istio",
+                "listeners": [{
+                    "name": "http", "port": 80, "protocol": "HTTP",
+                    "allowedRoutes": {"namespaces": {"from": "All"}},
+                }],
+            },
+        }),
+    ]
 }
 
 /// A question about what the mesh carries for a set of objects: what Istio's pilot gives an
