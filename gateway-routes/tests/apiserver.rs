@@ -187,14 +187,17 @@ async fn writes_wait_for_a_gateway_to_accept_and_refusals_are_counted() {
     let route = routes(RoutingMode::Path)[1].clone();
     let name = translation.object_name(route.spec());
 
-    // A controller that accepts the route a moment after it appears.
+    // A controller that accepts the route a moment after it appears. The flag goes up just
+    // before the status is written: a write that did not wait returns long before.
+    let accepting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let controller = {
-        let (api, name) = (api.clone(), name.clone());
+        let (api, name, accepting) = (api.clone(), name.clone(), Arc::clone(&accepting));
         tokio::spawn(async move {
             loop {
                 if let Ok(object) = api.get(&name).await {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     let generation = object.metadata.generation.unwrap();
+                    accepting.store(true, std::sync::atomic::Ordering::SeqCst);
                     set_status(
                         &api,
                         &name,
@@ -209,7 +212,11 @@ async fn writes_wait_for_a_gateway_to_accept_and_refusals_are_counted() {
         })
     };
     backend.add(route.clone()).await.unwrap();
-    assert!(controller.is_finished(), "the write returned before the gateway accepted the route");
+    assert!(
+        accepting.load(std::sync::atomic::Ordering::SeqCst),
+        "the write returned before the gateway accepted the route"
+    );
+    controller.await.unwrap();
     let generation = api.get(&name).await.unwrap().metadata.generation;
     let now = store.wait_accepted(&name, generation, Duration::ZERO).await;
     assert_eq!(now, gateway_routes::status::Acceptance::Accepted);
