@@ -81,7 +81,7 @@ pub(crate) enum Touch {
 /// The hex SHA-256 of a spec as JSON: what healing compares objects by.
 pub(crate) fn spec_digest<T: Serialize>(spec: &T) -> String {
     let json = serde_json::to_vec(spec).unwrap_or_default();
-    Sha256::digest(json).iter().map(|b| format!("{b:02x}")).collect()
+    crate::translate::hex(&Sha256::digest(json))
 }
 
 /// How healing paces itself.

@@ -132,7 +132,7 @@ pub struct Rendered {
 /// A short, stable id of a spec: 16 hex digits of its SHA-256.
 pub fn route_id(spec: &RouteSpec) -> String {
     let digest = Sha256::digest(spec.as_str().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hex(&digest[..8])
 }
 
 /// The labels every object of the proxy instance `prefix` carries, whichever routing API it
@@ -386,7 +386,19 @@ pub fn revision(route: &Route) -> String {
     hasher.update(route.spec().as_str().as_bytes());
     hasher.update([0]);
     hasher.update(route.target().as_str().as_bytes());
-    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hex(&hasher.finalize()[..8])
+}
+
+/// `bytes` as lower-case hex digits. Route ids are made several times per write; a `format!`
+/// per byte showed in the write path's profile.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 /// A decoded path as browsers and JupyterHub send it: percent-encoded except unreserved
@@ -450,6 +462,12 @@ mod tests {
     use proxy_api::wire::route_from_body;
 
     use super::*;
+
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&[]), "");
+    }
 
     fn route(spec: &str, target: &str) -> Route {
         route_in(RoutingMode::Path, spec, target)
