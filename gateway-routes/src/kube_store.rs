@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use istio_routes::metrics::{KubeMetrics, Verb};
-use istio_routes::shared::{Overlay, WatchCache, Write, classify_resource, watch_cache};
-use istio_routes::{Error, FIELD_MANAGER, Result, WatchStats};
+use istio_routes::shared::{
+    Overlay, WatchCache, Write, check_kind_served, classify_resource, server_version, watch_cache,
+};
+use istio_routes::{FIELD_MANAGER, Result, WatchStats};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource};
 
@@ -65,18 +67,9 @@ impl GatewayKubeStore {
         let http_routes: Api<HttpRoute> = Api::namespaced(client.clone(), &namespace);
         let services = Api::namespaced(client.clone(), &namespace);
         let endpoint_slices = Api::namespaced(client, &namespace);
-        let params = ListParams::default().limit(1);
-        if let Err(error) =
-            metrics.time(Verb::List, HttpRoute::PLURAL, || http_routes.list_metadata(&params)).await
-        {
-            return Err(match classify_resource(error, "list", "", &namespace, HTTP_ROUTES) {
-                Error::NotInstalled { resource, .. } => Error::NotInstalled {
-                    resource,
-                    install: format!("the Gateway API's standard CRDs ({GATEWAY_GROUP} {GATEWAY_VERSION})"),
-                },
-                other => other,
-            });
-        }
+        let install = format!("the Gateway API's standard CRDs ({GATEWAY_GROUP} {GATEWAY_VERSION})");
+        check_kind_served(&http_routes, HttpRoute::PLURAL, HTTP_ROUTES, &namespace, &install, &metrics)
+            .await?;
 
         let refused = Arc::new(Mutex::new(HashMap::new()));
         let (tick, changes) = tokio::sync::watch::channel(0);
@@ -251,13 +244,7 @@ impl HttpRouteStore for GatewayKubeStore {
         let existed = self.delete(&self.http_routes, name, HttpRoute::PLURAL, HTTP_ROUTES).await?;
         // JupyterHub is told the route is gone, so a lagging watch must not list it again: a
         // tombstone at the server's version read now, no older than the delete.
-        let params = ListParams::default().limit(1);
-        let version = self
-            .metrics
-            .time(Verb::List, HttpRoute::PLURAL, || self.http_routes.list_metadata(&params))
-            .await
-            .ok()
-            .and_then(|list| list.metadata.resource_version);
+        let version = server_version(&self.http_routes, HttpRoute::PLURAL, &self.metrics).await;
         self.overlay.wrote(name, Write::Gone(version));
         Ok(existed)
     }

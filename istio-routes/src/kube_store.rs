@@ -232,9 +232,7 @@ impl KubeStore {
     /// The API server's current resource version, from a list of at most one object: what a
     /// delete that found nothing is known to be no older than.
     async fn server_version(&self) -> Option<String> {
-        let params = ListParams::default().limit(1);
-        let list = self.metrics.time(Verb::List, VS, || self.virtual_services.list_metadata(&params)).await;
-        list.ok()?.metadata.resource_version
+        server_version(&self.virtual_services, VS, &self.metrics).await
     }
 
     /// Reads one object from the API server into the overlay: the one that took a name we
@@ -777,16 +775,46 @@ where
     S: IstioKind + Clone + Default + std::fmt::Debug + serde::de::DeserializeOwned,
     IstioObject<S>: Resource<DynamicType = IstioVersion>,
 {
+    let install = format!("Istio's CRDs ({ISTIO_GROUP} {version})");
+    check_kind_served(api, S::PLURAL, resource_name::<S>(), namespace, &install, metrics).await
+}
+
+/// Fails start-up, with what to do, when the API does not serve `resource` (`plural.group`) to
+/// us in `namespace`: a 404 says to install `install`, a 403 names the verb. One list of at
+/// most one object's metadata.
+pub async fn check_kind_served<K>(
+    api: &Api<K>,
+    plural: &'static str,
+    resource: &'static str,
+    namespace: &str,
+    install: &str,
+    metrics: &KubeMetrics,
+) -> Result<()>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
     let params = ListParams::default().limit(1);
-    match metrics.time(Verb::List, S::PLURAL, || api.list_metadata(&params)).await {
+    match metrics.time(Verb::List, plural, || api.list_metadata(&params)).await {
         Ok(_) => Ok(()),
-        Err(error) => Err(match classify::<S>(error, "list", "", namespace) {
+        Err(error) => Err(match classify_resource(error, "list", "", namespace, resource) {
             Error::NotInstalled { resource, .. } => {
-                Error::NotInstalled { resource, install: format!("Istio's CRDs ({ISTIO_GROUP} {version})") }
+                Error::NotInstalled { resource, install: install.to_owned() }
             }
             other => other,
         }),
     }
+}
+
+/// The API server's current resource version, from a list of at most one object of `api`:
+/// what a delete that the server answers without one (a custom resource's) is known to be no
+/// older than, for the overlay's tombstone.
+pub async fn server_version<K>(api: &Api<K>, plural: &'static str, metrics: &KubeMetrics) -> Option<String>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let params = ListParams::default().limit(1);
+    let list = metrics.time(Verb::List, plural, || api.list_metadata(&params)).await;
+    list.ok()?.metadata.resource_version
 }
 
 /// Labels the VirtualServices the Go jupyterhub-istio-proxy wrote, which carry no labels, so

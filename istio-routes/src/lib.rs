@@ -92,7 +92,8 @@ pub use translate::*;
 /// mapping of the API server's answers to [`Error`].
 pub mod shared {
     pub use crate::kube_store::{
-        WatchCache, classify_resource, count_watch_call, watch_backoff, watch_cache,
+        WatchCache, check_kind_served, classify_resource, count_watch_call, server_version, watch_backoff,
+        watch_cache,
     };
     pub use crate::overlay::{Overlay, Write};
 }
