@@ -5,7 +5,6 @@
 //! the watch's retry, the metrics of every call, and the mapping of the API server's answers
 //! to errors. Writes are server-side applies with the same field manager.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,11 +17,11 @@ use istio_routes::{FIELD_MANAGER, Result, WatchStats};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::{reflector, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::{Client, Resource};
 
 use crate::resources::{GATEWAY_GROUP, GATEWAY_VERSION, HttpRoute};
-use crate::status::{Acceptance, Refusal, acceptance};
+use crate::status::{Acceptance, Refusals, acceptance};
 use crate::store::HttpRouteStore;
 use crate::translate::{GatewayTranslation, PodBackend};
 
@@ -42,8 +41,8 @@ pub struct GatewayKubeStore {
     overlay: Arc<Overlay<HttpRoute>>,
     stats: Arc<WatchStats>,
     metrics: KubeMetrics,
-    /// The routes a gateway refused, by HTTPRoute name, as the watch last showed them.
-    refused: Arc<Mutex<HashMap<String, Refusal>>>,
+    /// The routes a gateway refused, as the watch last showed them.
+    refused: Arc<Mutex<Refusals>>,
     /// Ticks on every change the watch delivers, for whoever waits on a route's status.
     changes: tokio::sync::watch::Receiver<u64>,
 }
@@ -71,7 +70,7 @@ impl GatewayKubeStore {
         check_kind_served(&http_routes, HttpRoute::PLURAL, HTTP_ROUTES, &namespace, &install, &metrics)
             .await?;
 
-        let refused = Arc::new(Mutex::new(HashMap::new()));
+        let refused = Arc::new(Mutex::new(Refusals::default()));
         let (tick, changes) = tokio::sync::watch::channel(0);
         let watch_refused = Arc::clone(&refused);
         let WatchCache { cache, ready, overlay, stats } = watch_cache(
@@ -82,7 +81,7 @@ impl GatewayKubeStore {
             metrics.clone(),
             HttpRoute::PLURAL,
             move |event| {
-                follow_status(&watch_refused, event);
+                watch_refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).follow(event);
                 tick.send_modify(|n| *n += 1);
             },
         );
@@ -155,47 +154,6 @@ impl GatewayKubeStore {
     }
 }
 
-/// Keeps the refusals up to date with an event, and says when a route's changes.
-fn follow_status(refused: &Mutex<HashMap<String, Refusal>>, event: &watcher::Event<HttpRoute>) {
-    let mut refused = refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let (object, gone) = match event {
-        watcher::Event::Apply(object) | watcher::Event::InitApply(object) => (object, false),
-        watcher::Event::Delete(object) => (object, true),
-        // A relist re-applies every object; one deleted during the gap keeps its entry until
-        // its name is written again, a count slightly high rather than a refusal missed.
-        watcher::Event::Init | watcher::Event::InitDone => return,
-    };
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let route = object.metadata.annotations.as_ref().and_then(|a| a.get(istio_routes::SPEC_ANNOTATION));
-    match (gone, acceptance(object)) {
-        (false, Acceptance::Refused(refusal)) => {
-            if refused.get(&name) != Some(&refusal) {
-                // The one refusal the proxy's own configuration cannot fix: say what can.
-                let hint = (refusal.reason == "RefNotPermitted").then_some(
-                    "a Service in another namespace needs a ReferenceGrant there allowing HTTPRoutes from this one (docs/gateway-api.md)",
-                );
-                tracing::warn!(
-                    http_route = name,
-                    route,
-                    parent = %refusal.parent,
-                    condition = refusal.condition,
-                    reason = refusal.reason,
-                    message = refusal.message,
-                    hint,
-                    "a gateway did not take a route: requests for it do not reach its server"
-                );
-                refused.insert(name, refusal);
-            }
-        }
-        (false, Acceptance::Pending) => {}
-        (_, _) => {
-            if refused.remove(&name).is_some() && !gone {
-                tracing::info!(http_route = name, route, "a gateway takes a route it had refused");
-            }
-        }
-    }
-}
-
 /// Drops from a cached HTTPRoute what reading routes never needs (its spec and managed fields,
 /// others' annotations): routes are rebuilt from the labels and our annotations. The status
 /// stays, for [`crate::status`].
@@ -261,7 +219,7 @@ impl HttpRouteStore for GatewayKubeStore {
     }
 
     fn refused(&self) -> usize {
-        self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).count()
     }
 
     async fn wait_accepted(&self, name: &str, generation: Option<i64>, within: Duration) -> Acceptance {
@@ -269,7 +227,7 @@ impl HttpRouteStore for GatewayKubeStore {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             changes.borrow_and_update();
-            let current = self.cache.state().into_iter().find(|o| o.metadata.name.as_deref() == Some(name));
+            let current = self.cache.get(&ObjectRef::new(name).within(&self.namespace));
             if let Some(object) = current.filter(|o| o.metadata.generation >= generation) {
                 let taken = acceptance(&object);
                 if taken != Acceptance::Pending {
