@@ -467,13 +467,13 @@ impl Config {
 
     /// The options that belong to one routing API only, and those it needs.
     fn check_routing(&self) -> Result<()> {
+        if self.routing == Routing::Istio && !self.parent_refs.is_empty() {
+            return Err(Error::Config(
+                "--parent-ref (env GATEWAY_API_PARENT) names a Gateway API Gateway; it needs --routing gateway-api (env PROXY_ROUTING)".to_owned(),
+            ));
+        }
         if self.routing == Routing::Istio {
-            return match self.parent_refs.is_empty() {
-                true => Ok(()),
-                false => Err(Error::Config(
-                    "--parent-ref (env GATEWAY_API_PARENT) names a Gateway API Gateway; it needs --routing gateway-api (env PROXY_ROUTING)".to_owned(),
-                )),
-            };
+            return Ok(());
         }
         let istio_only = [
             (
