@@ -96,6 +96,14 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
         }
     }
 
+    /// Whether the cached HTTPRoute `name` holds a route to a pod IP (which has a Service and an
+    /// EndpointSlice of its own); `None` when the cache has no readable route of that name.
+    fn cached_pod_target(&self, name: &str) -> Option<bool> {
+        let object = self.store.http_route(name)?;
+        let route = self.decode(&object)?;
+        Some(route.target().ip().is_some())
+    }
+
     fn forget(&self, name: &str) {
         self.decoded.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(name);
     }
@@ -142,11 +150,7 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
         self.ready()?;
         let rendered = self.translation.render(&route)?;
         let name = self.translation.object_name(route.spec());
-        let had_pod_backend = self
-            .store
-            .http_route(&name)
-            .and_then(|old| self.decode(&old))
-            .is_some_and(|old| old.target().ip().is_some());
+        let had_pod_backend = self.cached_pod_target(&name) == Some(true);
         // The HTTPRoute first: the Service and EndpointSlice name it as their owner by uid,
         // which only the API server gives.
         let stored = self.store.apply_http_route(rendered.http_route).await?;
@@ -169,9 +173,14 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
         let name = self.translation.object_name(spec);
         // The HTTPRoute first, so that no request is routed to a backend about to go; then
         // what it owns, which a cluster's garbage collector would also delete, but not at once.
+        // A route the cache shows with a Service target has no pod backend to delete; one it
+        // does not show (gone already, a delete cut short, a lagging watch) may.
+        let pod_backend = self.cached_pod_target(&name) != Some(false);
         let existed = self.store.delete_http_route(&name).await?;
         self.forget(&name);
-        self.store.delete_pod_backend(&name).await?;
+        if pod_backend {
+            self.store.delete_pod_backend(&name).await?;
+        }
         Ok(existed)
     }
 }
@@ -248,6 +257,53 @@ mod tests {
         assert_eq!(backend.list().await.unwrap().len(), 2, "rebuilt after a write");
         backend.delete(&spec_of("/user/alice")).await.unwrap();
         assert_eq!(backend.list().await.unwrap().len(), 1, "rebuilt after a delete");
+    }
+
+    /// The memory store, counting the pod-backend deletes asked of it.
+    #[derive(Default)]
+    struct CountingStore {
+        inner: GatewayMemoryStore,
+        pod_backend_deletes: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl HttpRouteStore for CountingStore {
+        fn is_ready(&self) -> bool {
+            self.inner.is_ready()
+        }
+        fn http_routes(&self) -> Vec<Arc<HttpRoute>> {
+            self.inner.http_routes()
+        }
+        fn http_route(&self, name: &str) -> Option<Arc<HttpRoute>> {
+            self.inner.http_route(name)
+        }
+        async fn apply_http_route(&self, object: HttpRoute) -> istio_routes::Result<Arc<HttpRoute>> {
+            self.inner.apply_http_route(object).await
+        }
+        async fn delete_http_route(&self, name: &str) -> istio_routes::Result<bool> {
+            self.inner.delete_http_route(name).await
+        }
+        async fn apply_pod_backend(&self, backend: crate::PodBackend) -> istio_routes::Result<()> {
+            self.inner.apply_pod_backend(backend).await
+        }
+        async fn delete_pod_backend(&self, name: &str) -> istio_routes::Result<bool> {
+            self.pod_backend_deletes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.delete_pod_backend(name).await
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_route_that_may_have_a_pod_backend_deletes_one() {
+        let backend = GatewayBackend::new(Arc::new(CountingStore::default()), GatewayTranslation::default());
+        let deletes = || backend.store().pod_backend_deletes.load(std::sync::atomic::Ordering::Relaxed);
+        backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+        backend.delete(&spec_of("/user/alice")).await.unwrap();
+        assert_eq!(deletes(), 0, "a Service target has none");
+        backend.add(route("/user/bob", "http://10.0.0.8:8888")).await.unwrap();
+        backend.delete(&spec_of("/user/bob")).await.unwrap();
+        assert_eq!(deletes(), 1, "a pod IP's goes with it");
+        backend.delete(&spec_of("/user/carol")).await.unwrap();
+        assert_eq!(deletes(), 2, "a route the cache does not show may have one");
     }
 
     #[tokio::test]
