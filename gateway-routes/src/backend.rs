@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use istio_routes::shared::{Listing, shrink_when_sparse};
 use proxy_api::{Backend, Route, RouteSpec};
 
 use crate::resources::HttpRoute;
@@ -24,9 +25,8 @@ pub struct GatewayBackend<S> {
     decoded: Mutex<HashMap<String, Decoded>>,
     /// How long a write waits for a gateway to accept the route (with warm-up).
     acceptance_wait: Option<Duration>,
-    /// The last listing and the store generation it was built at, reused until the store
-    /// changes: JupyterHub lists every few minutes, and a scrape counts the routes.
-    listing: Mutex<Option<(u64, Vec<Arc<Route>>)>>,
+    /// The last listing, reused while the store is at the generation it was built at.
+    listing: Listing,
 }
 
 /// A route and the resource version of the object it was decoded from.
@@ -46,7 +46,7 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
             translation,
             decoded: Mutex::default(),
             acceptance_wait: None,
-            listing: Mutex::default(),
+            listing: Listing::default(),
         }
     }
 
@@ -105,7 +105,9 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
     }
 
     fn forget(&self, name: &str) {
-        self.decoded.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(name);
+        let mut decoded = self.decoded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        decoded.remove(name);
+        shrink_when_sparse(&mut decoded);
     }
 }
 
@@ -128,15 +130,12 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
     async fn list(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
         self.ready()?;
         let generation = self.store.generation();
-        let mut listing = self.listing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let (Some(generation), Some((built, routes))) = (generation, listing.as_ref())
-            && *built == generation
-        {
-            return Ok(routes.clone());
+        if let Some(routes) = self.listing.at(generation) {
+            return Ok(routes);
         }
         let routes: Vec<Arc<Route>> =
             self.store.http_routes().iter().filter_map(|object| self.decode(object)).collect();
-        *listing = generation.map(|generation| (generation, routes.clone()));
+        self.listing.keep(generation, &routes);
         Ok(routes)
     }
 
@@ -148,6 +147,7 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
 
     async fn add(&self, route: Route) -> proxy_api::Result<()> {
         self.ready()?;
+        self.listing.clear();
         let rendered = self.translation.render(&route)?;
         let name = self.translation.object_name(route.spec());
         let had_pod_backend = self.cached_pod_target(&name) == Some(true);
@@ -170,6 +170,7 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
 
     async fn delete(&self, spec: &RouteSpec) -> proxy_api::Result<bool> {
         self.ready()?;
+        self.listing.clear();
         let name = self.translation.object_name(spec);
         // The HTTPRoute first, so that no request is routed to a backend about to go; then
         // what it owns, which a cluster's garbage collector would also delete, but not at once.
@@ -252,10 +253,12 @@ mod tests {
         let first = backend.list().await.unwrap();
         let again = backend.list().await.unwrap();
         assert!(Arc::ptr_eq(&first[0], &again[0]));
-        assert!(backend.listing.lock().unwrap().is_some(), "kept for the next listing");
+        assert!(backend.listing.at(backend.store().generation()).is_some(), "kept for the next listing");
         backend.add(route("/user/bob", "http://10.0.0.8:8888")).await.unwrap();
         assert_eq!(backend.list().await.unwrap().len(), 2, "rebuilt after a write");
+        let before = backend.store().generation();
         backend.delete(&spec_of("/user/alice")).await.unwrap();
+        assert!(backend.listing.at(before).is_none(), "a write lets go of the listing");
         assert_eq!(backend.list().await.unwrap().len(), 1, "rebuilt after a delete");
     }
 

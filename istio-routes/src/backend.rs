@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use proxy_api::{Backend, Route, RouteSpec};
 
+use crate::caches::{Listing, shrink_when_sparse};
 use crate::order::{Placement, ancestors, is_catch_all};
 use crate::read::{Origin, StoredRoute};
 use crate::resources::VirtualService;
@@ -24,8 +25,8 @@ pub struct IstioBackend<S> {
     /// Routes read from objects, by object name, with the resource version they were read at:
     /// a listing decodes only what changed since the last one.
     decoded: Mutex<DecodedRoutes>,
-    /// The last listing, sorted, with the store generation it was built at.
-    listing: Mutex<Option<(u64, Vec<Arc<Route>>)>>,
+    /// The last listing, sorted, while the store is at the generation it was built at.
+    listing: Listing,
     /// Per ancestor route being kept in order, whose turn it is to check and re-create it.
     reordering: Turns,
 }
@@ -59,7 +60,7 @@ impl<S: RouteStore> IstioBackend<S> {
             store,
             translation,
             decoded: Mutex::default(),
-            listing: Mutex::default(),
+            listing: Listing::default(),
             reordering: Mutex::default(),
         }
     }
@@ -200,7 +201,9 @@ impl<S: RouteStore> IstioBackend<S> {
 
     /// Forgets the route decoded from a deleted object (see [`delete_object`](Self::delete_object)).
     fn forget(&self, name: &str) {
-        self.decoded.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        let mut decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        decoded.remove(name);
+        shrink_when_sparse(&mut decoded);
     }
 
     /// Deletes a route's object that `generation` replaced, unless it changed since it was
@@ -274,13 +277,8 @@ impl<S: RouteStore> IstioBackend<S> {
     pub fn routes(&self) -> proxy_api::Result<Vec<Arc<Route>>> {
         self.ready()?;
         let generation = self.store.generation();
-        if let Some(generation) = generation {
-            let listing = self.listing.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((built, routes)) = listing.as_ref()
-                && *built == generation
-            {
-                return Ok(routes.clone());
-            }
+        if let Some(routes) = self.listing.at(generation) {
+            return Ok(routes);
         }
         let mut stored = match self.store.stored_routes(&self.translation) {
             Some(stored) => stored,
@@ -290,9 +288,7 @@ impl<S: RouteStore> IstioBackend<S> {
         stored.sort_by(|a, b| a.route.spec().cmp(b.route.spec()).then(b.origin.cmp(&a.origin)));
         stored.dedup_by(|later, first| later.route.spec() == first.route.spec());
         let routes: Vec<Arc<Route>> = stored.into_iter().map(|s| s.route).collect();
-        if let Some(generation) = generation {
-            *self.listing.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, routes.clone()));
-        }
+        self.listing.keep(generation, &routes);
         Ok(routes)
     }
 
@@ -306,6 +302,7 @@ impl<S: RouteStore> IstioBackend<S> {
             let live: std::collections::HashSet<&str> =
                 objects.iter().filter_map(|o| o.metadata.name.as_deref()).collect();
             cache.retain(|name, _| live.contains(name.as_str()));
+            shrink_when_sparse(&mut cache);
         }
         stored
     }
@@ -324,6 +321,7 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
 
     async fn add(&self, route: Route) -> proxy_api::Result<()> {
         self.ready()?;
+        self.listing.clear();
         let spec = route.spec().clone();
         let existing = self.objects_of(&spec);
         // Updating the current object in place keeps its creation time, and so its place.
@@ -352,6 +350,7 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
 
     async fn delete(&self, spec: &RouteSpec) -> proxy_api::Result<bool> {
         self.ready()?;
+        self.listing.clear();
         let existing = self.objects_of(spec);
         // Marked first, so that no replica's healing restores the ServiceEntry deleted next
         // (see `heal`).
@@ -670,7 +669,9 @@ mod tests {
         assert_eq!(specs(&backend).await, ["/user/a"]);
         backend.add(route("/user/b", "http://10.0.0.2:8888")).await.unwrap();
         assert_eq!(specs(&backend).await, ["/user/a", "/user/b"]);
+        let before = backend.store().generation();
         backend.delete(&spec("/user/a")).await.unwrap();
+        assert!(backend.listing.at(before).is_none(), "a write lets go of the listing");
         assert_eq!(specs(&backend).await, ["/user/b"]);
         backend.add(route("/user/b", "http://b:2")).await.unwrap();
         assert_eq!(backend.list().await.unwrap()[0].target().as_str(), "http://b:2");

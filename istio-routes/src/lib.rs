@@ -63,6 +63,7 @@
 
 pub mod activity;
 mod backend;
+mod caches;
 mod error;
 pub mod explain;
 pub mod heal;
@@ -87,10 +88,11 @@ pub use store::MockRouteStore;
 pub use store::RouteStore;
 pub use translate::*;
 
-/// The Kubernetes machinery every routing API's store shares (the Gateway API's too): the
-/// read-your-writes overlay over a watch cache, the watch's retry and its metrics, and the
-/// mapping of the API server's answers to [`Error`].
+/// The machinery every routing API's backend and store shares (the Gateway API's too): the
+/// read-your-writes overlay over a watch cache, the watch's retry and its metrics, the mapping
+/// of the API server's answers to [`Error`], and the caches kept between requests.
 pub mod shared {
+    pub use crate::caches::{Listing, shrink_when_sparse};
     pub use crate::kube_store::{
         WatchCache, check_kind_served, classify_resource, count_watch_call, server_version, watch_backoff,
         watch_cache,

@@ -20,8 +20,9 @@ use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use proxy_api::{Route, RouteSpec, Target};
+use proxy_api::{RouteSpec, Target};
 
+use crate::caches::shrink_when_sparse;
 use crate::read::{Origin, StoredRoute};
 use crate::resources::{ServiceEntry, VirtualService};
 use crate::store::RouteStore;
@@ -161,8 +162,7 @@ impl MemoryStore {
 
     /// The ServiceEntry the translation renders for a route of `spec` to `target`.
     fn render_entry(&self, spec: &RouteSpec, target: &Target) -> Option<ServiceEntry> {
-        let route = Route::new(spec.clone(), target.clone(), Default::default()).ok()?;
-        self.translation.render(&route, 0).ok()?.service_entry
+        self.translation.render_service_entry(spec, target)
     }
 
     /// The spec and target `entry` is the rendering of, if it is exactly that. A ServiceEntry
@@ -308,6 +308,7 @@ fn unindex(by_route: &mut HashMap<u64, Vec<Box<str>>>, held: &Held, name: &str) 
         names.retain(|n| &**n != name);
         if names.is_empty() {
             by_route.remove(&route);
+            shrink_when_sparse(by_route);
         }
     }
 }
@@ -518,5 +519,24 @@ mod tests {
         ));
         assert!(store.delete_virtual_service("a", created.metadata.resource_version.clone()).await.unwrap());
         assert!(!store.delete_virtual_service("a", None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_route_index_gives_its_room_back_when_routes_go() {
+        let translation = Translation::default();
+        let store = MemoryStore::new(translation.clone());
+        let mut names = Vec::new();
+        for n in 0..5000 {
+            let spec = RouteSpec::new(&format!("/user/u{n}"), translation.routing_mode).unwrap();
+            let route = proxy_api::Route::new(spec, Target::parse("http://a:1").unwrap(), Default::default());
+            let rendered = translation.render(&route.unwrap(), 0).unwrap().virtual_service;
+            names.push(store.apply_virtual_service(rendered).await.unwrap().metadata.name.clone().unwrap());
+        }
+        let full = store.read().by_route.capacity();
+        for name in &names[100..] {
+            assert!(store.delete_virtual_service(name, None).await.unwrap());
+        }
+        let left = store.read().by_route.capacity();
+        assert!(left * 4 <= full, "the index kept {left} of {full} buckets for 100 routes");
     }
 }

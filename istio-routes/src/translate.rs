@@ -163,17 +163,31 @@ impl Translation {
     /// The VirtualService name of a route's `generation`. Deeper routes get smaller depth
     /// digits, so when two creation times tie, the deeper route sorts first (see `order`).
     pub fn virtual_service_name(&self, spec: &RouteSpec, generation: u32) -> String {
-        format!("{}-{:02}-{}-{generation}", self.prefix, MAX_DEPTH - depth(spec), route_id(spec))
+        self.virtual_service_name_of(spec, &route_id(spec), generation)
     }
 
     /// The ServiceEntry name of a route.
     pub fn service_entry_name(&self, spec: &RouteSpec) -> String {
-        format!("{}-{}", self.prefix, route_id(spec))
+        self.service_entry_name_of(&route_id(spec))
     }
 
     /// The synthetic host a pod-IP target is reached by.
     pub fn service_entry_host(&self, spec: &RouteSpec) -> String {
-        format!("{}.{}.jupyterhub-istio-proxy.internal", self.service_entry_name(spec), self.namespace)
+        self.service_entry_host_of(&route_id(spec))
+    }
+
+    // The names of a route whose id (`route_id`, a hash) is known: a rendering computes it once.
+
+    fn virtual_service_name_of(&self, spec: &RouteSpec, id: &str, generation: u32) -> String {
+        format!("{}-{:02}-{id}-{generation}", self.prefix, MAX_DEPTH - depth(spec))
+    }
+
+    fn service_entry_name_of(&self, id: &str) -> String {
+        format!("{}-{id}", self.prefix)
+    }
+
+    fn service_entry_host_of(&self, id: &str) -> String {
+        format!("{}.{}.jupyterhub-istio-proxy.internal", self.service_entry_name_of(id), self.namespace)
     }
 
     /// The objects for `route`, as generation `generation` of its VirtualService.
@@ -198,10 +212,11 @@ impl Translation {
                 ),
             });
         }
-        let (destination, service_entry) = self.destination(route)?;
+        let id = route_id(spec);
+        let (destination, service_entry) = self.destination(route, &id)?;
         let virtual_service = VirtualService::new(
             self.version,
-            self.metadata(spec, self.virtual_service_name(spec, generation), Some(wire)),
+            self.metadata(spec, &id, self.virtual_service_name_of(spec, &id, generation), Some(wire)),
             VirtualServiceSpec {
                 hosts: self.hosts.clone(),
                 gateways: self.gateways.clone(),
@@ -212,9 +227,17 @@ impl Translation {
         Ok(Rendered { virtual_service, service_entry })
     }
 
-    fn metadata(&self, spec: &RouteSpec, name: String, wire: Option<&str>) -> ObjectMeta {
+    /// The ServiceEntry rendered for a route of `spec` to `target`, if it needs one: what
+    /// [`render`](Self::render) gives as [`Rendered::service_entry`], without the VirtualService.
+    pub(crate) fn render_service_entry(&self, spec: &RouteSpec, target: &Target) -> Option<ServiceEntry> {
+        let ip = target.ip()?;
+        let id = route_id(spec);
+        Some(self.service_entry(spec, &id, target, ip, &self.service_entry_host_of(&id)))
+    }
+
+    fn metadata(&self, spec: &RouteSpec, id: &str, name: String, wire: Option<&str>) -> ObjectMeta {
         let mut labels = self.instance_labels();
-        labels.insert(ROUTE_LABEL.to_owned(), route_id(spec));
+        labels.insert(ROUTE_LABEL.to_owned(), id.to_owned());
         let mut annotations = BTreeMap::from([(SPEC_ANNOTATION.to_owned(), spec.to_string())]);
         if let Some(wire) = wire {
             annotations.insert(ROUTE_ANNOTATION.to_owned(), wire.to_owned());
@@ -232,7 +255,7 @@ impl Translation {
     ///
     /// A loopback target is what a JupyterHub on a laptop sends first, so its error names the
     /// way out.
-    fn destination(&self, route: &Route) -> proxy_api::Result<(Destination, Option<ServiceEntry>)> {
+    fn destination(&self, route: &Route, id: &str) -> proxy_api::Result<(Destination, Option<ServiceEntry>)> {
         let target = route.target();
         let unroutable =
             |reason: String| proxy_api::Error::InvalidTarget { target: target.to_string(), reason };
@@ -246,8 +269,8 @@ impl Translation {
                     "{ip} is not an address Istio's gateway can reach the server at"
                 )));
             }
-            let host = self.service_entry_host(route.spec());
-            let entry = self.service_entry(route.spec(), target, ip, &host);
+            let host = self.service_entry_host_of(id);
+            let entry = self.service_entry(route.spec(), id, target, ip, &host);
             return Ok((Destination { host, port }, Some(entry)));
         }
         let host = self.service_host(target)?;
@@ -296,7 +319,14 @@ impl Translation {
         })
     }
 
-    fn service_entry(&self, spec: &RouteSpec, target: &Target, ip: IpAddr, host: &str) -> ServiceEntry {
+    fn service_entry(
+        &self,
+        spec: &RouteSpec,
+        id: &str,
+        target: &Target,
+        ip: IpAddr,
+        host: &str,
+    ) -> ServiceEntry {
         let (name, protocol) = match target.scheme() {
             Scheme::Http => ("http", "HTTP"),
             Scheme::Https => ("https", "HTTPS"),
@@ -307,7 +337,7 @@ impl Translation {
         }
         ServiceEntry::new(
             self.version,
-            self.metadata(spec, self.service_entry_name(spec), None),
+            self.metadata(spec, id, self.service_entry_name_of(id), None),
             ServiceEntrySpec {
                 hosts: vec![host.to_owned()],
                 location: Some("MESH_INTERNAL".to_owned()),
