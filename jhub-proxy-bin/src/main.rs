@@ -7,6 +7,11 @@ use jhub_proxy_bin::config::{Command, Config};
 use jhub_proxy_bin::metrics::Metrics;
 use jhub_proxy_bin::{Error, explain, logging, render, server, token};
 
+/// mimalloc rather than glibc's allocator: after a spawn storm's routes are deleted it gives
+/// their memory back, where glibc's keeps it, and it allocates faster (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match Config::from_args(std::env::args_os()) {
         Ok(config) => config,
