@@ -18,6 +18,8 @@
 #      count, then `GET /api/routes` median latency: wrk 1 thread, 1 connection, --latency.
 #   3. `GET /api/routes/<one existing route>` req/s: wrk 2 threads, 8 connections.
 #   4. VmRSS (MiB) of the server with those 10,000 routes stored.
+#   5. after 1., in the same process: every route it added deleted (benchtool.py delete-all,
+#      every answer 204), then exactly 10,000 routes loaded: VmRSS (MiB) after that churn.
 # The report (medians over rounds, ours ÷ CHP, PASS/FAIL per target) is printed and
 # written to bench/results/latest.md; raw figures, wrk output and server logs go to
 # bench/results/run-<timestamp>/.
@@ -151,7 +153,26 @@ measure_post() {
   record "$round" "$kind" post_requests "${W[requests]}"
   record "$round" "$kind" post_stored "$stored"
   log "  $kind: ${W[rps]} POST/s (${W[requests]} answered 201, $stored stored)"
+  measure_churn "$kind" "$round" "$stored"
   stop_server
+}
+
+# 5. memory after churn, in the POST run's process: every route it added deleted, then
+#    exactly 10,000 routes loaded, as a hub does after a day of servers started and stopped.
+measure_churn() {
+  local kind=$1 round=$2 stored=$3 deleted count rss
+  log "round $round, $kind: deleting the $stored routes the POST run added"
+  deleted=$(tool delete-all "$API_PORT" 8 32) || die "deleting the routes of $kind failed"
+  ((deleted == stored)) || die "$kind listed $deleted routes to delete, having stored $stored"
+  count=$(tool count "$API_PORT") || die "cannot list routes of $kind"
+  ((count == 0)) || die "$kind lists $count routes after deleting them all"
+  tool load "$API_PORT" "$ROUTES" 4 >/dev/null || die "loading $ROUTES routes into $kind failed"
+  count=$(tool count "$API_PORT") || die "cannot list routes of $kind"
+  ((count == ROUTES)) || die "$kind lists $count routes after the churn, expected exactly $ROUTES"
+  rss=$(tool rss "$SERVER_PID") || die "cannot read VmRSS of $kind (pid $SERVER_PID)"
+  record "$round" "$kind" churn_deletes "$deleted"
+  record "$round" "$kind" rss_churn_mib "$rss"
+  log "  $kind: VmRSS $rss MiB with $count routes, after $stored added and deleted"
 }
 
 # 2-4. list latency, single-route GETs, memory, with exactly 10,000 routes
