@@ -1,7 +1,8 @@
 //! What is recorded of every request: one log line and the request metrics.
 //!
 //! The line is `request` with `status` and `duration_ms`, in the span `request` with `method`
-//! and `path` (without the query), so whatever is logged while the request runs names it too.
+//! and `path` (without the query), and the `target` of a route being added (recorded by the
+//! routes API), so whatever is logged while the request runs names it too.
 //! Headers are never logged: they carry the token. The API's requests are logged at INFO; the
 //! probes and scrapes, which come every few seconds, at DEBUG, and stay out of the metrics.
 
@@ -61,7 +62,12 @@ where
         let started = Instant::now();
         let method = request.method().clone();
         let quiet = is_unmetered(request.uri().path());
-        let span = tracing::info_span!("request", %method, path = %request.uri().path());
+        let span = tracing::info_span!(
+            "request",
+            %method,
+            path = %request.uri().path(),
+            target = tracing::field::Empty
+        );
         let answer = span.in_scope(|| self.inner.call(request)).instrument(span.clone());
         let metrics = self.metrics.clone();
         Box::pin(async move {

@@ -101,9 +101,10 @@ async fn sigterm_drains_and_exits_cleanly_and_the_token_is_never_logged() {
     let log = proxy.log();
     assert!(log.contains("SIGTERM") && log.contains("drained"), "{log}");
     let line = |status: &str| log.lines().filter(|l| l.contains("request") && l.contains(status)).count();
-    // The text format's one line per request: the span's method and path, then status and time.
+    // The text format's one line per request: the span's method and path (and a new route's
+    // target), then status and time.
     let created = log.lines().find(|l| l.contains("status=201")).expect("the POST's line");
-    assert!(created.contains("request{method=POST path=/api/routes/user/a}"), "{created}");
+    assert!(created.contains("request{method=POST path=/api/routes/user/a target=http://a:1}"), "{created}");
     assert!(created.contains("duration_ms="), "{created}");
     assert_eq!((line("status=201"), line("status=403")), (1, 1), "one line per request: {log}");
     assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
@@ -155,7 +156,10 @@ async fn json_logs_at_trace_carry_one_line_per_request_and_never_a_token() {
             let span = &line["span"];
             let level = if span["path"] == "/ping" { "DEBUG" } else { "INFO" };
             assert_eq!(line["level"], level, "{line}");
-            (span["method"].to_string(), span["path"].to_string(), line["fields"]["status"].as_u64().unwrap())
+            let status = line["fields"]["status"].as_u64().unwrap();
+            let target = if status == 201 { "http://a:1" } else { "" };
+            assert_eq!(span["target"].as_str().unwrap_or_default(), target, "{line}");
+            (span["method"].to_string(), span["path"].to_string(), status)
         })
         .collect();
     let expected: Vec<(String, String, u64)> = [

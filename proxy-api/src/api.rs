@@ -4,6 +4,10 @@
 //! `lib/configproxy.js`, <https://github.com/jupyterhub/configurable-http-proxy>), with
 //! its rough edges filed off: every error is JSON, bodies are bounded, malformed escapes are a
 //! 400, and `DELETE /api/routes` answers instead of hanging.
+//!
+//! Logging is the server's: a POST records the new route's target as the field `target` of
+//! the [`tracing`] span it runs in, if that span declares one, so that the server's one line
+//! per request names it; routes added and deleted are logged at DEBUG besides.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -112,7 +116,10 @@ impl<B: Backend> RoutesApi<B> {
                 let spec = self.spec(rest)?;
                 let body = self.read_body(request).await?;
                 let route = wire::route_from_body(spec, &body)?;
-                tracing::info!(spec = %route.spec(), target = %route.target(), "adding route");
+                // Into the request's own log line, when the server's span has the field: one
+                // line per request, whatever it is (see the module's docs).
+                tracing::Span::current().record("target", tracing::field::display(route.target()));
+                tracing::debug!(spec = %route.spec(), target = %route.target(), "adding route");
                 self.backend.add(route).await?;
                 Ok(empty(StatusCode::CREATED))
             }
@@ -121,7 +128,7 @@ impl<B: Backend> RoutesApi<B> {
                 if !self.backend.delete(&spec).await? {
                     return Err(Error::NotFound);
                 }
-                tracing::info!(%spec, "deleted route");
+                tracing::debug!(%spec, "deleted route");
                 Ok(empty(StatusCode::NO_CONTENT))
             }
             _ => Err(Error::MethodNotAllowed),
