@@ -316,7 +316,13 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
 
     async fn get(&self, spec: &RouteSpec) -> proxy_api::Result<Option<Arc<Route>>> {
         self.ready()?;
-        Ok(self.objects_of(spec).into_iter().next().map(|(_, stored)| stored.route))
+        let Some(mut stored) = self.store.stored_routes_of(&route_id(spec), &self.translation) else {
+            return Ok(self.objects_of(spec).into_iter().next().map(|(_, stored)| stored.route));
+        };
+        // The current one, as `objects_of` orders them.
+        stored.retain(|stored| stored.route.spec() == spec);
+        stored.sort_by_key(|stored| std::cmp::Reverse(stored.origin));
+        Ok(stored.into_iter().next().map(|stored| stored.route))
     }
 
     async fn add(&self, route: Route) -> proxy_api::Result<()> {
@@ -685,6 +691,27 @@ mod tests {
         let backend = IstioBackend::new(Arc::new(store), Translation::default());
         backend.list().await.unwrap();
         backend.list().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_store_that_keeps_routes_decoded_answers_a_get_without_objects() {
+        let stored =
+            |target: &str, origin: Origin| StoredRoute { route: Arc::new(route("/user/a", target)), origin };
+        let mut store = MockRouteStore::new();
+        store.expect_is_ready().return_const(true);
+        store.expect_virtual_services_of().never();
+        store.expect_stored_routes_of().returning(move |_, _| {
+            Some(vec![
+                stored("http://old:1", Origin::Ours { generation: 0 }),
+                stored("http://current:1", Origin::Ours { generation: 1 }),
+                stored("http://legacy:1", Origin::Legacy),
+            ])
+        });
+        let backend = IstioBackend::new(Arc::new(store), Translation::default());
+        let got = backend.get(&spec("/user/a")).await.unwrap().unwrap();
+        assert_eq!(got.target().as_str(), "http://current:1", "the highest generation is the route");
+        // An id shared by another spec (a hash collision) answers nothing for this one.
+        assert!(backend.get(&spec("/user/b")).await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! that. A ServiceEntry is kept as the spec and target it renders for, the same way. Anything
 //! else is kept as it came.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -215,6 +216,14 @@ impl MemoryStore {
         (rendered == *object).then_some((stored, generation))
     }
 
+    /// The route an object holds, as the store's translation reads it.
+    fn stored_route(&self, held: &Held) -> Option<StoredRoute> {
+        match held {
+            Held::Rendered { stored, .. } => Some(stored.clone()),
+            Held::Raw(object) => self.translation.read(object)?.ok(),
+        }
+    }
+
     /// The object as stored, rendered again if it was kept as its route.
     fn object(&self, held: &Held) -> Arc<VirtualService> {
         match held {
@@ -238,12 +247,18 @@ impl MemoryStore {
         let rendering = self.rendering_of(&object);
         let now = self.now();
         let mut state = self.write();
-        let (created, uid) = match state.virtual_services.get(&name) {
-            Some(_) if must_be_new => return Err(Error::AlreadyExists { name }),
-            Some(old) => old.identity(),
-            None => (None, None),
+        let State { virtual_services, by_route, last_version, .. } = &mut *state;
+        // One walk of the tree for the lookup and the write: names share long prefixes.
+        let entry = virtual_services.entry(name);
+        let (created, uid) = match &entry {
+            Entry::Occupied(old) if must_be_new => {
+                return Err(Error::AlreadyExists { name: old.key().clone() });
+            }
+            Entry::Occupied(old) => old.get().identity(),
+            Entry::Vacant(_) => (None, None),
         };
-        let resource_version = state.next_version();
+        *last_version += 1;
+        let resource_version = *last_version;
         let created = created.unwrap_or(now);
         let uid = uid.unwrap_or_else(|| format!("uid-{resource_version}"));
         // The object as stored: what came, with what the server sets.
@@ -264,11 +279,17 @@ impl MemoryStore {
             }
             None => Held::Raw(Arc::clone(&stored)),
         };
-        if let Some(old) = state.virtual_services.remove(&name) {
-            unindex(&mut state.by_route, &old, &name);
+        match entry {
+            Entry::Occupied(mut old) => {
+                unindex(by_route, old.get(), old.key());
+                index(by_route, route_of(&stored), old.key());
+                old.insert(held);
+            }
+            Entry::Vacant(new) => {
+                index(by_route, route_of(&stored), new.key());
+                new.insert(held);
+            }
         }
-        index(&mut state.by_route, route_of(&stored), &name);
-        state.virtual_services.insert(name, held);
         Ok(stored)
     }
 }
@@ -341,17 +362,23 @@ impl RouteStore for MemoryStore {
             return None;
         }
         let state = self.read();
-        let stored = state.virtual_services.values().filter_map(|held| match held {
-            Held::Rendered { stored, .. } => Some(stored.clone()),
-            Held::Raw(object) => self.translation.read(object)?.ok(),
-        });
-        Some(stored.collect())
+        Some(state.virtual_services.values().filter_map(|held| self.stored_route(held)).collect())
     }
 
     fn virtual_services_of(&self, route_id: &str) -> Vec<Arc<VirtualService>> {
         let state = self.read();
         let names = state.by_route.get(&route_key(route_id)).into_iter().flatten();
         names.filter_map(|name| state.virtual_services.get(&**name)).map(|held| self.object(held)).collect()
+    }
+
+    fn stored_routes_of(&self, route_id: &str, translation: &Translation) -> Option<Vec<StoredRoute>> {
+        if *translation != self.translation {
+            return None;
+        }
+        let state = self.read();
+        let names = state.by_route.get(&route_key(route_id)).into_iter().flatten();
+        let held = names.filter_map(|name| state.virtual_services.get(&**name));
+        Some(held.filter_map(|held| self.stored_route(held)).collect())
     }
 
     async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {

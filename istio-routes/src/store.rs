@@ -50,6 +50,14 @@ pub trait RouteStore: Send + Sync + 'static {
     /// The VirtualServices of one route (label `jupyterhub-istio-proxy/route=<id>`), from the cache.
     fn virtual_services_of(&self, route_id: &str) -> Vec<Arc<VirtualService>>;
 
+    /// The routes of [`virtual_services_of`](Self::virtual_services_of), as `translation` reads
+    /// them, for a store that keeps them decoded (the memory store): a route's GET then builds
+    /// no object only to read it back. `None`, the default, leaves the reading to the caller.
+    fn stored_routes_of(&self, route_id: &str, translation: &Translation) -> Option<Vec<StoredRoute>> {
+        let _ = (route_id, translation);
+        None
+    }
+
     /// Creates or updates a VirtualService (server-side apply); an update keeps its creation
     /// time. Answers the object as stored.
     async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>>;
