@@ -5,8 +5,8 @@
 # Runtime: gcr.io/distroless/cc (glibc, no shell, no package manager), not a static musl
 # binary on scratch: the build is then the plain `cargo build --release` that the README and
 # CI (.ci/check-release-binary) run and test, with no musl target or C cross-toolchain for
-# ring to set up, and glibc's allocator rather than musl's, which is slow under a
-# multi-threaded runtime. Builder and runtime are both Debian 12, so their glibc matches.
+# ring and mimalloc (the binary's allocator, built from C) to set up. Builder and runtime are
+# both Debian 12, so their glibc matches.
 
 FROM docker.io/library/rust:1.89-slim-bookworm AS build
 WORKDIR /src
