@@ -476,6 +476,7 @@ where
                 }
                 Ok(_) => {}
                 Err(error) => {
+                    watch_overlay.watch_failed();
                     watch_stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%error, resource, "watching our objects failed; retrying");
                 }

@@ -24,8 +24,10 @@
 //! A relist (after a broken watch) swaps the whole cache at its end: the list began after every
 //! write made before it started, so it holds them or something newer. Should a resource version
 //! not parse, a stored object waits for its own event and a tombstone for a relist. Either way
-//! a write is kept for a time limit at most, so that a watch that is down cannot hold writes for
-//! ever.
+//! a write is kept for a time limit at most, counted while the watch is up: a write the watch
+//! never shows is not kept for ever, and one made just before the API server went away is not
+//! let go while the watch cannot bring it (the route would vanish, and JupyterHub's delete of
+//! it answer 404 and leave it on the server).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -97,6 +99,9 @@ struct State<K> {
     seq: u64,
     /// The relist in progress.
     relist: Option<Relist>,
+    /// Since when the watch has been delivering: `None` while it fails or relists, when the
+    /// time limit does not run.
+    watching_since: Option<Instant>,
 }
 
 /// A relist in progress.
@@ -111,7 +116,7 @@ struct Relist {
 
 impl<K> Default for State<K> {
     fn default() -> Self {
-        State { pending: HashMap::new(), watched: 0, answered: 0, seq: 0, relist: None }
+        State { pending: HashMap::new(), watched: 0, answered: 0, seq: 0, relist: None, watching_since: None }
     }
 }
 
@@ -191,10 +196,22 @@ impl<K: Resource> Overlay<K> {
         }
     }
 
+    /// The watch failed (it will retry, or list again): the time limit stops until it delivers.
+    pub fn watch_failed(&self) {
+        self.state().watching_since = None;
+    }
+
     /// Lets go of the writes a watch event shows the cache has caught up with. Called after
     /// the event has reached the cache.
     pub fn saw(&self, event: &Event<K>) {
         let mut state = self.state();
+        if matches!(event, Event::Apply(_) | Event::Delete(_))
+            && state.relist.is_none()
+            && state.watching_since.is_none()
+        {
+            // The watch resumed without a relist.
+            state.watching_since = Some(Instant::now());
+        }
         match event {
             Event::Apply(object) => {
                 if let Some(version) = version_of(object) {
@@ -219,6 +236,7 @@ impl<K: Resource> Overlay<K> {
             Event::Init => {
                 let seq = state.next_seq();
                 state.relist = Some(Relist { seq, floor: state.answered });
+                state.watching_since = None;
             }
             Event::InitApply(object) => {
                 if let (Some(relist), Some(version)) = (&mut state.relist, version_of(object)) {
@@ -232,15 +250,19 @@ impl<K: Resource> Overlay<K> {
                     state.pending.retain(|_, p| p.seq > relist.seq);
                     state.saw_version(relist.floor);
                 }
+                state.watching_since = Some(Instant::now());
             }
         }
     }
 
-    /// Lets the time limit pass for every write kept, as if [`TTL`] had gone by.
+    /// Lets [`TTL`] go by: for every write kept, and for the watch if it is up.
     #[cfg(test)]
     fn expire(&self) {
-        for pending in self.state().pending.values_mut() {
-            pending.at = pending.at.checked_sub(TTL).unwrap_or(pending.at);
+        let mut state = self.state();
+        let back = |at: Instant| at.checked_sub(TTL).unwrap_or(at);
+        state.watching_since = state.watching_since.map(back);
+        for pending in state.pending.values_mut() {
+            pending.at = back(pending.at);
         }
     }
 
@@ -257,12 +279,16 @@ impl<K: Resource> Overlay<K> {
             let cached: HashMap<&str, &K> =
                 objects.iter().map(|o| (name_of(o.as_ref()), o.as_ref())).collect();
             let watched = state.watched;
+            // The time limit runs from the write, or from when the watch came back after it.
+            let watching_since = state.watching_since;
+            let timed_out =
+                |p: &Pending<K>| watching_since.is_some_and(|since| p.at.max(since).elapsed() >= TTL);
             state.pending.retain(|name, p| {
                 let cached = cached.get(name.as_str()).copied();
                 // A write that changed nothing gets no event; the cache already shows it.
                 let shown =
                     p.object.is_some() && cached.map(|o| &o.meta().resource_version) == Some(&p.raw_version);
-                !shown && !p.settled(watched) && p.at.elapsed() < TTL
+                !shown && !p.settled(watched) && !timed_out(p)
             });
             for (name, p) in &state.pending {
                 if let Some(object) = &p.object
@@ -382,6 +408,37 @@ mod tests {
 
     /// When the server's version could not be read after a delete, no event can tell the
     /// delete's from an earlier one of the same name; a relist (or the time limit) can.
+    /// Found by `.ci/stress` in `apiserver_outage.rs`: a route written just before the API
+    /// server went away was let go after 10 s while the watch was still down, so JupyterHub's
+    /// delete of it answered 404 and left its VirtualService on the server.
+    #[test]
+    fn the_time_limit_stops_while_the_watch_is_down() {
+        let overlay = Overlay::default();
+        overlay.saw(&Event::Init);
+        overlay.saw(&Event::InitDone);
+        overlay.wrote("a", stored("a", "5"));
+        overlay.watch_failed();
+        overlay.expire();
+        assert_eq!(listed(&overlay, &[]), ["a@5"], "let go while the watch could not bring it");
+        overlay.saw(&Event::Init);
+        overlay.expire();
+        assert_eq!(listed(&overlay, &[]), ["a@5"], "let go during the relist");
+        overlay.saw(&Event::InitApply((*object("a", "5")).clone()));
+        overlay.saw(&Event::InitDone);
+        assert_eq!(listed(&overlay, &[object("a", "5")]), ["a@5"]);
+        assert!(overlay.is_empty());
+
+        // With the watch up again, a write no event will ever match is let go at the limit,
+        // counted from when the watch came back.
+        overlay.watch_failed();
+        overlay.wrote("b", Write::Stored(object("b", "not-a-number")));
+        overlay.expire();
+        overlay.saw(&apply("c", "9"));
+        assert_eq!(listed(&overlay, &[]), ["b@not-a-number"], "the limit runs from the watch's return");
+        overlay.expire();
+        assert!(listed(&overlay, &[]).is_empty());
+    }
+
     #[test]
     fn a_tombstone_without_a_version_waits_for_a_relist() {
         let overlay = Overlay::default();
@@ -482,6 +539,8 @@ mod tests {
             /// The watch breaks and lists again; writes may happen meanwhile.
             StartRelist,
             FinishRelist,
+            /// The time limit passes while the watch is relisting.
+            WaitWhileRelisting,
         }
 
         fn step() -> impl Strategy<Value = Step> {
@@ -492,6 +551,7 @@ mod tests {
                 4 => (1..4usize).prop_map(|events| Step::Deliver { events }),
                 1 => Just(Step::StartRelist),
                 1 => Just(Step::FinishRelist),
+                1 => Just(Step::WaitWhileRelisting),
             ]
         }
 
@@ -610,6 +670,7 @@ mod tests {
                         self.listed_at = self.rv;
                     }
                     Step::FinishRelist => self.finish_relist(),
+                    Step::WaitWhileRelisting if self.relist.is_some() => self.overlay.expire(),
                     _ => {}
                 }
             }

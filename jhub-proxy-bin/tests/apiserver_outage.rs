@@ -236,8 +236,8 @@ async fn api_server_restarts_every_few_seconds_lose_no_write_of_jupyterhubs_clie
         unique,
         expected,
         "missing: {:?}, undeleted: {:?}\n{}",
-        expected.difference(&unique),
-        unique.difference(&expected),
+        expected.difference(&unique).collect::<Vec<_>>(),
+        unique.difference(&expected).collect::<Vec<_>>(),
         logs()
     );
 
