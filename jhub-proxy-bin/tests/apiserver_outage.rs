@@ -190,9 +190,13 @@ async fn api_server_restarts_every_few_seconds_lose_no_write_of_jupyterhubs_clie
         run_script("chp_client_writer.py", &["--api-url", &api_url, "--token", TOKEN, "--seconds", "60"])
     });
 
-    let (mut restarts, mut not_ready) = (0, Vec::new());
+    // Up for 3 s between restarts, or as long as the last restart took if longer: on a loaded
+    // machine a restart takes several seconds, and with 3 s up a write retried for JupyterHub's
+    // 30 s could find the server down at every try (seen under `.ci/stress`).
+    let (mut restarts, mut not_ready, mut up_for) = (0, Vec::new(), Duration::from_secs(3));
     while !driver.is_finished() {
-        for _ in 0..15 {
+        let up_since = std::time::Instant::now();
+        while up_since.elapsed() < up_for {
             let status = client.get("/readyz").await.status;
             if status != StatusCode::OK {
                 not_ready.push(status);
@@ -200,7 +204,9 @@ async fn api_server_restarts_every_few_seconds_lose_no_write_of_jupyterhubs_clie
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         if !driver.is_finished() {
+            let restarting = std::time::Instant::now();
             server.restart().await;
+            up_for = restarting.elapsed().max(Duration::from_secs(3));
             restarts += 1;
         }
     }
@@ -213,7 +219,7 @@ async fn api_server_restarts_every_few_seconds_lose_no_write_of_jupyterhubs_clie
         )
     };
     assert!(passed, "JupyterHub's client gave up:\n{}", logs());
-    assert!(restarts >= 5, "only {restarts} restarts in the driver's minute");
+    assert!(restarts >= 3, "only {restarts} restarts in the driver's minute");
     assert!(not_ready.is_empty(), "/readyz answered {not_ready:?}");
 
     // JupyterHub sends `/user/w0-1/`; the proxy keys the route as `/user/w0-1`.
