@@ -181,7 +181,7 @@ impl HttpRouteStore for GatewayKubeStore {
     }
 
     fn http_route(&self, name: &str) -> Option<Arc<HttpRoute>> {
-        self.current().into_iter().find(|object| object.metadata.name.as_deref() == Some(name))
+        self.overlay.get(name, || self.cache.get(&ObjectRef::new(name).within(&self.namespace)))
     }
 
     async fn apply_http_route(&self, object: HttpRoute) -> Result<Arc<HttpRoute>> {
