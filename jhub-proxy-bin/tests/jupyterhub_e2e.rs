@@ -28,6 +28,7 @@ use testkit::apiserver::ApiServer;
 use testkit::client::ApiClient;
 use testkit::jupyterhub::{HubConfig, JupyterHub};
 use testkit::oracle::{Answer, Request, Scenario};
+use testkit::podnet::PodNetwork;
 use testkit::process::ProxyProcess;
 use testkit::prometheus::{IstioExporter, Prometheus};
 use tokio::process::Command;
@@ -88,6 +89,8 @@ struct E2e {
     endpoint_slices: Api<EndpointSlice>,
     /// Route spec (as our API lists it) → who serves it.
     expected: BTreeMap<String, Owner>,
+    /// Where the hub runs with the Gateway API; removed last, once the hub has stopped.
+    _network: Option<PodNetwork>,
 }
 
 /// One route as the API server holds it, resolved to the address the gateway would reach.
@@ -136,18 +139,21 @@ impl E2e {
     async fn start(base_url: &str, routing: Routing) -> E2e {
         let api_server = ApiServer::shared().await;
         let namespace = api_server.new_namespace("jupyterhub-e2e").await;
-        let proxy = start_proxy(api_server, &namespace, "127.0.0.1:0", routing, &[]).await;
+        // An EndpointSlice may not hold a loopback address: with the Gateway API the hub and
+        // its servers run in a pod network, and reach the proxy's API at its host end.
+        let network = (routing == Routing::GatewayApi).then(PodNetwork::new);
+        let listen = match &network {
+            Some(network) => format!("{}:0", network.host_ip()),
+            None => "127.0.0.1:0".to_owned(),
+        };
+        let proxy = start_proxy(api_server, &namespace, &listen, routing, &[]).await;
         let api_url = format!("http://{}", proxy.addr());
         let hub = JupyterHub::start(HubConfig {
             proxy_api_url: &api_url,
             proxy_token: TOKEN,
             base_url,
             last_activity_interval: 300,
-            // An EndpointSlice may not hold a loopback address.
-            ip: match routing {
-                Routing::Istio => std::net::Ipv4Addr::LOCALHOST.into(),
-                Routing::GatewayApi => testkit::local_ip(),
-            },
+            network: network.as_ref(),
         })
         .await;
         let client = api_server.client();
@@ -164,6 +170,7 @@ impl E2e {
             services: Api::namespaced(client.clone(), &namespace),
             endpoint_slices: Api::namespaced(client, &namespace),
             namespace,
+            _network: network,
         }
     }
 
@@ -539,7 +546,9 @@ impl E2e {
     /// second, is the same.
     async fn hand_over_to_a_second_replica(&mut self) {
         let step = "handing over to a second replica";
-        let next = start_proxy(self.api_server, &self.namespace, "127.0.0.1:0", self.routing, &[]).await;
+        // Where the first listens, on another port.
+        let listen = SocketAddr::new(self.proxy.addr().ip(), 0).to_string();
+        let next = start_proxy(self.api_server, &self.namespace, &listen, self.routing, &[]).await;
         let body = json!({"api_url": format!("http://{}", next.addr()), "auth_token": TOKEN});
         self.hub_api(step, Method::PATCH, "/proxy", Some(&body), 200).await;
         self.stop_proxy(step).await;
@@ -720,7 +729,7 @@ async fn the_hubs_last_activity_follows_the_gateways_traffic() {
         proxy_token: TOKEN,
         base_url: "/",
         last_activity_interval: 2,
-        ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        network: None,
     })
     .await;
     for user in ["alice", "bob"] {

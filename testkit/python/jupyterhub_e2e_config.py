@@ -12,7 +12,8 @@ c = get_config()  # noqa: F821 (JupyterHub's config loader provides it)
 state_dir = os.environ["E2E_STATE_DIR"]
 
 c.JupyterHub.base_url = os.environ.get("E2E_BASE_URL", "/")
-# Loopback, or an address of this machine where the routing objects may not hold loopback.
+# Loopback, or a pod address of the test's pod network (testkit/src/podnet.rs), where the
+# routing objects may not hold loopback.
 c.JupyterHub.hub_ip = os.environ.get("E2E_IP", "127.0.0.1")
 c.JupyterHub.hub_port = int(os.environ["E2E_HUB_PORT"])
 c.JupyterHub.db_url = "sqlite:///" + os.path.join(state_dir, "jupyterhub.sqlite")

@@ -4,8 +4,8 @@
 //! Istio's and the Gateway API's CRDs installed and Established. The CRDs come from the Go
 //! modules that publish them, at the versions the same go.mod pins: every Istio CRD from
 //! `istio.io/api` (`kubernetes/customresourcedefinitions.gen.yaml`), and the Gateway API's
-//! standard GatewayClass, Gateway, HTTPRoute and ReferenceGrant from `sigs.k8s.io/gateway-api`
-//! (`config/crd/standard/`).
+//! standard GatewayClass, Gateway, HTTPRoute, ReferenceGrant, GRPCRoute and BackendTLSPolicy
+//! from `sigs.k8s.io/gateway-api` (`config/crd/standard/`).
 //!
 //! It serves what a cluster's API server serves: core objects (Namespaces, Services,
 //! EndpointSlices, ...), RBAC (authorization `Node,RBAC`) and the default admission plugins
@@ -394,8 +394,10 @@ fn version_ldflags(version: &str) -> Result<String, String> {
     ))
 }
 
-/// The Gateway API's standard CRDs the server installs, in `config/crd/standard/`.
-const GATEWAY_API_CRDS: &[&str] = &["gatewayclasses", "gateways", "httproutes", "referencegrants"];
+/// The Gateway API's standard CRDs the server installs, in `config/crd/standard/`: ours, and
+/// the rest of what Traefik's Gateway provider watches (`testkit::traefik`).
+const GATEWAY_API_CRDS: &[&str] =
+    &["gatewayclasses", "gateways", "httproutes", "referencegrants", "grpcroutes", "backendtlspolicies"];
 
 /// The CRD files to install, comma-separated for `--crds`: found once per process with
 /// `go mod download`, which fetches the modules into Go's module cache if needed.

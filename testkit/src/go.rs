@@ -1,5 +1,5 @@
 //! Building the tools the tests need with the machine's Go: the API server, the routing
-//! oracle, Helm.
+//! oracle, Traefik, Helm.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +16,18 @@ pub(crate) fn build_if_stale(source: &str, bin: &str, what: &str) -> Result<Path
 /// before it runs; it is called only when a build is needed.
 pub(crate) fn build_if_stale_with(
     source: &str,
+    bin: &str,
+    what: &str,
+    prepare: impl FnOnce(&mut Command) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    build_package_if_stale(source, ".", bin, what, prepare)
+}
+
+/// [`build_if_stale_with`] for `package`, a package of the module in `source` or of one it
+/// requires, such as a program whose source is all in a module it pins.
+pub(crate) fn build_package_if_stale(
+    source: &str,
+    package: &str,
     bin: &str,
     what: &str,
     prepare: impl FnOnce(&mut Command) -> Result<(), String>,
@@ -38,7 +50,7 @@ pub(crate) fn build_if_stale_with(
         let mut go = Command::new("go");
         go.arg("build").current_dir(&source);
         prepare(&mut go)?;
-        go.arg("-o").arg(&partial).arg(".");
+        go.arg("-o").arg(&partial).arg(package);
         build(go, &format!("{what} in {}", source.display()))?;
         std::fs::rename(&partial, &bin).map_err(|e| format!("moving {what} into place: {e}"))?;
     }

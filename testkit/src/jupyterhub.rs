@@ -16,7 +16,7 @@
 //!     proxy_token: "secret",
 //!     base_url: "/",
 //!     last_activity_interval: 300,
-//!     ip: std::net::Ipv4Addr::LOCALHOST.into(),
+//!     network: None,
 //! })
 //! .await;
 //! hub.start_server("alice", "").await.unwrap();
@@ -35,6 +35,7 @@ use http::Method;
 use serde_json::Value;
 
 use crate::client::{ApiClient, ApiResponse};
+use crate::podnet::PodNetwork;
 
 /// The configuration file, in [`crate::python::scripts_dir`].
 const CONFIG: &str = "jupyterhub_e2e_config.py";
@@ -58,10 +59,12 @@ pub struct HubConfig<'a> {
     /// `c.JupyterHub.last_activity_interval`: seconds between the hub's reads of the routes'
     /// `last_activity` (JupyterHub's default is 300).
     pub last_activity_interval: u32,
-    /// Where the hub and its servers listen (`hub_ip`, `Spawner.ip`): loopback, or
-    /// [`crate::local_ip`] for a backend whose objects may not hold a loopback address (a
-    /// Kubernetes EndpointSlice may not).
-    pub ip: IpAddr,
+    /// Where the hub and its servers run: `None` on this machine, listening on loopback; or in
+    /// a pod network, listening on its pod address (`hub_ip`, `Spawner.ip`), for a backend
+    /// whose objects may not hold a loopback address (a Kubernetes EndpointSlice may not) or a
+    /// gateway that must reach them. The proxy's API must then listen where the pods reach it,
+    /// on the network's [`host_ip`](PodNetwork::host_ip).
+    pub network: Option<&'a PodNetwork>,
 }
 
 /// A running hub, stopped when dropped (SIGTERM, so it stops its servers too).
@@ -90,7 +93,12 @@ impl JupyterHub {
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).expect("the hub's state folder");
         let port = free_port();
-        let mut child = Command::new(&python)
+        let ip: IpAddr = config.network.map_or(Ipv4Addr::LOCALHOST, PodNetwork::pod_ip).into();
+        let mut command = match config.network {
+            Some(network) => network.command(&python),
+            None => Command::new(&python),
+        };
+        let mut child = command
             .args(["-m", "jupyterhub", "-f"])
             .arg(crate::python::scripts_dir().join(CONFIG))
             .current_dir(&state_dir)
@@ -101,7 +109,7 @@ impl JupyterHub {
             .env("E2E_PROXY_TOKEN", config.proxy_token)
             .env("E2E_LAST_ACTIVITY_INTERVAL", config.last_activity_interval.to_string())
             .env("E2E_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("E2E_IP", config.ip.to_string())
+            .env("E2E_IP", ip.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -110,7 +118,7 @@ impl JupyterHub {
         let log = Arc::new(Mutex::new(String::new()));
         crate::apiserver::copy_lines(child.stdout.take().expect("piped stdout"), Arc::clone(&log), None);
         crate::apiserver::copy_lines(child.stderr.take().expect("piped stderr"), Arc::clone(&log), None);
-        let addr = SocketAddr::new(config.ip, port);
+        let addr = SocketAddr::new(ip, port);
         let mut hub = JupyterHub {
             child,
             addr,
@@ -230,7 +238,8 @@ fn server_path(user: &str, server: &str) -> String {
     }
 }
 
-/// A loopback port that was free a moment ago; JupyterHub needs its hub port up front.
+/// A loopback port that was free a moment ago; JupyterHub needs its hub port up front. In a
+/// pod network of the test's own every port is free.
 fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port");
     listener.local_addr().expect("its address").port()

@@ -11,6 +11,8 @@
 //! - [`apiserver`]: a real Kubernetes API server (kube-apiserver over an embedded etcd, built
 //!   from `testkit/apiserver` with Go), with RBAC, admission, real namespaces and the Istio
 //!   and Gateway API CRDs.
+//! - [`echo`]: a server answering with its name and the path it was sent, for tests whose
+//!   judge is a real gateway.
 //! - [`fake_kube`]: a fake Kubernetes API server for kube-rs clients, with failure injection.
 //! - [`metrics`]: a Prometheus scrape read back into samples.
 //! - [`process`]: the proxy binary as a child process, with its log.
@@ -20,6 +22,10 @@
 //! - [`helm`]: Helm, built from Go modules, to render the chart in `deploy/helm`.
 //! - [`prometheus`]: a real Prometheus scraping an exporter of Istio's request metrics that
 //!   the test drives, as a gateway's traffic would.
+//! - [`podnet`]: a pod network (a network namespace joined by a veth pair) where the servers a
+//!   gateway reaches listen, as pods would.
+//! - [`traefik`]: Traefik, a Gateway API implementation built from Go modules, carrying real
+//!   requests to servers in the pod network through the HTTPRoutes we write.
 //! - [`mesh`]: a hub's objects, ours and the Go proxy's, to measure what they cost the mesh.
 //!
 //! ```no_run
@@ -37,6 +43,7 @@
 pub mod apiserver;
 pub mod chp;
 pub mod client;
+pub mod echo;
 pub mod fake_kube;
 pub mod gateway_model;
 mod go;
@@ -46,9 +53,11 @@ pub mod jupyterhub;
 pub mod mesh;
 pub mod metrics;
 pub mod oracle;
+pub mod podnet;
 pub mod process;
 pub mod prometheus;
 pub mod python;
+pub mod traefik;
 
 /// The folder of the package whose tests are running.
 ///
@@ -80,18 +89,6 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: imp
         assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-}
-
-/// An address of this machine other than loopback: the one it would send from on its default
-/// route (a connected UDP socket picks it; nothing is sent). For servers whose address goes
-/// where Kubernetes refuses loopback, such as an EndpointSlice. Panics when there is no route.
-pub fn local_ip() -> std::net::IpAddr {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
-    // A documentation address (RFC 5737): only the route to it matters.
-    socket.connect("198.51.100.1:9").expect("this machine has no default route, so no address but loopback");
-    let ip = socket.local_addr().expect("the socket's address").ip();
-    assert!(!ip.is_loopback() && !ip.is_unspecified(), "no address but loopback: {ip}");
-    ip
 }
 
 /// The cargo target dir this test binary was built into (`<target>/<profile>/deps/<test>`),
