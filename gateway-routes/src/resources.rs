@@ -144,11 +144,18 @@ pub struct PathMatch {
 pub const PATH_PREFIX: &str = "PathPrefix";
 /// The `Exact` match type.
 pub const EXACT: &str = "Exact";
+/// The `RegularExpression` match type: the syntax and precedence are the implementation's.
+pub const REGULAR_EXPRESSION: &str = "RegularExpression";
 
 impl PathMatch {
     /// A `PathPrefix` match of `value`.
     pub fn prefix(value: impl Into<String>) -> Self {
         PathMatch { kind: PATH_PREFIX.to_owned(), value: value.into() }
+    }
+
+    /// A `RegularExpression` match of `pattern`.
+    pub fn regex(pattern: impl Into<String>) -> Self {
+        PathMatch { kind: REGULAR_EXPRESSION.to_owned(), value: pattern.into() }
     }
 }
 

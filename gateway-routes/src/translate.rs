@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::resources::{
     BackendRef, GATEWAY_GROUP, GATEWAY_VERSION, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
-    HttpRouteSpec, ParentReference, PathMatch,
+    HttpRouteSpec, PATH_PREFIX, ParentReference, PathMatch,
 };
 
 /// The Gateway API's limit on a path match's value.
@@ -344,8 +344,8 @@ impl GatewayTranslation {
     /// put in front as configurable-http-proxy forwards it.
     fn rules(&self, route: &Route, backend_ref: BackendRef) -> proxy_api::Result<Vec<HttpRouteRule>> {
         let spec = route.spec();
-        let prefixes = path_prefixes(spec.path());
-        if prefixes.iter().any(|prefix| prefix.len() > MAX_PATH_MATCH_BYTES) {
+        let matches = path_matches(spec.path());
+        if matches.iter().any(|m| m.value.len() > MAX_PATH_MATCH_BYTES) {
             return Err(proxy_api::Error::InvalidSpec {
                 spec: spec.to_string(),
                 reason: "the path takes more than the 1024 bytes a Gateway API path match holds",
@@ -357,21 +357,22 @@ impl GatewayTranslation {
             filters,
             backend_refs: vec![backend_ref.clone()],
         };
-        let prefix_match = |prefix: &String| HttpRouteMatch { path: Some(PathMatch::prefix(prefix.clone())) };
         let base = route.target().path();
         if base.is_empty() {
-            return Ok(vec![rule(prefixes.iter().map(prefix_match).collect(), vec![header])]);
+            let matches = matches.into_iter().map(|path| HttpRouteMatch { path: Some(path) }).collect();
+            return Ok(vec![rule(matches, vec![header])]);
         }
         // A prefix rewrite needs a rule with exactly one PathPrefix match (a CEL rule of the
-        // CRD), so each spelling of the path gets its own rule.
-        Ok(prefixes
-            .iter()
-            .map(|prefix| {
+        // CRD), so each spelling of the path gets its own rule. A regular expression cannot be
+        // rewritten: see [`path_matches`].
+        Ok(matches
+            .into_iter()
+            .filter(|path| path.kind == PATH_PREFIX)
+            .map(|path| {
+                let prefix = &path.value;
                 let replacement = if prefix == "/" { base.to_owned() } else { format!("{base}{prefix}") };
-                rule(
-                    vec![prefix_match(prefix)],
-                    vec![header.clone(), HttpRouteFilter::replace_prefix_match(replacement)],
-                )
+                let rewrite = HttpRouteFilter::replace_prefix_match(replacement);
+                rule(vec![HttpRouteMatch { path: Some(path) }], vec![header.clone(), rewrite])
             })
             .collect())
     }
@@ -394,6 +395,38 @@ impl GatewayTranslation {
     }
 }
 
+/// The path matches of a decoded path: a `PathPrefix` for each of [`path_prefixes`]' spellings,
+/// and for each of them as an implementation that decodes escapes before matching sees it.
+///
+/// Traefik matches a request's path with the escapes of characters that RFC 3986 does not
+/// reserve decoded (upper-case hex only is kept for the reserved: `%40` stays, `%2a` is `*`):
+/// JupyterHub's `/user/%C3%BC` is matched as `/user/ü`, which the CRD allows in no `PathPrefix`.
+/// So where a spelling decodes to something else, that is matched too: as a `PathPrefix` when
+/// the CRD allows its characters, else as a `RegularExpression` for the path and what lies below
+/// it in whole segments, its characters escaped so that the pattern is ASCII (RE2's `\x{..}`,
+/// which Envoy and Go share). Each only matches requests that configurable-http-proxy, which
+/// decodes the whole path, sends to the same route; and a deeper route's matches are always
+/// longer, which is how Traefik ranks both kinds. Implementations that match the path as sent
+/// (Istio's) never see a raw non-ASCII path, so the expression does not change what they route.
+/// A rule that rewrites the path for a target with a path takes a `PathPrefix` only (the
+/// Gateway API rewrites nothing else), so such a route gets no expression; see
+/// docs/gateway-api.md.
+pub fn path_matches(path: &str) -> Vec<PathMatch> {
+    let mut matches: Vec<PathMatch> = path_prefixes(path).into_iter().map(PathMatch::prefix).collect();
+    for spelling in path_prefixes(path) {
+        let decoded = decode_unreserved(&spelling);
+        let alternative = if decoded.bytes().all(allowed_in_path_prefix) {
+            PathMatch::prefix(decoded)
+        } else {
+            PathMatch::regex(format!("^{}(/.*)?$", regex_literal(decoded.trim_end_matches('/'))))
+        };
+        if !matches.contains(&alternative) {
+            matches.push(alternative);
+        }
+    }
+    matches
+}
+
 /// The `PathPrefix` values of a decoded path: JupyterHub's spelling (`quote(path,
 /// safe='@/~')`), and the spellings configurable-http-proxy treats as the same path and a
 /// client may send: `%40` for `@`, and lower-case hex digits. A path mixing spellings
@@ -411,6 +444,57 @@ pub fn path_prefixes(path: &str) -> Vec<String> {
     add(lower_hex(&encoded));
     add(lower_hex(&at_encoded));
     prefixes
+}
+
+/// The escapes Traefik keeps when it decodes a path for matching: RFC 3986's reserved
+/// characters and `%` itself, spelled with upper-case hex.
+const KEPT_ESCAPES: &[&str] = &[
+    "%3A", "%2F", "%3F", "%23", "%5B", "%5D", "%40", "%21", "%24", "%26", "%27", "%28", "%29", "%2A", "%2B",
+    "%2C", "%3B", "%3D", "%25",
+];
+
+/// `encoded` with every escape but [`KEPT_ESCAPES`] decoded, as Traefik matches a request's
+/// path. Decoded bytes that are not UTF-8 are kept as escapes.
+fn decode_unreserved(encoded: &str) -> String {
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut rest = encoded.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        let escape = rest.get(..3).and_then(|e| std::str::from_utf8(e).ok());
+        let value = escape.filter(|_| first == b'%').and_then(|e| u8::from_str_radix(&e[1..], 16).ok());
+        match (escape, value) {
+            (Some(escape), Some(value)) if !KEPT_ESCAPES.contains(&escape) => {
+                bytes.push(value);
+                rest = &rest[3..];
+            }
+            _ => {
+                bytes.push(first);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8(bytes).unwrap_or_else(|_| encoded.to_owned())
+}
+
+/// The bytes the CRD allows in a `PathPrefix` besides escapes: RFC 3986's `pchar` and `/`.
+fn allowed_in_path_prefix(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-/._~!$&'()*+,;=:@%".contains(&byte)
+}
+
+/// A regular expression matching `text` literally, in ASCII: a backslash before RE2's (and
+/// Go's) metacharacters, `\x{..}` for a space, a control character or anything not ASCII.
+fn regex_literal(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            pattern.push('\\');
+            pattern.push(c);
+        } else if c.is_ascii_graphic() {
+            pattern.push(c);
+        } else {
+            pattern.push_str(&format!("\\x{{{:X}}}", u32::from(c)));
+        }
+    }
+    pattern
 }
 
 /// `encoded` with every percent-escape's hex digits in lower case.
@@ -537,6 +621,36 @@ mod tests {
         assert_eq!(replacements[1]["path"]["replacePrefixMatch"], "/base/user/a%40b");
         let plain = translation().render(&route("/user/a@b", "http://10.0.0.7:8888")).unwrap();
         assert_eq!(rules(&plain)[0]["matches"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn spellings_are_matched_as_a_decoding_gateway_sees_them_too() {
+        let values = |path: &str| -> Vec<(String, String)> {
+            path_matches(path).into_iter().map(|m| (m.kind, m.value)).collect()
+        };
+        let prefix = |value: &str| (PATH_PREFIX.to_owned(), value.to_owned());
+        let regex = |value: &str| ("RegularExpression".to_owned(), value.to_owned());
+        assert_eq!(values("/user/alice"), [prefix("/user/alice")]);
+        assert_eq!(values("/"), [prefix("/")]);
+        // Traefik matches /user/%C3%BC as /user/ü, which no PathPrefix may hold.
+        assert_eq!(
+            values("/user/ü"),
+            [prefix("/user/%C3%BC"), prefix("/user/%c3%bc"), regex(r"^/user/\x{FC}(/.*)?$")]
+        );
+        // Reserved characters keep their upper-case escapes; lower-case ones are decoded.
+        assert_eq!(values("/user/a*b"), [prefix("/user/a%2Ab"), prefix("/user/a%2ab"), prefix("/user/a*b")]);
+        assert_eq!(values("/user/x@y"), [prefix("/user/x@y"), prefix("/user/x%40y")]);
+        assert_eq!(values("/a b/c.d"), [prefix("/a%20b/c.d"), regex(r"^/a\x{20}b/c\.d(/.*)?$")]);
+        assert_eq!(values("/ü@x").len(), 6, "{:?}", values("/ü@x"));
+        // A rewrite takes a PathPrefix only: no expression for a target with a path.
+        let rewritten = translation().render(&route("/user/ü", "http://10.0.0.7:8888/base")).unwrap();
+        let kinds: Vec<Value> = rules(&rewritten)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["matches"][0]["path"]["type"].clone())
+            .collect();
+        assert_eq!(kinds, [json!(PATH_PREFIX), json!(PATH_PREFIX)]);
     }
 
     #[test]

@@ -76,12 +76,23 @@ pub fn paths_around(encoded: &str) -> Vec<String> {
 /// `path` with the hex digits of its escapes in lower case: a spelling CHP decodes to the
 /// same path.
 pub fn lower_hex(path: &str) -> String {
+    escapes_mapped(path, |escape| escape.to_ascii_lowercase())
+}
+
+/// `path` with the hex digits of its escapes in upper case: the same path by RFC 3986, as
+/// Traefik forwards it.
+pub fn upper_hex(path: &str) -> String {
+    escapes_mapped(path, |escape| escape.to_ascii_uppercase())
+}
+
+/// `path` with every `%` and the two characters after it passed through `map`.
+fn escapes_mapped(path: &str, map: impl Fn(&str) -> String) -> String {
     let mut out = String::new();
     let mut rest = path;
     while let Some(at) = rest.find('%') {
         out.push_str(&rest[..at]);
         let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
-        out.push_str(&escape.to_ascii_lowercase());
+        out.push_str(&map(escape));
         rest = &rest[at + escape.len()..];
     }
     out.push_str(rest);
@@ -100,6 +111,7 @@ mod tests {
         );
         assert_eq!(paths_around("/"), ["/", "/", "/lab/tree"]);
         assert_eq!(lower_hex("/%C3%BC/%4"), "/%c3%bc/%4");
+        assert_eq!(upper_hex("/%c3%bc/a%4"), "/%C3%BC/a%4");
     }
 
     #[test]

@@ -5,11 +5,18 @@
 //! writes (path matches, hostnames, URL rewrites), attached to one listener without a
 //! hostname, and no more: method, header and query matches are never written, so they never
 //! decide.
+//!
+//! Two things the specification leaves to the implementation, this model decides as Istio
+//! does: paths are matched as sent, escapes and all; and a `RegularExpression` match (RE2
+//! syntax, the whole path) ranks after every `Exact` and `PathPrefix` match, longer patterns
+//! first.
 
 use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use gateway_routes::resources::{EXACT, HttpRoute, PATH_PREFIX, PathMatch};
+use gateway_routes::resources::{EXACT, HttpRoute, PATH_PREFIX, PathMatch, REGULAR_EXPRESSION};
+use regex::Regex;
 
 /// What a request is routed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,15 +33,26 @@ pub struct Routed {
 #[derive(Debug, Clone)]
 pub struct GatewayApi {
     routes: Vec<Arc<HttpRoute>>,
+    /// The `RegularExpression` matches' patterns, compiled once, anchored at both ends.
+    regexes: HashMap<String, Regex>,
 }
 
 /// The precedence of one matching rule; smaller sorts first (wins).
-type Precedence = (Reverse<usize>, Reverse<usize>, bool, Reverse<usize>, Option<String>, String, usize);
+type Precedence = (Reverse<usize>, Reverse<usize>, u8, Reverse<usize>, Option<String>, String, usize);
 
 impl GatewayApi {
-    /// A gateway routing through `routes`.
+    /// A gateway routing through `routes`. Panics on a regular expression RE2 would refuse.
     pub fn new(routes: Vec<Arc<HttpRoute>>) -> Self {
-        GatewayApi { routes }
+        let patterns = routes.iter().flat_map(|route| &route.spec.rules).flat_map(|rule| &rule.matches);
+        let regexes = patterns
+            .filter_map(|m| m.path.as_ref().filter(|path| path.kind == REGULAR_EXPRESSION))
+            .map(|path| {
+                let regex = Regex::new(&format!("^(?:{})$", path.value))
+                    .unwrap_or_else(|e| panic!("{:?} is no regular expression: {e}", path.value));
+                (path.value.clone(), regex)
+            })
+            .collect();
+        GatewayApi { routes, regexes }
     }
 
     /// Where a request for `path` (as sent, percent-encoded, query allowed) with `Host: host`
@@ -57,7 +75,7 @@ impl GatewayApi {
                 let root = [gateway_routes::resources::HttpRouteMatch { path: Some(PathMatch::prefix("/")) }];
                 let matches = if rule.matches.is_empty() { &root[..] } else { &rule.matches[..] };
                 for candidate in matches.iter().filter_map(|m| m.path.as_ref()) {
-                    if !path_matches(candidate, path) {
+                    if !self.path_matches(candidate, path) {
                         continue;
                     }
                     // `HTTPRouteSpec.hostnames`: rules from the route with the most characters in a
@@ -65,11 +83,16 @@ impl GatewayApi {
                     // `HTTPRouteSpec.rules`: an "Exact" path match, then the "Prefix" match with
                     // the most characters; then the oldest Route by creation timestamp, then
                     // "{namespace}/{name}" in alphabetical order; within a route, the first
-                    // matching rule in list order.
+                    // matching rule in list order. Regular expressions after both (as Istio).
+                    let kind = match candidate.kind.as_str() {
+                        EXACT => 0,
+                        PATH_PREFIX => 1,
+                        _ => 2,
+                    };
                     let precedence = (
                         Reverse(non_wildcard),
                         Reverse(any),
-                        candidate.kind != EXACT,
+                        kind,
                         Reverse(candidate.value.len()),
                         created.clone(),
                         name.clone(),
@@ -111,20 +134,22 @@ fn hostname_match(route: &HttpRoute, host: &str) -> Option<(usize, usize)> {
         .max()
 }
 
-/// `HTTPPathMatch.type`: "Exact" is the whole path; "PathPrefix" matches element by element
-/// (split by `/`, a trailing `/` in the value ignored, case-sensitive): `/abc` matches `/abc`,
-/// `/abc/` and `/abc/def`, not `/abcd`.
-fn path_matches(candidate: &PathMatch, path: &str) -> bool {
-    match candidate.kind.as_str() {
-        EXACT => candidate.value == path,
-        PATH_PREFIX => {
-            let prefix = candidate.value.trim_end_matches('/');
-            prefix.is_empty()
-                || path == prefix
-                || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+impl GatewayApi {
+    /// `HTTPPathMatch.type`: "Exact" is the whole path; "PathPrefix" matches element by
+    /// element (split by `/`, a trailing `/` in the value ignored, case-sensitive): `/abc`
+    /// matches `/abc`, `/abc/` and `/abc/def`, not `/abcd`; "RegularExpression" the whole path.
+    fn path_matches(&self, candidate: &PathMatch, path: &str) -> bool {
+        match candidate.kind.as_str() {
+            EXACT => candidate.value == path,
+            PATH_PREFIX => {
+                let prefix = candidate.value.trim_end_matches('/');
+                prefix.is_empty()
+                    || path == prefix
+                    || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+            }
+            REGULAR_EXPRESSION => self.regexes[&candidate.value].is_match(path),
+            other => panic!("the model does not route {other} path matches"),
         }
-        // RegularExpression's precedence is implementation-specific: we never write one.
-        other => panic!("the model does not route {other} path matches"),
     }
 }
 
@@ -235,6 +260,25 @@ mod tests {
         assert_eq!(name("b.hub.org", "/user/alice/deep").as_deref(), Some("wild"));
         assert_eq!(name("b.hub.org", "/other").as_deref(), None);
         assert_eq!(name("hub.org", "/user/alice/deep").as_deref(), Some("any"), "a wildcard needs a label");
+    }
+
+    #[test]
+    fn regular_expressions_match_the_path_as_sent_after_every_prefix() {
+        let gateway = GatewayApi::new(vec![
+            object("root", &[], vec![rule(PATH_PREFIX, "/", None)]),
+            object("u", &[], vec![rule(REGULAR_EXPRESSION, r"^/user/\x{FC}(/.*)?$", None)]),
+            object("any", &[], vec![rule(REGULAR_EXPRESSION, "/a.*", None)]),
+        ]);
+        let name = |path| winner(&gateway, "h", path).map(|(name, _)| name);
+        assert_eq!(name("/user/%C3%BC/lab").as_deref(), Some("root"), "escapes are not decoded");
+        assert_eq!(name("/user/\u{fc}/lab").as_deref(), Some("root"), "a prefix before an expression");
+        let gateway = GatewayApi::new(vec![
+            object("u", &[], vec![rule(REGULAR_EXPRESSION, r"^/user/\x{FC}(/.*)?$", None)]),
+            object("any", &[], vec![rule(REGULAR_EXPRESSION, "/.*", None)]),
+        ]);
+        let name = |path| winner(&gateway, "h", path).map(|(name, _)| name);
+        assert_eq!(name("/user/\u{fc}/lab").as_deref(), Some("u"), "the longer expression first");
+        assert_eq!(name("/user/\u{fc}x").as_deref(), Some("any"), "the whole path");
     }
 
     #[test]
