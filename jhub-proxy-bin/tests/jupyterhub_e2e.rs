@@ -25,12 +25,14 @@ use kube::Api;
 use proxy_api::{Route, RouteSpec, RoutingMode, Target};
 use serde_json::{Value, json};
 use testkit::apiserver::ApiServer;
+use testkit::chp::ChpTable;
 use testkit::client::ApiClient;
 use testkit::jupyterhub::{HubConfig, JupyterHub};
 use testkit::oracle::{Answer, Request, Scenario};
 use testkit::podnet::PodNetwork;
 use testkit::process::ProxyProcess;
 use testkit::prometheus::{IstioExporter, Prometheus};
+use testkit::traefik::Traefik;
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jupyterhub-istio-proxy");
@@ -48,12 +50,13 @@ enum Routing {
 }
 
 impl Routing {
-    /// The proxy's options that pick it, bound to the test's gateway.
-    fn args(self) -> &'static [&'static str] {
-        match self {
-            Routing::Istio => &["--istio-gateway", GATEWAY],
-            Routing::GatewayApi => &["--routing", "gateway-api", "--parent-ref", GATEWAY],
-        }
+    /// The proxy's options that pick it, bound to `gateway` (`namespace/name`).
+    fn args(self, gateway: &str) -> Vec<String> {
+        let args: &[&str] = match self {
+            Routing::Istio => &["--istio-gateway", gateway],
+            Routing::GatewayApi => &["--routing", "gateway-api", "--parent-ref", gateway],
+        };
+        args.iter().map(|&arg| arg.to_owned()).collect()
     }
 }
 
@@ -89,6 +92,12 @@ struct E2e {
     endpoint_slices: Api<EndpointSlice>,
     /// Route spec (as our API lists it) → who serves it.
     expected: BTreeMap<String, Owner>,
+    /// The specs of servers stopped on the way.
+    stopped: BTreeSet<String>,
+    /// The gateway the proxy's objects name, `namespace/name`.
+    gateway: String,
+    /// With the Gateway API, the gateway that carries the probes.
+    traefik: Option<Traefik>,
     /// Where the hub runs with the Gateway API; removed last, once the hub has stopped.
     _network: Option<PodNetwork>,
 }
@@ -111,7 +120,7 @@ async fn start_proxy(
     api_server: &ApiServer,
     namespace: &str,
     listen: &str,
-    routing: Routing,
+    (routing, gateway): (Routing, &str),
     extra: &[&str],
 ) -> ProxyProcess {
     let mut command = Command::new(BIN);
@@ -121,7 +130,7 @@ async fn start_proxy(
         .env("CONFIGPROXY_AUTH_TOKEN", TOKEN)
         .env("K8S_NAMESPACE", namespace)
         .args(["--store", "kubernetes", "--listen", listen])
-        .args(routing.args())
+        .args(routing.args(gateway))
         .arg("--allow-loopback-targets")
         .args(extra);
     ProxyProcess::spawn(command).await
@@ -146,7 +155,13 @@ impl E2e {
             Some(network) => format!("{}:0", network.host_ip()),
             None => "127.0.0.1:0".to_owned(),
         };
-        let proxy = start_proxy(api_server, &namespace, &listen, routing, &[]).await;
+        // With the Gateway API, Traefik carries real requests to the hub and its servers.
+        let traefik = match routing {
+            Routing::GatewayApi => Some(Traefik::start(api_server, &namespace).await),
+            Routing::Istio => None,
+        };
+        let gateway = traefik.as_ref().map_or_else(|| GATEWAY.to_owned(), Traefik::parent_ref);
+        let proxy = start_proxy(api_server, &namespace, &listen, (routing, &gateway), &[]).await;
         let api_url = format!("http://{}", proxy.addr());
         let hub = JupyterHub::start(HubConfig {
             proxy_api_url: &api_url,
@@ -159,6 +174,7 @@ impl E2e {
         let client = api_server.client();
         E2e {
             expected: BTreeMap::from([(normalized(base_url), Owner::Hub)]),
+            stopped: BTreeSet::new(),
             hub,
             proxy,
             retired: Vec::new(),
@@ -170,6 +186,8 @@ impl E2e {
             services: Api::namespaced(client.clone(), &namespace),
             endpoint_slices: Api::namespaced(client, &namespace),
             namespace,
+            gateway,
+            traefik,
             _network: network,
         }
     }
@@ -224,6 +242,7 @@ impl E2e {
             self.fail(&step, &why);
         }
         self.expected.remove(&self.user_spec(user, server));
+        self.stopped.insert(self.user_spec(user, server));
         self.expect_objects(&step).await;
     }
 
@@ -389,6 +408,50 @@ impl E2e {
         if base != "/" && routed.last().is_some_and(Option::is_some) {
             self.fail(step, "a path outside the hub's base_url is routed");
         }
+        // Stopped servers' paths go where configurable-http-proxy sends them: to an enclosing
+        // server's route, or the hub's.
+        let mut chp = ChpTable::new(false);
+        self.expected.keys().for_each(|spec| chp.add(spec));
+        let mut probes: Vec<(String, Option<&Owner>)> =
+            probes.iter().map(|(path, _, owner)| (path.clone(), Some(*owner))).collect();
+        for spec in self.stopped.difference(&self.expected.keys().cloned().collect()) {
+            let path = format!("{spec}/env");
+            let owner = chp.route("hub.example.org", &path).map(|spec| &self.expected[&spec]);
+            probes.push((path, owner));
+        }
+        if base != "/" {
+            probes.push(("/elsewhere".to_owned(), None));
+        }
+        self.expect_traefik(step, &probes).await;
+    }
+
+    /// Sends every probe through Traefik, when the test has it, as a browser would, until
+    /// each is answered by its owner (or is Traefik's 404 where there is none): Traefik
+    /// applies a change after its throttle. Fails naming the probes that are not.
+    async fn expect_traefik(&self, step: &str, probes: &[(String, Option<&Owner>)]) {
+        let Some(traefik) = &self.traefik else { return };
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let mut wrong = Vec::new();
+            for (path, owner) in probes {
+                let answer = traefik.get("hub.example.org", path).await;
+                let right = match owner {
+                    Some(owner) => answered_by(owner, &answer),
+                    None => answer.status == 404 && !answer.headers.contains_key("x-jupyterhub-version"),
+                };
+                if !right {
+                    let body = String::from_utf8_lossy(&answer.body);
+                    wrong.push(format!("{path} (for {owner:?}): {} {body:.200}", answer.status));
+                }
+            }
+            if wrong.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(step, &format!("through Traefik:\n{}\n{}", wrong.join("\n"), traefik.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// What Istio's answer says beyond the object and path: the cluster of the route's
@@ -442,16 +505,7 @@ impl E2e {
             self.fail(step, &format!("nothing listens at {addr}, where {path} is routed"));
         }
         let answer = ApiClient::new(addr, None).get(&routed.path).await;
-        let body: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
-        let right = match owner {
-            // The hub answers its API, and redirects an unknown user's path to its pages; every
-            // answer of the hub has this header, none of the mock servers'.
-            Owner::Hub => answer.headers.contains_key("x-jupyterhub-version"),
-            Owner::Server { user, name } => {
-                body["JUPYTERHUB_USER"] == *user && body["JUPYTERHUB_SERVER_NAME"] == *name
-            }
-        };
-        if !right {
+        if !answered_by(owner, &answer) {
             let body = String::from_utf8_lossy(&answer.body);
             self.fail(
                 step,
@@ -507,7 +561,8 @@ impl E2e {
         let step = "restarting the proxy";
         let listen = self.proxy.addr().to_string();
         self.stop_proxy(step).await;
-        let next = start_proxy(self.api_server, &self.namespace, &listen, self.routing, &[]).await;
+        let routing = (self.routing, self.gateway.as_str());
+        let next = start_proxy(self.api_server, &self.namespace, &listen, routing, &[]).await;
         self.replace_proxy(next);
         self.expect_objects(step).await;
         self.expect_listings(step).await;
@@ -548,12 +603,26 @@ impl E2e {
         let step = "handing over to a second replica";
         // Where the first listens, on another port.
         let listen = SocketAddr::new(self.proxy.addr().ip(), 0).to_string();
-        let next = start_proxy(self.api_server, &self.namespace, &listen, self.routing, &[]).await;
+        let routing = (self.routing, self.gateway.as_str());
+        let next = start_proxy(self.api_server, &self.namespace, &listen, routing, &[]).await;
         let body = json!({"api_url": format!("http://{}", next.addr()), "auth_token": TOKEN});
         self.hub_api(step, Method::PATCH, "/proxy", Some(&body), 200).await;
         self.stop_proxy(step).await;
         self.replace_proxy(next);
         self.expect_listings(step).await;
+    }
+}
+
+/// Whether `owner` gave `answer`: the hub answers its API, and redirects an unknown user's path
+/// to its pages, every answer with this header, which no mock server sends; a user's server
+/// answers `.../env` with its environment.
+fn answered_by(owner: &Owner, answer: &testkit::client::ApiResponse) -> bool {
+    match owner {
+        Owner::Hub => answer.headers.contains_key("x-jupyterhub-version"),
+        Owner::Server { user, name } => {
+            let body: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            body["JUPYTERHUB_USER"] == *user && body["JUPYTERHUB_SERVER_NAME"] == *name
+        }
     }
 }
 
@@ -679,6 +748,58 @@ async fn hub_drives_the_proxy(base_url: &str, routing: Routing) {
     e2e.expect_listings("with only the hub").await;
 }
 
+/// A kernel's websocket, opened through the gateway (Traefik) to a user's server, keeps carrying
+/// messages while other servers' routes are added and deleted: JupyterHub's proxy contract is
+/// that route changes do not drop live connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernels_websocket_through_the_gateway_outlives_other_routes_changing() {
+    let mut e2e = E2e::start("/", Routing::GatewayApi).await;
+    for user in ["alice", "bob", "carol"] {
+        e2e.create_user(user).await;
+    }
+    e2e.start_server("alice", "").await;
+    e2e.expect_gateway("with alice's server").await;
+    let gateway = e2e.traefik.as_ref().expect("Traefik, with the Gateway API").addr();
+    let url = format!("ws://{gateway}/user/alice/api/kernels/k1/channels");
+    let (mut socket, _) = match tokio_tungstenite::connect_async(&url).await {
+        Ok(connected) => connected,
+        Err(e) => e2e.fail("opening alice's kernel websocket", &format!("{url}: {e}")),
+    };
+    if let Err(why) = exchange(&mut socket, 1).await {
+        e2e.fail("the first message", &why);
+    }
+    e2e.start_server("bob", "").await;
+    e2e.start_server("carol", "lab").await;
+    e2e.expect_gateway("with bob's and carol's servers added").await;
+    if let Err(why) = exchange(&mut socket, 2).await {
+        e2e.fail("after routes were added", &why);
+    }
+    e2e.stop_server("bob", "").await;
+    e2e.stop_server("carol", "lab").await;
+    e2e.expect_gateway("with bob's and carol's servers deleted").await;
+    if let Err(why) = exchange(&mut socket, 3).await {
+        e2e.fail("after routes were deleted", &why);
+    }
+}
+
+/// Sends message `n` on alice's kernel websocket and reads her server's echo.
+async fn exchange<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>, n: u32) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let sent = socket.send(Message::text(format!("message {n}"))).await;
+    let echoed = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
+    match (sent, echoed) {
+        (Ok(()), Ok(Some(Ok(Message::Text(text))))) if text.as_str() == format!("alice/ message {n}") => {
+            Ok(())
+        }
+        other => Err(format!("the websocket, at message {n}: {other:?}")),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jupyterhub_at_the_root_drives_the_proxy() {
     hub_drives_the_proxy("/", Routing::Istio).await;
@@ -722,7 +843,8 @@ async fn the_hubs_last_activity_follows_the_gateways_traffic() {
     let url = prometheus.url();
     let activity =
         ["--activity-prometheus-url", &url, "--activity-interval", "2", "--activity-lookback", "600"];
-    let proxy = start_proxy(api_server, &namespace, "127.0.0.1:0", Routing::Istio, &activity).await;
+    let proxy =
+        start_proxy(api_server, &namespace, "127.0.0.1:0", (Routing::Istio, GATEWAY), &activity).await;
     let api_url = format!("http://{}", proxy.addr());
     let hub = JupyterHub::start(HubConfig {
         proxy_api_url: &api_url,

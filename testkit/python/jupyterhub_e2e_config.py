@@ -40,10 +40,11 @@ c.JupyterHub.services = [{"name": "e2e", "api_token": os.environ["E2E_ADMIN_TOKE
 c.JupyterHub.load_roles = [{"name": "admin", "services": ["e2e"]}]
 
 # SimpleLocalProcessSpawner needs no system users. Instead of jupyterhub-singleuser, run
-# jupyterhub/tests/mocksu.py (it echoes paths and serves its environment at `.../env`) on the
-# port the hub chose; it imports no test framework.
+# E2E_SINGLEUSER, mock_singleuser.py beside this file (JupyterHub's mock server, which echoes
+# paths and serves its environment at `.../env`, and a kernel's websocket), on the port the hub
+# chose.
 c.JupyterHub.spawner_class = SimpleLocalProcessSpawner
-c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.tests.mocksu"]
+c.Spawner.cmd = [sys.executable, os.environ["E2E_SINGLEUSER"]]
 c.Spawner.args = []
 c.SimpleLocalProcessSpawner.home_dir_template = os.path.join(state_dir, "home", "{username}")
 c.Spawner.ip = os.environ.get("E2E_IP", "127.0.0.1")

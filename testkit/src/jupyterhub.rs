@@ -4,7 +4,8 @@
 //! but talks to ours, listens on a free loopback port, keeps its database and cookie secret
 //! in a fresh temporary folder, spawns every server as a local process running JupyterHub's
 //! mock single-user server (`jupyterhub.tests.mocksu`, which answers `.../env` with its
-//! environment), and allows named servers. Tests drive it through its REST API with an admin
+//! environment) with a kernel's websocket added (`.../api/kernels/<id>/channels` echoes each
+//! message after `<user>/<server name> `), and allows named servers. Tests drive it through its REST API with an admin
 //! token.
 //!
 //! ```no_run
@@ -39,6 +40,9 @@ use crate::podnet::PodNetwork;
 
 /// The configuration file, in [`crate::python::scripts_dir`].
 const CONFIG: &str = "jupyterhub_e2e_config.py";
+/// The user servers' program, in [`crate::python::scripts_dir`]: JupyterHub's mock server and
+/// a kernel's websocket that echoes, prefixed with the server's user and name.
+const SINGLEUSER: &str = "mock_singleuser.py";
 /// The token of the hub's `e2e` service, which has the admin role.
 const ADMIN_TOKEN: &str = "testkit-jupyterhub-admin-token";
 /// How long the hub may take to start, and a server to start or stop.
@@ -109,6 +113,7 @@ impl JupyterHub {
             .env("E2E_PROXY_TOKEN", config.proxy_token)
             .env("E2E_LAST_ACTIVITY_INTERVAL", config.last_activity_interval.to_string())
             .env("E2E_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("E2E_SINGLEUSER", crate::python::scripts_dir().join(SINGLEUSER))
             .env("E2E_IP", ip.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
