@@ -1,7 +1,9 @@
-//! Warm-up: a POST is answered once Istio's gateway serves the new route.
+//! Warm-up: a POST is answered once the gateway serves the new route.
 //!
-//! The gateway here is `testkit::istio_model` serving a snapshot of the store that is taken
-//! only every so often, as istiod pushes configuration to gateways some time after a write.
+//! The gateway here is mostly `testkit::istio_model` serving a snapshot of the store that is
+//! taken only every so often, as istiod pushes configuration to gateways some time after a
+//! write; and, for the Gateway API, a real one: Traefik (`testkit::traefik`), routing to
+//! servers in a pod network.
 
 mod common;
 
@@ -227,4 +229,64 @@ async fn a_slow_gateway_within_the_timeout_confirms_the_route() {
     let response = proxy.api.post("/api/routes/user/alice", r#"{"target": "http://10.0.0.1:8888"}"#).await;
     assert_eq!(response.status, StatusCode::CREATED);
     assert_eq!(warmup.timeouts(), 0);
+}
+
+/// With `--wait-for-warmup` and `--warmup-url` at Traefik's entry point, a POST is answered
+/// only once a request through Traefik reaches the new server: right after each 201, the
+/// route's path through Traefik is answered by that server, for plain, non-ASCII and `@`
+/// names. Traefik applies a change no sooner than its throttle (2 s, its default, here) after
+/// the one before, and the routes are added back to back, so a POST that did not wait would be
+/// answered long before Traefik routes its path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_answered_once_traefik_routes_to_the_new_server() {
+    use testkit::echo::{EchoServer, read_answer};
+
+    let api_server = testkit::apiserver::ApiServer::shared().await;
+    let namespace = api_server.new_namespace("warmup-traefik").await;
+    let options = testkit::traefik::Options { throttle: Duration::from_secs(2) };
+    let traefik = testkit::traefik::Traefik::start_with(api_server, &namespace, options).await;
+    let network = testkit::podnet::PodNetwork::new();
+    let warmup_url = format!("http://{}", traefik.addr());
+    let parent = traefik.parent_ref();
+    let args = [
+        "--routing",
+        "gateway-api",
+        "--parent-ref",
+        &parent,
+        "--wait-for-warmup",
+        "--warmup-url",
+        &warmup_url,
+        "--warmup-timeout",
+        "8",
+        "--warmup-strict",
+        "--public-host",
+        "hub.example.org",
+    ];
+    let proxy = testkit::process::ProxyProcess::start_kubernetes(
+        env!("CARGO_BIN_EXE_jupyterhub-istio-proxy"),
+        api_server.kubeconfig_path(),
+        &namespace,
+        common::TOKEN,
+        &args,
+    )
+    .await;
+    let api = testkit::client::ApiClient::new(proxy.addr(), Some(common::TOKEN));
+    let mut servers = Vec::new();
+    for (user, path) in
+        [("alice", "/user/alice"), ("ü", "/user/%C3%BC"), ("x@y", "/user/x@y"), ("bob", "/user/bob")]
+    {
+        let server = EchoServer::serve(network.bind_tokio((network.pod_ip(), 0).into()).unwrap(), user);
+        let body = serde_json::json!({"target": format!("http://{}", server.addr())}).to_string();
+        let started = Instant::now();
+        let added = api.post(&format!("/api/routes{path}"), &body).await;
+        assert_eq!(added.status, 201, "{path}: {added:?}\n{}", proxy.log());
+        let waited = started.elapsed();
+        let through = traefik.get("hub.example.org", &format!("{path}/lab")).await;
+        assert_eq!(
+            read_answer(&through.body),
+            Some((user.to_owned(), format!("{path}/lab"))),
+            "{path} answered 201 after {waited:?}, but Traefik answers {through:?}"
+        );
+        servers.push(server);
+    }
 }
