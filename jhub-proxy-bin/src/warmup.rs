@@ -67,13 +67,19 @@ impl<B: Backend> Warmup<B> {
     }
 
     /// The proxy id the gateway sends now for `host` and `path`, if it answers within `limit`
-    /// (at most 2 s: a gateway that hangs is asked again rather than waited on).
+    /// (at most 2 s: a gateway that hangs is asked again rather than waited on) with anything
+    /// but a server error. A gateway that has the route but not yet its backend (Traefik
+    /// before the Service and EndpointSlice reach it answers 500 or 503) still sets the route's
+    /// headers on its error, and a user sent there would get that error.
     async fn served_id(&self, host: &str, path: &str, limit: Duration) -> Option<String> {
         let base = self.options.url.to_string();
         let uri: Uri = format!("{}{path}", base.trim_end_matches('/')).parse().ok()?;
         let request = Request::get(uri).header(header::HOST, host).body(Empty::new()).ok()?;
         let limit = limit.min(Duration::from_secs(2));
         let response = tokio::time::timeout(limit, self.client.request(request)).await.ok()?.ok()?;
+        if response.status().is_server_error() {
+            return None;
+        }
         response.headers().get(PROXY_ID_HEADER)?.to_str().ok().map(str::to_owned)
     }
 

@@ -40,6 +40,10 @@ enum Fault {
     Fails,
     /// It routes by the model, each answer this late.
     Slow(Duration),
+    /// It routes by the model, with the route's headers, but answers 503 (or 500): what a
+    /// gateway answers while the route's backend is not there yet (Traefik until it has the
+    /// Service and EndpointSlice, Envoy without the cluster).
+    NoBackend(StatusCode),
 }
 
 /// A gateway on loopback that routes by the model over `snapshot`, answering with the
@@ -63,6 +67,7 @@ async fn gateway(snapshot: Snapshot, fault: Fault) -> String {
                             return Ok(response);
                         }
                         Fault::Slow(delay) => tokio::time::sleep(delay).await,
+                        Fault::NoBackend(_) => {}
                     }
                     let host =
                         request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
@@ -78,6 +83,9 @@ async fn gateway(snapshot: Snapshot, fault: Fault) -> String {
                             }
                         }
                         None => *response.status_mut() = StatusCode::NOT_FOUND,
+                    }
+                    if let Fault::NoBackend(status) = fault {
+                        *response.status_mut() = status;
                     }
                     Ok::<_, Infallible>(response)
                 }
@@ -193,13 +201,15 @@ async fn strict_warm_up_answers_503_so_jupyterhub_retries() {
     assert_eq!(proxy.api.get("/api/routes").await.keys(), ["/user/alice"]);
 }
 
-/// A gateway that hangs, fails or answers too late during warm-up: the wait ends at the
-/// time-out, not later (a hung request is cut off at what is left of it), the answer is 201,
-/// or 503 when strict, and the route is written whole either way: a retry finds it.
+/// A gateway that hangs, fails, answers too late, or routes to a backend it does not have yet
+/// (its error carries the route's headers) during warm-up: the wait ends at the time-out, not
+/// later (a hung request is cut off at what is left of it), the answer is 201, or 503 when
+/// strict, and the route is written whole either way: a retry finds it.
 #[tokio::test]
 async fn a_gateway_that_hangs_fails_or_is_slow_is_waited_on_no_longer_than_the_timeout() {
     let timeout = Duration::from_secs(1);
-    for fault in [Fault::NeverAnswers, Fault::Fails, Fault::Slow(Duration::from_secs(3))] {
+    let no_backend = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::INTERNAL_SERVER_ERROR].map(Fault::NoBackend);
+    for fault in [Fault::NeverAnswers, Fault::Fails, Fault::Slow(Duration::from_secs(3))].into_iter().chain(no_backend) {
         for strict in [false, true] {
             let push = Some(Duration::from_millis(50));
             let Setup { proxy, warmup, .. } = setup_with(push, timeout, strict, fault).await;
