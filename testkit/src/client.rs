@@ -57,13 +57,20 @@ pub struct ApiClient {
     addr: SocketAddr,
     token: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
 }
 
 impl ApiClient {
     /// A client for the proxy at `addr`.
     pub fn new(addr: SocketAddr, token: Option<&str>) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        ApiClient { addr, token: token.map(str::to_owned), client }
+        ApiClient { addr, token: token.map(str::to_owned), client, timeout: Duration::from_secs(10) }
+    }
+
+    /// The same client, waiting up to `timeout` for an answer instead of 10 s: for a benchmark
+    /// whose requests may queue.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        ApiClient { timeout, ..self.clone() }
     }
 
     /// The same client with another token, or none.
@@ -86,8 +93,9 @@ impl ApiClient {
         self.send(Method::DELETE, path, &[], &[]).await
     }
 
-    /// Any request, with extra headers. Panics when the proxy does not answer within 10 s:
-    /// a hang is a failure, never a wait.
+    /// Any request, with extra headers. Panics when the proxy does not answer within 10 s
+    /// (unless [`with_timeout`](Self::with_timeout) said otherwise): a hang is a failure, never
+    /// a wait.
     pub async fn send(
         &self,
         method: Method,
@@ -109,9 +117,9 @@ impl ApiClient {
             let body = body.collect().await.expect("the body arrives").to_bytes();
             ApiResponse { status: parts.status, headers: parts.headers, body }
         };
-        tokio::time::timeout(Duration::from_secs(10), call)
+        tokio::time::timeout(self.timeout, call)
             .await
-            .unwrap_or_else(|_| panic!("no answer within 10 s from {path}"))
+            .unwrap_or_else(|_| panic!("no answer within {:?} from {path}", self.timeout))
     }
 }
 
