@@ -454,7 +454,7 @@ const KEPT_ESCAPES: &[&str] = &[
 ];
 
 /// `encoded` with every escape but [`KEPT_ESCAPES`] decoded, as Traefik matches a request's
-/// path. Decoded bytes that are not UTF-8 are kept as escapes.
+/// path; `encoded` itself when the decoded bytes are not UTF-8.
 fn decode_unreserved(encoded: &str) -> String {
     let mut bytes = Vec::with_capacity(encoded.len());
     let mut rest = encoded.as_bytes();
