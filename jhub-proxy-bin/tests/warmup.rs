@@ -208,8 +208,11 @@ async fn strict_warm_up_answers_503_so_jupyterhub_retries() {
 #[tokio::test]
 async fn a_gateway_that_hangs_fails_or_is_slow_is_waited_on_no_longer_than_the_timeout() {
     let timeout = Duration::from_secs(1);
-    let no_backend = [StatusCode::SERVICE_UNAVAILABLE, StatusCode::INTERNAL_SERVER_ERROR].map(Fault::NoBackend);
-    for fault in [Fault::NeverAnswers, Fault::Fails, Fault::Slow(Duration::from_secs(3))].into_iter().chain(no_backend) {
+    let no_backend =
+        [StatusCode::SERVICE_UNAVAILABLE, StatusCode::INTERNAL_SERVER_ERROR].map(Fault::NoBackend);
+    for fault in
+        [Fault::NeverAnswers, Fault::Fails, Fault::Slow(Duration::from_secs(3))].into_iter().chain(no_backend)
+    {
         for strict in [false, true] {
             let push = Some(Duration::from_millis(50));
             let Setup { proxy, warmup, .. } = setup_with(push, timeout, strict, fault).await;
