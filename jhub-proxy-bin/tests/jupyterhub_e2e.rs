@@ -782,6 +782,111 @@ async fn a_kernels_websocket_through_the_gateway_outlives_other_routes_changing(
     }
 }
 
+/// A user logs in through the gateway as a browser would (the login form, its XSRF cookie,
+/// every redirect followed), which has the hub spawn their server; the browser lands on the
+/// server, through the gateway, and the routes are then exactly the hub's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_logs_in_through_the_gateway_and_lands_on_their_new_server() {
+    let mut e2e = E2e::start("/", Routing::GatewayApi).await;
+    e2e.expect_gateway("the hub's own route, after the hub started").await;
+    let gateway = e2e.traefik.as_ref().expect("Traefik, with the Gateway API").addr();
+    let mut browser = Browser { client: ApiClient::new(gateway, None), cookies: BTreeMap::new() };
+    let step = "logging in through the gateway";
+    let page = browser.request(Method::GET, "/hub/login").await;
+    let Some(xsrf) = browser.cookies.get("_xsrf").cloned().filter(|_| page.status == 200) else {
+        e2e.fail(step, &format!("the login page: {page:?}"));
+    };
+    let form = format!(
+        "username=dora&password={}&_xsrf={}",
+        form_encoded(testkit::jupyterhub::USER_PASSWORD),
+        form_encoded(&xsrf)
+    );
+    let mut answer = browser.post_form("/hub/login", &form).await;
+    let mut hops: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let landed = loop {
+        let location = answer.headers.get("location").and_then(|l| l.to_str().ok()).map(str::to_owned);
+        let location = location.map(|l| match l.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/".to_owned(), |at| rest[at..].to_owned()),
+            None => l,
+        });
+        let last = hops.last().cloned().unwrap_or_default();
+        let next = match (answer.status.is_redirection(), location) {
+            (true, Some(location)) => location,
+            // The spawn-pending page: the browser's script waits, then asks again.
+            _ if answer.status == 200 && last.starts_with("/hub/spawn-pending/") => last.clone(),
+            _ if last.starts_with("/user/dora/") && !answer.headers.contains_key("x-jupyterhub-version") => {
+                break (last, answer);
+            }
+            _ => e2e.fail(step, &format!("after {hops:?}: {answer:?}")),
+        };
+        if Instant::now() > deadline {
+            e2e.fail(step, &format!("still not on the server after {hops:?}"));
+        }
+        if next == last {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        answer = browser.request(Method::GET, &next).await;
+        hops.push(next);
+    };
+    // The mock server echoes the path it was asked for.
+    if landed.1.status != 200 || landed.1.body != landed.0.split('?').next().unwrap_or_default() {
+        e2e.fail(step, &format!("landed on {}: {:?}", landed.0, landed.1));
+    }
+    e2e.expected
+        .insert(e2e.user_spec("dora", ""), Owner::Server { user: "dora".into(), name: String::new() });
+    e2e.expect_gateway("with dora's server, spawned by her login").await;
+}
+
+/// A browser: cookies kept from every answer and sent with every request, through one
+/// gateway, with the `Host` of the hub's public address.
+struct Browser {
+    client: ApiClient,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    async fn request(&mut self, method: Method, path: &str) -> testkit::client::ApiResponse {
+        self.send(method, path, None).await
+    }
+
+    async fn post_form(&mut self, path: &str, form: &str) -> testkit::client::ApiResponse {
+        self.send(Method::POST, path, Some(form)).await
+    }
+
+    async fn send(&mut self, method: Method, path: &str, form: Option<&str>) -> testkit::client::ApiResponse {
+        let cookie = self.cookies.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>();
+        let cookie = cookie.join("; ");
+        let mut headers = vec![("host", "hub.example.org")];
+        if !cookie.is_empty() {
+            headers.push(("cookie", &cookie));
+        }
+        if form.is_some() {
+            headers.push(("content-type", "application/x-www-form-urlencoded"));
+        }
+        let answer = self.client.send(method, path, &headers, form.unwrap_or_default().as_bytes()).await;
+        for set in answer.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
+            let pair = set.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                let value = value.trim_matches('"');
+                if value.is_empty() {
+                    self.cookies.remove(name.trim());
+                } else {
+                    self.cookies.insert(name.trim().to_owned(), value.to_owned());
+                }
+            }
+        }
+        answer
+    }
+}
+
+/// `text` as a form field's value: everything but ASCII letters and digits escaped.
+fn form_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 /// Sends message `n` on alice's kernel websocket and reads her server's echo.
 async fn exchange<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>, n: u32) -> Result<(), String>
 where

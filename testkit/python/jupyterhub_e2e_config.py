@@ -33,8 +33,10 @@ c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = os.environ["E2E_PROXY_API_URL"]
 c.ConfigurableHTTPProxy.auth_token = os.environ["E2E_PROXY_TOKEN"]
 
-# Nobody logs in; the tests act through the API with the service's token.
-c.JupyterHub.authenticator_class = "null"
+# Tests act through the API with the service's token, and a browser may log in as anyone with
+# E2E_USER_PASSWORD.
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ["E2E_USER_PASSWORD"]
 c.Authenticator.allow_all = True
 c.JupyterHub.services = [{"name": "e2e", "api_token": os.environ["E2E_ADMIN_TOKEN"]}]
 c.JupyterHub.load_roles = [{"name": "admin", "services": ["e2e"]}]

@@ -5,7 +5,8 @@
 //! in a fresh temporary folder, spawns every server as a local process running JupyterHub's
 //! mock single-user server (`jupyterhub.tests.mocksu`, which answers `.../env` with its
 //! environment) with a kernel's websocket added (`.../api/kernels/<id>/channels` echoes each
-//! message after `<user>/<server name> `), and allows named servers. Tests drive it through its REST API with an admin
+//! message after `<user>/<server name> `), and allows named servers. Users log in with any
+//! name and [`USER_PASSWORD`]. Tests drive it through its REST API with an admin
 //! token.
 //!
 //! ```no_run
@@ -43,6 +44,8 @@ const CONFIG: &str = "jupyterhub_e2e_config.py";
 /// The user servers' program, in [`crate::python::scripts_dir`]: JupyterHub's mock server and
 /// a kernel's websocket that echoes, prefixed with the server's user and name.
 const SINGLEUSER: &str = "mock_singleuser.py";
+/// The password every user logs in with (JupyterHub's `DummyAuthenticator`), as a browser would.
+pub const USER_PASSWORD: &str = "testkit-jupyterhub-user-password";
 /// The token of the hub's `e2e` service, which has the admin role.
 const ADMIN_TOKEN: &str = "testkit-jupyterhub-admin-token";
 /// How long the hub may take to start, and a server to start or stop.
@@ -113,6 +116,7 @@ impl JupyterHub {
             .env("E2E_PROXY_TOKEN", config.proxy_token)
             .env("E2E_LAST_ACTIVITY_INTERVAL", config.last_activity_interval.to_string())
             .env("E2E_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("E2E_USER_PASSWORD", USER_PASSWORD)
             .env("E2E_SINGLEUSER", crate::python::scripts_dir().join(SINGLEUSER))
             .env("E2E_IP", ip.to_string())
             .stdin(Stdio::null())
