@@ -151,16 +151,34 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
         let rendered = self.translation.render(&route)?;
         let name = self.translation.object_name(route.spec());
         let had_pod_backend = self.cached_pod_target(&name) == Some(true);
-        // The HTTPRoute first: the Service and EndpointSlice name it as their owner by uid,
-        // which only the API server gives.
-        let stored = self.store.apply_http_route(rendered.http_route).await?;
-        match rendered.pod_backend {
-            Some(backend) => self.store.apply_pod_backend(backend.owned_by(&stored)).await?,
-            None if had_pod_backend => {
-                self.store.delete_pod_backend(&name).await?;
+        // A gateway must never hold the HTTPRoute without its backend: until the Service and
+        // EndpointSlice reach it, it answers the route's requests with an error (Traefik's 500
+        // or 503), where the user's browser lands right after the spawn. So they are written
+        // first. They name the HTTPRoute as their owner by uid, which only the API server
+        // gives: owned by the one the cache holds, and written again, owned by what the write
+        // returned, when there was none or it was another (re-created behind our back).
+        let stored = match rendered.pod_backend {
+            Some(backend) => {
+                let cached = self.store.http_route(&name).filter(|object| object.metadata.uid.is_some());
+                let early = match &cached {
+                    Some(object) => backend.clone().owned_by(object),
+                    None => backend.clone(),
+                };
+                self.store.apply_pod_backend(early).await?;
+                let stored = self.store.apply_http_route(rendered.http_route).await?;
+                if cached.and_then(|object| object.metadata.uid.clone()) != stored.metadata.uid {
+                    self.store.apply_pod_backend(backend.owned_by(&stored)).await?;
+                }
+                stored
             }
-            None => {}
-        }
+            None => {
+                let stored = self.store.apply_http_route(rendered.http_route).await?;
+                if had_pod_backend {
+                    self.store.delete_pod_backend(&name).await?;
+                }
+                stored
+            }
+        };
         if let Some(within) = self.acceptance_wait {
             let taken = self.store.wait_accepted(&name, stored.metadata.generation, within).await;
             tracing::debug!(http_route = name, ?taken, "how the gateways took the route");
@@ -262,11 +280,15 @@ mod tests {
         assert_eq!(backend.list().await.unwrap().len(), 1, "rebuilt after a delete");
     }
 
-    /// The memory store, counting the pod-backend deletes asked of it.
+    /// The memory store, counting the pod-backend deletes and applies asked of it, and the
+    /// pod addresses its pod backend held for each HTTPRoute written (what a gateway would
+    /// route the route's requests to, had it the HTTPRoute at that moment).
     #[derive(Default)]
     struct CountingStore {
         inner: GatewayMemoryStore,
         pod_backend_deletes: std::sync::atomic::AtomicUsize,
+        pod_backend_applies: std::sync::atomic::AtomicUsize,
+        backend_at_route_write: std::sync::Mutex<Vec<Option<Vec<String>>>>,
     }
 
     #[async_trait]
@@ -281,18 +303,44 @@ mod tests {
             self.inner.http_route(name)
         }
         async fn apply_http_route(&self, object: HttpRoute) -> istio_routes::Result<Arc<HttpRoute>> {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let held =
+                self.inner.pod_backends().get(&name).map(|b| b.endpoint_slice.endpoints[0].addresses.clone());
+            self.backend_at_route_write.lock().unwrap().push(held);
             self.inner.apply_http_route(object).await
         }
         async fn delete_http_route(&self, name: &str) -> istio_routes::Result<bool> {
             self.inner.delete_http_route(name).await
         }
         async fn apply_pod_backend(&self, backend: crate::PodBackend) -> istio_routes::Result<()> {
+            self.pod_backend_applies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.apply_pod_backend(backend).await
         }
         async fn delete_pod_backend(&self, name: &str) -> istio_routes::Result<bool> {
             self.pod_backend_deletes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.delete_pod_backend(name).await
         }
+    }
+
+    /// A gateway never holds a pod-IP route's HTTPRoute without its backend: the Service and
+    /// EndpointSlice, with the new address, are written before the HTTPRoute, and a new route's
+    /// again after it, owned by the uid the write returned.
+    #[tokio::test]
+    async fn a_pod_backend_is_written_before_its_route() {
+        let backend = GatewayBackend::new(Arc::new(CountingStore::default()), GatewayTranslation::default());
+        let applies = || backend.store().pod_backend_applies.load(std::sync::atomic::Ordering::Relaxed);
+        backend.add(route("/user/alice", "http://10.0.0.7:8888")).await.unwrap();
+        assert_eq!(applies(), 2, "before the new route, and owned after it");
+        backend.add(route("/user/alice", "http://10.0.0.8:8888")).await.unwrap();
+        assert_eq!(applies(), 3, "an update is owned by the route the cache holds at once");
+        let held = backend.store().backend_at_route_write.lock().unwrap().clone();
+        let address = |a: &str| Some(vec![a.to_owned()]);
+        assert_eq!(held, [address("10.0.0.7"), address("10.0.0.8")]);
+        let object = backend.store().http_routes().pop().unwrap();
+        let backends = backend.store().inner.pod_backends();
+        let owners =
+            backends.values().next().unwrap().endpoint_slice.metadata.owner_references.clone().unwrap();
+        assert_eq!(Some(&owners[0].uid), object.metadata.uid.as_ref());
     }
 
     #[tokio::test]
