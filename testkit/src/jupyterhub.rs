@@ -26,7 +26,7 @@
 //! # }
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,7 +99,7 @@ impl JupyterHub {
         ));
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).expect("the hub's state folder");
-        let port = free_port();
+        let port = crate::free_port();
         let ip: IpAddr = config.network.map_or(Ipv4Addr::LOCALHOST, PodNetwork::pod_ip).into();
         let mut command = match config.network {
             Some(network) => network.command(&python),
@@ -245,11 +245,4 @@ fn server_path(user: &str, server: &str) -> String {
     } else {
         format!("/users/{user}/servers/{server}")
     }
-}
-
-/// A loopback port that was free a moment ago; JupyterHub needs its hub port up front. In a
-/// pod network of the test's own every port is free.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port");
-    listener.local_addr().expect("its address").port()
 }

@@ -91,6 +91,14 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: imp
     }
 }
 
+/// A loopback port that was free a moment ago, for a program that must be told its port up
+/// front (JupyterHub's hub, Traefik's entry point). In a pod network of the test's own every
+/// port is free.
+pub(crate) fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
 /// The cargo target dir this test binary was built into (`<target>/<profile>/deps/<test>`),
 /// where tools the tests build are cached.
 pub fn target_dir() -> std::path::PathBuf {

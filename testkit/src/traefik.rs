@@ -106,7 +106,8 @@ impl Traefik {
     /// a minute.
     pub async fn start_with(api_server: &ApiServer, namespace: &str, options: Options) -> Traefik {
         let bin = tokio::task::spawn_blocking(Traefik::build).await.expect("building Traefik");
-        let port = free_port();
+        // The Gateway's listener must name the entry point's port up front.
+        let port = crate::free_port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut child = Command::new(&bin)
             .env_clear()
@@ -228,10 +229,4 @@ fn resource(kind: &str, plural: &str) -> ApiResource {
         kind: kind.to_owned(),
         plural: plural.to_owned(),
     }
-}
-
-/// A loopback port that was free a moment ago: the Gateway's listener must name it up front.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port");
-    listener.local_addr().expect("its address").port()
 }
