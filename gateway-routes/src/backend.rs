@@ -150,7 +150,6 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
         self.listing.clear();
         let rendered = self.translation.render(&route)?;
         let name = self.translation.object_name(route.spec());
-        let had_pod_backend = self.cached_pod_target(&name) == Some(true);
         // A gateway must never hold the HTTPRoute without its backend: until the Service and
         // EndpointSlice reach it, it answers the route's requests with an error (Traefik's 500
         // or 503), where the user's browser lands right after the spawn. So they are written
@@ -172,6 +171,8 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
                 stored
             }
             None => {
+                // Read before the write, which replaces the cached route.
+                let had_pod_backend = self.cached_pod_target(&name) == Some(true);
                 let stored = self.store.apply_http_route(rendered.http_route).await?;
                 if had_pod_backend {
                     self.store.delete_pod_backend(&name).await?;
