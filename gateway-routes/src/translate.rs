@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use istio_routes::shared::{PodAddressError, check_pod_address};
 use istio_routes::{
     INSTANCE_LABEL, MAX_ROUTE_ANNOTATION_BYTES, PROXY_ID_HEADER, ROUTE_ANNOTATION, ROUTE_LABEL,
     SPEC_ANNOTATION, encode_path, instance_labels, instance_selector, revision, route_id,
@@ -248,11 +249,10 @@ impl GatewayTranslation {
         }
         let port = Some(i32::from(target.port()));
         if let Some(ip) = target.ip() {
-            if ip.is_loopback() && !self.allow_loopback_targets {
-                return Err(unroutable(format!("{ip} {LOOPBACK}")));
-            }
-            if ip.is_unspecified() || ip.is_multicast() {
-                return Err(unroutable(format!("{ip} is not an address a gateway can reach the server at")));
+            match check_pod_address(ip, self.allow_loopback_targets) {
+                Ok(()) => {}
+                Err(PodAddressError::Loopback) => return Err(unroutable(format!("{ip} {LOOPBACK}"))),
+                Err(error) => return Err(unroutable(format!("{ip} {error}"))),
             }
             let name = self.object_name(route.spec());
             let backend = self.pod_backend(route.spec(), &name, target, ip);
@@ -679,14 +679,15 @@ mod tests {
             ("https://nb:8888", "BackendTLSPolicy"),
             ("http://127.0.0.1:8888", "--allow-loopback-targets"),
             ("http://localhost:8888", "--allow-loopback-targets"),
-            ("http://0.0.0.0:8888", "cannot reach"),
+            ("http://0.0.0.0:8888", "unspecified"),
+            // What the API server refuses in an EndpointSlice, refused before anything is written.
+            ("http://169.254.1.1:8888", "link-local"),
+            ("http://[fe80::1]:8888", "link-local"),
+            ("http://[::ffff:10.0.0.7]:8888", "send 10.0.0.7"),
         ] {
             let error = backend(target).unwrap_err();
             assert!(matches!(error, proxy_api::Error::InvalidTarget { .. }), "{target}: {error}");
-            assert!(
-                error.to_string().contains(says) || error.to_string().contains("can reach"),
-                "{target}: {error}"
-            );
+            assert!(error.to_string().contains(says), "{target}: {error}");
         }
         let loopback = GatewayTranslation { allow_loopback_targets: true, ..translation() };
         assert!(loopback.render(&route("/user/alice", "http://127.0.0.1:8888")).is_ok());

@@ -72,6 +72,7 @@ mod memory;
 pub mod metrics;
 pub mod order;
 mod overlay;
+mod pod_address;
 mod read;
 pub mod resources;
 mod store;
@@ -98,4 +99,5 @@ pub mod shared {
         watch_cache,
     };
     pub use crate::overlay::{Overlay, Write};
+    pub use crate::pod_address::{PodAddressError, check_pod_address};
 }

@@ -13,6 +13,7 @@ use proxy_api::{Route, RouteSpec, RoutingMode, Scheme, Target};
 use sha2::{Digest, Sha256};
 
 use crate::order::depth;
+use crate::pod_address::{PodAddressError, check_pod_address};
 use crate::resources::{
     Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRewrite, HttpRoute, HttpRouteDestination,
     IstioVersion, PortSelector, RegexRewrite, ServiceEntry, ServiceEntrySpec, ServicePort, StringMatch,
@@ -261,13 +262,10 @@ impl Translation {
             |reason: String| proxy_api::Error::InvalidTarget { target: target.to_string(), reason };
         let port = Some(PortSelector { number: u32::from(target.port()) });
         if let Some(ip) = target.ip() {
-            if ip.is_loopback() && !self.allow_loopback_targets {
-                return Err(unroutable(format!("{ip} {LOOPBACK}")));
-            }
-            if ip.is_unspecified() || ip.is_multicast() {
-                return Err(unroutable(format!(
-                    "{ip} is not an address Istio's gateway can reach the server at"
-                )));
+            match check_pod_address(ip, self.allow_loopback_targets) {
+                Ok(()) => {}
+                Err(PodAddressError::Loopback) => return Err(unroutable(format!("{ip} {LOOPBACK}"))),
+                Err(error) => return Err(unroutable(format!("{ip} {error}"))),
             }
             let host = self.service_entry_host_of(id);
             let entry = self.service_entry(route.spec(), id, target, ip, &host);
@@ -612,7 +610,7 @@ mod tests {
                 || unroutable("http://127.0.0.1:8888").contains("gateway")
         );
         assert!(unroutable("http://localhost:8888").contains("gateway"));
-        assert!(unroutable("http://0.0.0.0:8888").contains("gateway"));
+        assert!(unroutable("http://0.0.0.0:8888").contains("unspecified"));
         assert!(unroutable("http://[::1]:8888").contains("gateway"));
         // The way out for a JupyterHub on the same machine, and only where it helps.
         for loopback in ["http://127.0.0.1:8888", "http://localhost:8888", "http://[::1]:8888"] {
@@ -625,6 +623,10 @@ mod tests {
         assert_eq!(rendered.service_entry.unwrap().spec.endpoints[0].address, "127.0.0.1");
         assert!(local.render(&route("/user/a", "http://0.0.0.0:8888"), 0).is_err());
         assert!(unroutable("http://a..b:8888").contains("DNS name"));
+        // What Kubernetes refuses as a pod's address, refused as the Gateway API backend does.
+        assert!(unroutable("http://169.254.1.1:8888").contains("link-local"));
+        assert!(unroutable("http://[fe80::1]:8888").contains("link-local"));
+        assert!(unroutable("http://[::ffff:10.0.0.7]:8888").contains("send 10.0.0.7"));
     }
 
     #[test]
