@@ -10,7 +10,7 @@ use proxy_api::{Backend, Route, RouteSpec};
 
 use crate::resources::HttpRoute;
 use crate::store::HttpRouteStore;
-use crate::translate::GatewayTranslation;
+use crate::translate::{GatewayTranslation, Rendered};
 
 /// configurable-http-proxy's routes as HTTPRoutes in a store.
 ///
@@ -104,6 +104,74 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
         Some(route.target().ip().is_some())
     }
 
+    /// Writes a route's objects over `cached`, the HTTPRoute of that name the cache holds.
+    ///
+    /// A gateway must never hold the HTTPRoute without its backend: until the Service and
+    /// EndpointSlice reach it, it answers the route's requests with an error (Traefik's 500 or
+    /// 503), where the user's browser lands right after the spawn. So they are written first.
+    /// They name the HTTPRoute as their owner by uid, which only the API server gives: owned by
+    /// the cached one, and written again, owned by what the write returned, when there was none
+    /// or it was another (re-created behind our back).
+    async fn write(
+        &self,
+        name: &str,
+        rendered: Rendered,
+        cached: Option<&HttpRoute>,
+    ) -> istio_routes::Result<Arc<HttpRoute>> {
+        match rendered.pod_backend {
+            Some(backend) => {
+                let early = match cached {
+                    Some(object) => backend.clone().owned_by(object),
+                    None => backend.clone(),
+                };
+                self.store.apply_pod_backend(early).await?;
+                let stored = self.store.apply_http_route(rendered.http_route).await?;
+                if cached.and_then(|object| object.metadata.uid.as_ref()) != stored.metadata.uid.as_ref() {
+                    self.store.apply_pod_backend(backend.owned_by(&stored)).await?;
+                }
+                Ok(stored)
+            }
+            None => {
+                // Read before the write, which replaces the cached route.
+                let had_pod_backend = self.cached_pod_target(name) == Some(true);
+                let stored = self.store.apply_http_route(rendered.http_route).await?;
+                if had_pod_backend {
+                    self.store.delete_pod_backend(name).await?;
+                }
+                Ok(stored)
+            }
+        }
+    }
+
+    /// Puts back what a failed [`write`](Self::write) may have changed, so that a route the
+    /// API server refused leaves nothing routable or listed: a new route's objects are deleted,
+    /// an existing route's are written again as they were. Best effort: what fails here is
+    /// logged, and the write's own error is what JupyterHub hears.
+    async fn undo(&self, name: &str, cached: Option<&HttpRoute>) {
+        let previous = cached.and_then(|object| self.decode(object));
+        let result = match previous.map(|route| self.translation.render(&route)) {
+            Some(Ok(rendered)) => {
+                let had_pod_backend = rendered.pod_backend.is_some();
+                let restored = self.write(name, rendered, cached).await.map(drop);
+                // The failed write may have given the route a backend it did not have.
+                let deleted = match had_pod_backend {
+                    false => self.store.delete_pod_backend(name).await.map(drop),
+                    true => Ok(()),
+                };
+                restored.and(deleted)
+            }
+            // Nothing readable was there: nothing of the route may stay.
+            _ => match self.store.delete_http_route(name).await {
+                Ok(_) => self.store.delete_pod_backend(name).await.map(drop),
+                Err(error) => Err(error),
+            },
+        };
+        self.forget(name);
+        if let Err(error) = result {
+            tracing::warn!(http_route = name, %error, "could not undo a refused write");
+        }
+    }
+
     fn forget(&self, name: &str) {
         let mut decoded = self.decoded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         decoded.remove(name);
@@ -150,34 +218,12 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
         self.listing.clear();
         let rendered = self.translation.render(&route)?;
         let name = self.translation.object_name(route.spec());
-        // A gateway must never hold the HTTPRoute without its backend: until the Service and
-        // EndpointSlice reach it, it answers the route's requests with an error (Traefik's 500
-        // or 503), where the user's browser lands right after the spawn. So they are written
-        // first. They name the HTTPRoute as their owner by uid, which only the API server
-        // gives: owned by the one the cache holds, and written again, owned by what the write
-        // returned, when there was none or it was another (re-created behind our back).
-        let stored = match rendered.pod_backend {
-            Some(backend) => {
-                let cached = self.store.http_route(&name).filter(|object| object.metadata.uid.is_some());
-                let early = match &cached {
-                    Some(object) => backend.clone().owned_by(object),
-                    None => backend.clone(),
-                };
-                self.store.apply_pod_backend(early).await?;
-                let stored = self.store.apply_http_route(rendered.http_route).await?;
-                if cached.and_then(|object| object.metadata.uid.clone()) != stored.metadata.uid {
-                    self.store.apply_pod_backend(backend.owned_by(&stored)).await?;
-                }
-                stored
-            }
-            None => {
-                // Read before the write, which replaces the cached route.
-                let had_pod_backend = self.cached_pod_target(&name) == Some(true);
-                let stored = self.store.apply_http_route(rendered.http_route).await?;
-                if had_pod_backend {
-                    self.store.delete_pod_backend(&name).await?;
-                }
-                stored
+        let cached = self.store.http_route(&name).filter(|object| object.metadata.uid.is_some());
+        let stored = match self.write(&name, rendered, cached.as_deref()).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                self.undo(&name, cached.as_deref()).await;
+                return Err(error.into());
             }
         };
         if let Some(within) = self.acceptance_wait {
@@ -290,6 +336,13 @@ mod tests {
         pod_backend_deletes: std::sync::atomic::AtomicUsize,
         pod_backend_applies: std::sync::atomic::AtomicUsize,
         backend_at_route_write: std::sync::Mutex<Vec<Option<Vec<String>>>>,
+        /// Refuse (as the API server's 422) every HTTPRoute, or every pod backend, written.
+        refuse_routes: std::sync::atomic::AtomicBool,
+        refuse_pod_backends: std::sync::atomic::AtomicBool,
+    }
+
+    fn refused(name: String) -> istio_routes::Error {
+        istio_routes::Error::Invalid { name, message: "spec: Invalid value".to_owned() }
     }
 
     #[async_trait]
@@ -308,6 +361,9 @@ mod tests {
             let held =
                 self.inner.pod_backends().get(&name).map(|b| b.endpoint_slice.endpoints[0].addresses.clone());
             self.backend_at_route_write.lock().unwrap().push(held);
+            if self.refuse_routes.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(refused(name));
+            }
             self.inner.apply_http_route(object).await
         }
         async fn delete_http_route(&self, name: &str) -> istio_routes::Result<bool> {
@@ -315,6 +371,9 @@ mod tests {
         }
         async fn apply_pod_backend(&self, backend: crate::PodBackend) -> istio_routes::Result<()> {
             self.pod_backend_applies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.refuse_pod_backends.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(refused(backend.endpoint_slice.metadata.name.unwrap_or_default()));
+            }
             self.inner.apply_pod_backend(backend).await
         }
         async fn delete_pod_backend(&self, name: &str) -> istio_routes::Result<bool> {
@@ -364,5 +423,69 @@ mod tests {
         let error = backend.add(route("/user/alice", "https://10.0.0.7:8888")).await.unwrap_err();
         assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
         assert!(backend.store().http_routes().is_empty() && backend.store().pod_backends().is_empty());
+    }
+
+    /// What the API server refuses leaves nothing of a new route, and an existing route as it
+    /// was; JupyterHub hears a 400 with the server's reason.
+    #[tokio::test]
+    async fn a_write_the_api_server_refuses_is_undone() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let backend = GatewayBackend::new(Arc::new(CountingStore::default()), GatewayTranslation::default());
+        let store = backend.store();
+        let addresses = || {
+            store
+                .inner
+                .pod_backends()
+                .values()
+                .map(|b| b.endpoint_slice.endpoints[0].addresses[0].clone())
+                .collect::<Vec<_>>()
+        };
+        let refused_add = |target: &'static str| {
+            let backend = &backend;
+            async move {
+                let error = backend.add(route("/user/alice", target)).await.unwrap_err();
+                assert_eq!(error.status(), http::StatusCode::BAD_REQUEST, "{error}");
+                assert!(error.to_string().contains("spec: Invalid value"), "{error}");
+            }
+        };
+
+        for refuse in [&store.refuse_pod_backends, &store.refuse_routes] {
+            refuse.store(true, Relaxed);
+            refused_add("http://10.0.0.7:8888").await;
+            assert!(store.http_routes().is_empty() && addresses().is_empty(), "a new route leaves nothing");
+            refuse.store(false, Relaxed);
+        }
+
+        backend.add(route("/user/alice", "http://10.0.0.7:8888")).await.unwrap();
+        store.refuse_routes.store(true, Relaxed);
+        refused_add("http://10.0.0.8:9999").await;
+        store.refuse_routes.store(false, Relaxed);
+        let kept = backend.get(&spec_of("/user/alice")).await.unwrap().unwrap();
+        assert_eq!(kept.target().as_str(), "http://10.0.0.7:8888");
+        assert_eq!(addresses(), ["10.0.0.7"], "the backend holds the old address again");
+        let port = store
+            .inner
+            .pod_backends()
+            .values()
+            .next()
+            .unwrap()
+            .service
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()[0]
+            .port;
+        assert_eq!(port, 8888);
+
+        backend.add(route("/user/alice", "http://jupyter-alice:8888")).await.unwrap();
+        assert!(addresses().is_empty());
+        store.refuse_routes.store(true, Relaxed);
+        refused_add("http://10.0.0.9:8888").await;
+        store.refuse_routes.store(false, Relaxed);
+        let kept = backend.get(&spec_of("/user/alice")).await.unwrap().unwrap();
+        assert_eq!(kept.target().as_str(), "http://jupyter-alice:8888");
+        assert!(addresses().is_empty(), "a Service target gets no pod backend from a refused write");
     }
 }

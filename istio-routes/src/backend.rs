@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use proxy_api::{Backend, Route, RouteSpec};
+use proxy_api::{Backend, Route, RouteSpec, Target};
 
 use crate::caches::{Listing, shrink_when_sparse};
 use crate::order::{Placement, ancestors, is_catch_all};
 use crate::read::{Origin, StoredRoute};
 use crate::resources::VirtualService;
 use crate::store::RouteStore;
-use crate::translate::{Translation, route_id};
+use crate::translate::{Rendered, Translation, route_id};
 use crate::{Error, Result};
 
 /// How often a write retries when another writer changed an object under it.
@@ -190,6 +190,30 @@ impl<S: RouteStore> IstioBackend<S> {
         Ok(created)
     }
 
+    /// Writes a route's ServiceEntry, if it has one, and then its VirtualService.
+    async fn write(&self, rendered: Rendered) -> Result<Arc<VirtualService>> {
+        if let Some(entry) = rendered.service_entry {
+            self.store.apply_service_entry(entry).await?;
+        }
+        self.store.apply_virtual_service(rendered.virtual_service).await
+    }
+
+    /// Puts back the ServiceEntry a failed [`write`](Self::write) may have changed: the one of
+    /// `previous`, the target the route had, or none. The VirtualService, the last write, is
+    /// as it was. Best effort: what fails here is logged, and the write's own error is what
+    /// JupyterHub hears.
+    async fn undo_entry(&self, spec: &RouteSpec, previous: Option<&Target>) {
+        let result = match previous.and_then(|target| self.translation.render_service_entry(spec, target)) {
+            Some(entry) => self.store.apply_service_entry(entry).await,
+            None => {
+                self.store.delete_service_entry(&self.translation.service_entry_name(spec)).await.map(drop)
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(route = %spec, %error, "could not undo a refused write's ServiceEntry");
+        }
+    }
+
     /// Deletes a VirtualService, and forgets the route decoded from it: otherwise the cache
     /// would keep one entry per object ever written until the next listing prunes it, and a
     /// proxy nobody lists grows with every route added and deleted.
@@ -339,10 +363,15 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
         let had_entry = existing.iter().any(|(_, stored)| stored.route.target().ip().is_some());
         // The destination first, so the route never points at a host the mesh does not know.
         let has_entry = rendered.service_entry.is_some();
-        if let Some(entry) = rendered.service_entry {
-            self.store.apply_service_entry(entry).await?;
-        }
-        let written = self.store.apply_virtual_service(rendered.virtual_service).await?;
+        let written = match self.write(rendered).await {
+            Ok(written) => written,
+            Err(error) => {
+                if has_entry {
+                    self.undo_entry(&spec, existing.first().map(|(_, stored)| stored.route.target())).await;
+                }
+                return Err(error.into());
+            }
+        };
         for (object, _) in &existing {
             if name_of(object) != name_of(&written) {
                 self.delete_object(name_of(object), None).await?;
@@ -663,6 +692,45 @@ mod tests {
             error.to_string().contains("needs 'patch' on virtualservices.networking.istio.io"),
             "{error}"
         );
+    }
+
+    /// A VirtualService the API server refuses takes back the ServiceEntry written before it:
+    /// a new route's is deleted, an existing route's written again for its old target.
+    #[tokio::test]
+    async fn a_refused_virtual_service_takes_back_its_service_entry() {
+        let refused =
+            |_| Err(Error::Invalid { name: "vs".into(), message: "spec.http: Invalid value".into() });
+        let entry_name = Translation::default().service_entry_name(&spec("/user/a"));
+        let mut store = MockRouteStore::new();
+        store.expect_is_ready().return_const(true);
+        store.expect_virtual_services_of().returning(|_| Vec::new());
+        store.expect_apply_service_entry().times(1).returning(|_| Ok(()));
+        store.expect_apply_virtual_service().returning(refused);
+        store
+            .expect_delete_service_entry()
+            .withf(move |name| name == entry_name)
+            .times(1)
+            .returning(|_| Ok(true));
+        let backend = IstioBackend::new(Arc::new(store), Translation::default());
+        let error = backend.add(route("/user/a", "http://10.0.0.7:8888")).await.unwrap_err();
+        assert_eq!(error.status(), http_status(400));
+        assert!(error.to_string().contains("spec.http: Invalid value"), "{error}");
+
+        let object = Arc::new(legacy("/user/a", "http://10.0.0.7:8888", 1_700_000_000));
+        let mut store = MockRouteStore::new();
+        store.expect_is_ready().return_const(true);
+        store.expect_virtual_services_of().returning(move |_| vec![Arc::clone(&object)]);
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let applied = Arc::clone(&entries);
+        store.expect_apply_service_entry().times(2).returning(move |entry| {
+            applied.lock().unwrap().push(entry.spec.endpoints[0].address.clone());
+            Ok(())
+        });
+        store.expect_apply_virtual_service().returning(refused);
+        let backend = IstioBackend::new(Arc::new(store), Translation::default());
+        let error = backend.add(route("/user/a", "http://10.0.0.8:8888")).await.unwrap_err();
+        assert_eq!(error.status(), http_status(400));
+        assert_eq!(*entries.lock().unwrap(), ["10.0.0.8", "10.0.0.7"], "the old address written back");
     }
 
     #[tokio::test]

@@ -129,6 +129,9 @@ impl From<Error> for proxy_api::Error {
                 source: Some(Box::new(error)),
             },
             Error::Forbidden { .. } => proxy_api::Error::Forbidden { message, source: Some(Box::new(error)) },
+            // The input was at fault (the API server answered 422): JupyterHub's retry would
+            // be refused again, and the reason is the server's.
+            Error::Invalid { .. } => proxy_api::Error::Refused { message, source: Some(Box::new(error)) },
             Error::InvalidUrl { url, reason } => {
                 proxy_api::Error::InvalidQuery { parameter: "url", reason: format!("{url:?}: {reason}") }
             }
@@ -137,7 +140,6 @@ impl From<Error> for proxy_api::Error {
             Error::NamespaceNotFound { .. }
             | Error::NamespaceTerminating { .. }
             | Error::NotInstalled { .. }
-            | Error::Invalid { .. }
             | Error::Api { .. }
             | Error::Prometheus(_) => proxy_api::Error::Internal { message, source: Some(Box::new(error)) },
         }

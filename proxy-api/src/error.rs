@@ -84,6 +84,17 @@ pub enum Error {
     #[error("Method not supported")]
     MethodNotAllowed,
 
+    /// The backend refused the route as invalid, for a reason our own checks did not see
+    /// (the Kubernetes API server's validation): retrying the same request cannot succeed.
+    #[error("{message}")]
+    Refused {
+        /// Why it was refused, in the backend's words.
+        message: String,
+        /// The underlying refusal.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// The backend cannot be reached or is not ready yet; the client should retry.
     #[error("{message}")]
     Unavailable {
@@ -129,6 +140,7 @@ impl Error {
             | Error::InvalidBody { .. }
             | Error::InvalidQuery { .. }
             | Error::InvalidDatestamp(_)
+            | Error::Refused { .. }
             | Error::BodyRead(_) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -210,6 +222,7 @@ mod tests {
         assert!(retried(Error::Internal { message: String::new(), source: None }));
         assert!(!retried(Error::Forbidden { message: String::new(), source: None }));
         assert!(!retried(Error::InvalidBody { reason: String::new() }));
+        assert!(!retried(Error::Refused { message: String::new(), source: None }));
         assert_eq!(Error::BodyTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(Error::MethodNotAllowed.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(Error::Unauthenticated.status(), StatusCode::FORBIDDEN);
