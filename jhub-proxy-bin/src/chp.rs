@@ -103,8 +103,8 @@ pub struct Inert {
 }
 
 const TRAFFIC: &str = "configurable-http-proxy's; carrying no traffic, this proxy ignores it";
-const TLS: &str = "configurable-http-proxy's TLS for traffic; Istio's gateway terminates TLS: ignored";
-const TARGET_TLS: &str = "configurable-http-proxy's TLS to targets; Istio's mesh does that: ignored";
+const TLS: &str = "configurable-http-proxy's TLS for traffic; the gateway terminates TLS: ignored";
+const TARGET_TLS: &str = "configurable-http-proxy's TLS to targets; the gateway or mesh does that: ignored";
 
 /// configurable-http-proxy's flags that only matter to a proxy carrying traffic: accepted,
 /// and named once in the log.
@@ -142,7 +142,7 @@ pub const NOT_APPLYING: &[Inert] = &[
     Inert {
         name: "storage-backend",
         takes: Takes::Value,
-        why: "configurable-http-proxy's route storage; routes live in Istio's objects here: ignored",
+        why: "configurable-http-proxy's route storage; routes live in the routing objects here: ignored",
     },
     Inert {
         name: "pid-file",
