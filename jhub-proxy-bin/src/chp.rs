@@ -16,8 +16,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
 
-/// The heading of these flags in `--help`; the README's table leaves them to
-/// `docs/configuration.md`.
+/// The heading of these flags in `--help`.
 pub const HEADING: &str = "configurable-http-proxy's flags";
 
 /// configurable-http-proxy's flags that keep a meaning here.
