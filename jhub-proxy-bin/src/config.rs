@@ -247,15 +247,17 @@ pub struct Config {
 /// Commands besides serving.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// Print the objects for routes as YAML, without a cluster: VirtualServices and
-    /// ServiceEntries, or with `--routing gateway-api` HTTPRoutes, Services and EndpointSlices;
-    /// using the translation options (namespace, gateway, hosts, prefix, host routing...) given
-    /// before `render`.
+    /// Print the objects the proxy would write for some routes, as YAML, without a cluster.
+    ///
+    /// VirtualServices and ServiceEntries, or with `--routing gateway-api` HTTPRoutes, Services
+    /// and EndpointSlices, from the translation options (namespace, gateway, hosts, prefix, host
+    /// routing...) given before `render`.
     Render(RenderArgs),
-    /// Explain where Istio's gateway sends a request for a URL: the objects that match it in
-    /// the order the gateway tries them, the winner, its route and destination, and whether
-    /// configurable-http-proxy would pick the same route. Reads the live objects through the
-    /// Kubernetes API, or routes from `--routes-file` offline. Istio routing only.
+    /// Explain where Istio's gateway sends a request for a URL (Istio routing only).
+    ///
+    /// The objects that match it in the order the gateway tries them, the winner, its route and
+    /// destination, and whether configurable-http-proxy would pick the same route. Reads the
+    /// live objects through the Kubernetes API, or routes from `--routes-file` offline.
     Explain(ExplainArgs),
 }
 
