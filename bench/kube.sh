@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark jupyterhub-istio-proxy's Kubernetes store (issue 3) with 10,000 routes in the API
+# Benchmark jupyterhub-istio-proxy's Kubernetes store with 10,000 routes in the API
 # server: ours (a label-selected watch cache) against a list-per-request baseline (the Go
 # proxy's design), both on the same API server, on this machine, over loopback only.
 #
@@ -14,7 +14,7 @@
 #   BENCH_ROUTING      istio | gateway-api: what ours reads     (default istio)
 #
 # With BENCH_ROUTING=gateway-api the fake also holds the same 10,000 routes as HTTPRoutes, and
-# ours runs `--routing gateway-api` (issue 11); the baseline still lists the VirtualServices,
+# ours runs `--routing gateway-api`; the baseline still lists the VirtualServices,
 # the same number of objects of about the same size.
 #
 # The API server is testkit's fake (target/release/fake-kube-server), started once with

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What a hub's routes cost the mesh (issue 10), measured on Istio's own pilot (testkit/oracle):
+# What a hub's routes cost the mesh, measured on Istio's own pilot (testkit/oracle):
 # for 1,000 and 10,000 user routes, the routes and clusters an ingress gateway pod gets, the
 # clusters and endpoints a sidecar in another namespace (and one in the hub's) gets, and the
 # objects one server start writes with the pushes they cause; ours with the default exportTo,

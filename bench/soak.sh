@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak benchmark (issue 13): many route adds and deletes through one proxy process, first on
+# The soak benchmark: many route adds and deletes through one proxy process, first on
 # the memory store, then with the Kubernetes store on testkit's real API server, to see whether
 # memory, Tokio tasks or sockets (watch streams) grow with the routes written rather than with
 # the routes kept.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The spawn-storm benchmark (issue 13): a class whose servers start at once, as new-route POSTs
+# The spawn-storm benchmark: a class whose servers start at once, as new-route POSTs
 # from concurrent clients, against ours with the Kubernetes store on testkit's real API server,
 # beside the bare object writes a route needs (a plain client on the same server: the physical
 # limit here) and configurable-http-proxy taking the same POSTs, all in one run, over loopback.

@@ -18,7 +18,7 @@
 //!   the cache then holds the name as it was at `r` or later, after the delete.
 //!
 //! Neither depends on when events arrive: a watch that lags behind our writes delivers the
-//! creation of an object we have deleted since, and the tombstone still hides it (issue 9).
+//! creation of an object we have deleted since, and the tombstone still hides it.
 //! An event can also arrive before the write's response, which is then not kept at all.
 //!
 //! A relist (after a broken watch) swaps the whole cache at its end: the list began after every
@@ -387,7 +387,7 @@ mod tests {
         assert_eq!(listed(&overlay, &[object("a", "9")]), ["a@9"], "created again since");
     }
 
-    /// Issue 9: the watch lags behind a create and a delete of ours. The creation event arrives
+    /// The watch lags behind a create and a delete of ours. The creation event arrives
     /// after the delete's answer; the deleted object must stay hidden until its delete event.
     #[test]
     fn a_delete_hides_a_creation_the_lagging_watch_delivers_late() {

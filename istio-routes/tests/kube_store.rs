@@ -56,7 +56,7 @@ async fn events_applied(backend: &IstioBackend<KubeStore>, before: u64, count: u
     .await;
 }
 
-/// Issue 9: the watch lags behind our writes. The creation event of a route we have deleted
+/// The watch lags behind our writes. The creation event of a route we have deleted
 /// since arrives after the delete was answered; the route must stay deleted in the listing.
 #[tokio::test]
 async fn a_deleted_route_stays_deleted_while_the_watch_lags() {

@@ -16,8 +16,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
 
-/// The heading of these flags in `--help`; the README's table leaves them to
-/// `docs/configuration.md`.
+/// The heading of these flags in `--help`.
 pub const HEADING: &str = "configurable-http-proxy's flags";
 
 /// configurable-http-proxy's flags that keep a meaning here.
@@ -103,8 +102,8 @@ pub struct Inert {
 }
 
 const TRAFFIC: &str = "configurable-http-proxy's; carrying no traffic, this proxy ignores it";
-const TLS: &str = "configurable-http-proxy's TLS for traffic; Istio's gateway terminates TLS: ignored";
-const TARGET_TLS: &str = "configurable-http-proxy's TLS to targets; Istio's mesh does that: ignored";
+const TLS: &str = "configurable-http-proxy's TLS for traffic; the gateway terminates TLS: ignored";
+const TARGET_TLS: &str = "configurable-http-proxy's TLS to targets; the gateway or mesh does that: ignored";
 
 /// configurable-http-proxy's flags that only matter to a proxy carrying traffic: accepted,
 /// and named once in the log.
@@ -142,7 +141,7 @@ pub const NOT_APPLYING: &[Inert] = &[
     Inert {
         name: "storage-backend",
         takes: Takes::Value,
-        why: "configurable-http-proxy's route storage; routes live in Istio's objects here: ignored",
+        why: "configurable-http-proxy's route storage; routes live in the routing objects here: ignored",
     },
     Inert {
         name: "pid-file",

@@ -24,9 +24,9 @@ use crate::{Error, Result};
 /// Where routes are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
-    /// Istio VirtualServices through the Kubernetes API.
+    /// The routing objects `--routing` names, through the Kubernetes API.
     Kubernetes,
-    /// This process's memory: for trying the proxy out; nothing reaches Istio.
+    /// This process's memory: for trying the proxy out; nothing reaches a gateway.
     Memory,
 }
 
@@ -45,7 +45,7 @@ pub enum Routing {
 #[command(
     name = "jupyterhub-istio-proxy",
     version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("JHUB_PROXY_BUILD_COMMIT"), ")"),
-    about = "configurable-http-proxy's REST API for JupyterHub, served by writing Istio routing objects"
+    about = "configurable-http-proxy's REST API for JupyterHub, served by writing Istio VirtualServices or Gateway API HTTPRoutes"
 )]
 pub struct Config {
     /// What to do; without a command, serve the API.
@@ -92,7 +92,7 @@ pub struct Config {
     #[arg(long, env = "ISTIO_GATEWAY", value_name = "GATEWAY")]
     pub istio_gateway: Option<String>,
 
-    /// Host name JupyterHub is served at, or `*`; the VirtualServices' `hosts`.
+    /// Host name JupyterHub is served at, or `*`: the host the routing objects match.
     #[arg(long, env = "SUB_DOMAIN_HOST", value_name = "HOST")]
     pub sub_domain_host: Option<String>,
 
@@ -179,7 +179,8 @@ pub struct Config {
     pub ip_target_mtls: bool,
 
     /// Repair our objects when they drift from what their routes render (edited, deleted
-    /// behind our back, stray generations, orphaned ServiceEntries); Kubernetes store only.
+    /// behind our back, stray generations, orphaned ServiceEntries); Istio routing on the
+    /// Kubernetes store only.
     #[arg(long, env = "PROXY_HEAL", value_parser = BoolishValueParser::new(), default_value_t = true,
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub heal: bool,
@@ -246,13 +247,17 @@ pub struct Config {
 /// Commands besides serving.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
-    /// Print the Istio objects for routes as YAML, without a cluster, using the translation
-    /// options (namespace, gateway, hosts, prefix, host routing...) given before `render`.
+    /// Print the objects the proxy would write for some routes, as YAML, without a cluster.
+    ///
+    /// VirtualServices and ServiceEntries, or with `--routing gateway-api` HTTPRoutes, Services
+    /// and EndpointSlices, from the translation options (namespace, gateway, hosts, prefix, host
+    /// routing...) given before `render`.
     Render(RenderArgs),
-    /// Explain where Istio's gateway sends a request for a URL: the objects that match it in
-    /// the order the gateway tries them, the winner, its route and destination, and whether
-    /// configurable-http-proxy would pick the same route. Reads the live objects through the
-    /// Kubernetes API, or routes from `--routes-file` offline.
+    /// Explain where Istio's gateway sends a request for a URL (Istio routing only).
+    ///
+    /// The objects that match it in the order the gateway tries them, the winner, its route and
+    /// destination, and whether configurable-http-proxy would pick the same route. Reads the
+    /// live objects through the Kubernetes API, or routes from `--routes-file` offline.
     Explain(ExplainArgs),
 }
 

@@ -1,6 +1,6 @@
 //! HTTPS for the probe listener: with configurable-http-proxy's `--ssl-key` and `--ssl-cert`,
 //! Zero to JupyterHub's manual HTTPS modes probe `--port` over HTTPS, so the probes are served
-//! there with that certificate. No traffic is carried: Istio's gateway terminates users' TLS.
+//! there with that certificate. No traffic is carried: the gateway terminates users' TLS.
 
 use std::path::Path;
 use std::sync::Arc;

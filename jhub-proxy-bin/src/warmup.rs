@@ -1,4 +1,4 @@
-//! Waiting, after a write, until Istio's gateway serves the route (`WAIT_FOR_WARMUP`).
+//! Waiting, after a write, until the gateway serves the route (`WAIT_FOR_WARMUP`).
 //!
 //! Istio no longer reports when a gateway has a route (1.23 removed config-distribution
 //! tracking), so we ask the gateway: request the route's path with its `Host`, and wait for the

@@ -1,9 +1,8 @@
 //! The documentation of the options against the binary: every option of the binary is in
 //! `docs/configuration.md` with its variable and default, and nothing else is (so are
 //! configurable-http-proxy's flags, and each of those the binary ignores or refuses is in the
-//! table that says so); the README's table has every option of the server with its variable; the Helm chart's
-//! `values.yaml` has every variable with the binary's default, and the manifests set only
-//! variables the binary reads.
+//! table that says so); the Helm chart's `values.yaml` has every variable with the binary's
+//! default, and the manifests set only variables the binary reads.
 
 use std::collections::BTreeMap;
 
@@ -82,27 +81,6 @@ fn every_option_is_documented_with_its_variable_and_default_and_nothing_else() {
         wrong.push(format!("{flag} is documented but the binary has no such option"));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-}
-
-/// The README's table is the short form: every option of the server (not `render`'s, nor
-/// `--help`/`--version`, nor configurable-http-proxy's, which docs/configuration.md lists) with
-/// its variable; defaults may be said in words there.
-#[test]
-fn the_readmes_table_has_every_option_of_the_server_with_its_variable() {
-    let mut command = Config::command();
-    command.build();
-    let server: BTreeMap<String, Option<String>> = command
-        .get_arguments()
-        .filter(|arg| !matches!(arg.get_long(), None | Some("help" | "version")))
-        .filter(|arg| arg.get_help_heading() != Some(jhub_proxy_bin::chp::HEADING))
-        .map(|arg| {
-            let long = arg.get_long().unwrap_or_default();
-            (format!("--{long}"), arg.get_env().map(|e| e.to_string_lossy().into_owned()))
-        })
-        .collect();
-    let readme: BTreeMap<String, Option<String>> =
-        documented_options("README.md").into_iter().map(|(flag, option)| (flag, option.env)).collect();
-    assert_eq!(readme, server, "README.md's table of options against the binary's");
 }
 
 /// The flags of the table in `docs/configuration.md` whose header's last cell is `header`.

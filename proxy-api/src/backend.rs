@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use crate::{Result, Route, RouteSpec};
 
-/// Where routes are kept: memory, or Istio objects in Kubernetes.
+/// Where routes are kept: memory, or routing objects in Kubernetes (Istio VirtualServices,
+/// Gateway API HTTPRoutes).
 ///
 /// Implementations must be safe under concurrent calls: JupyterHub sends up to ten requests at
 /// once, and several proxy replicas may share one store. Errors use this crate's [`Error`],
