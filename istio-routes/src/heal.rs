@@ -12,8 +12,9 @@
 //! | `deleted` | a VirtualService deleted without the delete mark, and no other generation of its route left; or a pod-IP route's ServiceEntry missing | create it again from its last state (and its ancestors re-created after it, as on add) |
 //! | `stray_generation` | an older generation beside the route's current VirtualService | delete it with its `resourceVersion` as precondition, after carrying its content over when it was written last |
 //! | `orphaned` | our ServiceEntry with no VirtualService of its route, or one whose route needs none | delete it with its `resourceVersion` as precondition |
+//! | `stray` | an object of ours labelled with a route's id under a name that route does not render (copied, or left by an older naming), beside the one it does | delete it with its `resourceVersion` as precondition |
 //!
-//! Stray generations and orphaned ServiceEntries are also what an add or an ancestor's
+//! Stray generations, strays and orphaned ServiceEntries are also what an add or an ancestor's
 //! re-creation leaves for a moment (the ServiceEntry is applied before the VirtualService; a
 //! new generation is created before the old one is deleted), so they are repaired only once
 //! they have been seen for a grace period (5 s by default), checked again then.
@@ -56,10 +57,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::backend::{Found, IstioBackend, name_of};
+use crate::index::LabelIndex;
 use crate::kube_store::{SPEC_DIGEST_ANNOTATION, count_watch_call, watch_backoff};
 use crate::metrics::HealMetrics;
 use crate::read::Origin;
-use crate::resources::{IstioKind, ServiceEntry, ServiceEntrySpec, VirtualService};
+use crate::resources::{IstioKind, IstioObject, ServiceEntry, ServiceEntrySpec, VirtualService};
 use crate::store::RouteStore;
 use crate::translate::{ROUTE_LABEL, Rendered};
 use crate::{Error, KubeStore, Result};
@@ -140,15 +142,17 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
     let kube_metrics = backend.store().metrics().clone();
     let entries_synced = Arc::new(AtomicBool::new(false));
     let synced = Arc::clone(&entries_synced);
-    let stream = watcher(api, config)
-        .backoff(watch_backoff())
-        .modify(|object: &mut ServiceEntry| object.metadata.managed_fields = None)
-        .reflect(writer);
+    let stream = watcher(api, config).backoff(watch_backoff()).modify(slim_entry).reflect(writer);
+    let entries_by_route = Arc::new(LabelIndex::new(ROUTE_LABEL));
+    let watch_index = Arc::clone(&entries_by_route);
     let watch = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut listing_since = None;
         while let Some(event) = stream.next().await {
             count_watch_call(&kube_metrics, ServiceEntrySpec::PLURAL, &event, &mut listing_since);
+            if let Ok(event) = &event {
+                watch_index.observe(event);
+            }
             let touch = match event {
                 Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
                     let id = object.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL));
@@ -172,6 +176,7 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
     let healer = Healer {
         backend,
         entries,
+        entries_by_route,
         entries_synced,
         options,
         metrics,
@@ -205,6 +210,8 @@ struct Streak {
 struct Healer {
     backend: Arc<IstioBackend<KubeStore>>,
     entries: reflector::Store<ServiceEntry>,
+    /// The cached ServiceEntries by route id.
+    entries_by_route: Arc<LabelIndex>,
     /// Whether the ServiceEntry cache has had its first list: until then (a Role without
     /// `watch` on serviceentries, say) ServiceEntries are not judged.
     entries_synced: Arc<AtomicBool>,
@@ -238,6 +245,14 @@ enum Drift {
     /// The rendering to apply, carrying the edited entry's resource version.
     EntryEdited(ServiceEntry),
     Orphaned(Arc<ServiceEntry>),
+    /// An object of ours labelled with the route's id under a name the route does not render.
+    Misnamed(Misnamed),
+}
+
+/// An object under a name its route does not render.
+enum Misnamed {
+    VirtualService(Arc<VirtualService>),
+    ServiceEntry(Arc<ServiceEntry>),
 }
 
 impl Drift {
@@ -252,12 +267,14 @@ impl Drift {
             Drift::EntryMissing(..) => (SE, "deleted"),
             Drift::EntryEdited(_) => (SE, "edited"),
             Drift::Orphaned(_) => (SE, "orphaned"),
+            Drift::Misnamed(Misnamed::VirtualService(_)) => (VS, "stray"),
+            Drift::Misnamed(Misnamed::ServiceEntry(_)) => (SE, "stray"),
         }
     }
 
     /// Whether an operation in progress leaves the same picture for a moment.
     fn needs_grace(&self) -> bool {
-        matches!(self, Drift::Stray { .. } | Drift::Orphaned(_))
+        matches!(self, Drift::Stray { .. } | Drift::Orphaned(_) | Drift::Misnamed(_))
     }
 }
 
@@ -265,18 +282,34 @@ fn is_marked(object: &VirtualService) -> bool {
     object.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(DELETE_INTENT_ANNOTATION))
 }
 
-/// The digest of a VirtualService's spec: from the cache's annotation, or the spec itself for
-/// an object the overlay holds whole.
-fn observed_digest(object: &VirtualService) -> String {
+/// The digest of an object's spec: from the cache's annotation, or the spec itself for an
+/// object the overlay holds whole.
+fn observed_digest<S: Serialize>(object: &IstioObject<S>) -> String {
     match object.metadata.annotations.as_ref().and_then(|a| a.get(SPEC_DIGEST_ANNOTATION)) {
         Some(digest) => digest.clone(),
         None => spec_digest(&object.spec),
     }
 }
 
+/// A cached ServiceEntry as healing needs it: its metadata and its spec's digest, not the spec
+/// (10,000 routes' entries are a cache of their own).
+fn slim_entry(object: &mut ServiceEntry) {
+    object.metadata.managed_fields = None;
+    let digest = spec_digest(&object.spec);
+    object.spec = Default::default();
+    let annotations = object.metadata.annotations.get_or_insert_default();
+    annotations.retain(|key, _| key.starts_with("jupyterhub-istio-proxy/"));
+    annotations.insert(SPEC_DIGEST_ANNOTATION.to_owned(), digest);
+}
+
 /// An etcd revision, to tell which of two writes came last.
 fn revision(object: &VirtualService) -> u64 {
     object.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The name of the ServiceEntry of the route with id `id`.
+fn entry_name(translation: &crate::Translation, id: &str) -> String {
+    format!("{}-{id}", translation.prefix)
 }
 
 async fn until(due: Option<Instant>) {
@@ -310,10 +343,9 @@ impl Healer {
                         let gone = self.pending.remove(&id).and_then(|p| p.gone);
                         due.push((id, gone));
                     }
-                    // One pass over the cache for all of them, not one each.
-                    let mut objects = self.by_route();
                     for (id, gone) in due {
-                        let found = self.backend.found(objects.remove(&id).unwrap_or_default());
+                        // From the store's index: a check costs one route, whatever the number.
+                        let found = self.backend.objects_labelled(&id);
                         self.check(id, found, gone).await;
                     }
                 }
@@ -420,8 +452,22 @@ impl Healer {
     /// The ServiceEntry of a route, from the cache.
     fn entry(&self, id: &str) -> Option<Arc<ServiceEntry>> {
         let translation = self.backend.translation();
-        let name = format!("{}-{id}", translation.prefix);
-        self.entries.get(&ObjectRef::new_with(&name, translation.version).within(&translation.namespace))
+        self.entries.get(
+            &ObjectRef::new_with(&entry_name(translation, id), translation.version)
+                .within(&translation.namespace),
+        )
+    }
+
+    /// Every cached ServiceEntry labelled with a route's id: the route's own, and any other.
+    fn entries_of(&self, id: &str) -> Vec<Arc<ServiceEntry>> {
+        let translation = self.backend.translation();
+        let labelled = |entry: &Arc<ServiceEntry>| {
+            entry.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL)).is_some_and(|label| label == id)
+        };
+        let cached = |name: String| {
+            self.entries.get(&ObjectRef::new_with(&name, translation.version).within(&translation.namespace))
+        };
+        self.entries_by_route.names(id).into_iter().filter_map(cached).filter(labelled).collect()
     }
 
     /// What is wrong with a route's objects now, if anything.
@@ -439,9 +485,28 @@ impl Healer {
             return None;
         }
         let entries_known = self.entries_synced.load(Ordering::Acquire);
-        let entry = self.entry(id);
+        let own_name = entry_name(translation, id);
+        let (entry, stray_entries): (Vec<_>, Vec<_>) = match entries_known {
+            true => {
+                self.entries_of(id).into_iter().partition(|e| e.metadata.name.as_deref() == Some(&own_name))
+            }
+            false => Default::default(),
+        };
+        let entry = entry.into_iter().next();
         let ours: Vec<&Found> =
             objects.iter().filter(|(_, stored)| matches!(stored.origin, Origin::Ours { .. })).collect();
+        // A copy under another name, beside the object its route renders, is deleted; alone it
+        // is what routes the route, and is left to the route's next write.
+        let (named, misnamed): (Vec<&Found>, Vec<&Found>) =
+            ours.iter().partition(|(object, stored)| match stored.origin {
+                Origin::Ours { generation } => {
+                    name_of(object) == translation.virtual_service_name(stored.route.spec(), generation)
+                }
+                Origin::Legacy => true,
+            });
+        if let (Some(stray), false) = (misnamed.first(), named.is_empty()) {
+            return Some(Drift::Misnamed(Misnamed::VirtualService(Arc::clone(&stray.0))));
+        }
         let Some(&current) = ours.first() else {
             if !objects.is_empty() {
                 // The Go proxy's object: not ours to render or restore.
@@ -454,7 +519,7 @@ impl Healer {
             {
                 return render(&stored.route, generation).map(|r| Drift::Deleted(Box::new(r)));
             }
-            return entry.filter(|_| entries_known).map(Drift::Orphaned);
+            return entry.or_else(|| stray_entries.into_iter().next()).map(Drift::Orphaned);
         };
         if let Some(&stray) = ours.get(1) {
             return Some(Drift::Stray { stray: stray.clone(), current: current.clone() });
@@ -471,11 +536,14 @@ impl Healer {
         if !entries_known {
             return None;
         }
+        if let Some(stray) = stray_entries.into_iter().next() {
+            return Some(Drift::Misnamed(Misnamed::ServiceEntry(stray)));
+        }
         match (rendered.service_entry, entry) {
             (Some(wanted), None) => {
                 Some(Drift::EntryMissing(Box::new(wanted), name_of(&current.0).to_owned()))
             }
-            (Some(mut wanted), Some(entry)) if spec_digest(&entry.spec) != spec_digest(&wanted.spec) => {
+            (Some(mut wanted), Some(entry)) if observed_digest(&entry) != spec_digest(&wanted.spec) => {
                 wanted.metadata.resource_version = entry.metadata.resource_version.clone();
                 Some(Drift::EntryEdited(wanted))
             }
@@ -512,6 +580,8 @@ impl Healer {
             Drift::EntryMissing(entry, _) => entry.metadata.name.clone(),
             Drift::EntryEdited(entry) => entry.metadata.name.clone(),
             Drift::Orphaned(entry) => entry.metadata.name.clone(),
+            Drift::Misnamed(Misnamed::VirtualService(object)) => object.metadata.name.clone(),
+            Drift::Misnamed(Misnamed::ServiceEntry(entry)) => entry.metadata.name.clone(),
         }
         .unwrap_or_default();
         // At most `max_repairs_per_second`: a new build that renders every route differently
@@ -623,10 +693,13 @@ impl Healer {
                 }
             }
             Drift::EntryEdited(entry) => store.restore_service_entry(&entry).await,
-            Drift::Orphaned(entry) => {
+            Drift::Orphaned(entry) | Drift::Misnamed(Misnamed::ServiceEntry(entry)) => {
                 let name = entry.metadata.name.clone().unwrap_or_default();
                 let version = entry.metadata.resource_version.clone().unwrap_or_default();
                 store.delete_service_entry_at(&name, version).await
+            }
+            Drift::Misnamed(Misnamed::VirtualService(object)) => {
+                store.delete_virtual_service(name_of(&object), object.metadata.resource_version.clone()).await
             }
         }
     }

@@ -14,13 +14,14 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::Status;
-use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::reflector::{self, ObjectRef, store::Writer};
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
 use crate::heal::{DELETE_INTENT_ANNOTATION, Touch, spec_digest};
+use crate::index::LabelIndex;
 use crate::metrics::{KubeMetrics, Verb};
 use crate::overlay::{Overlay, Write};
 use crate::read::Origin;
@@ -55,7 +56,11 @@ pub struct KubeStore {
     virtual_services: Api<VirtualService>,
     service_entries: Api<ServiceEntry>,
     namespace: String,
+    /// The API version of the VirtualServices, which names them in the cache.
+    version: IstioVersion,
     cache: reflector::Store<VirtualService>,
+    /// The cached VirtualServices by route id.
+    index: Arc<LabelIndex>,
     /// Set by the watch loop on the first complete list. (kube-runtime's
     /// `Store::wait_until_ready` missed that wake-up on a current-thread runtime, and would
     /// hold readiness back until something else polled it.)
@@ -104,6 +109,8 @@ impl KubeStore {
         let heal_feed: Arc<OnceLock<tokio::sync::mpsc::UnboundedSender<Touch>>> = Arc::new(OnceLock::new());
         let watch_feed = Arc::clone(&heal_feed);
         let legacy_annotation = translation.legacy_annotation();
+        let index = Arc::new(LabelIndex::new(ROUTE_LABEL));
+        let watch_index = Arc::clone(&index);
         let WatchCache { cache, ready, overlay, stats } = watch_cache(
             virtual_services.clone(),
             version,
@@ -112,6 +119,7 @@ impl KubeStore {
             metrics.clone(),
             VS,
             move |event| {
+                watch_index.observe(event);
                 if let Some(feed) = watch_feed.get() {
                     tell_healing(feed, event);
                 }
@@ -121,7 +129,9 @@ impl KubeStore {
             virtual_services,
             service_entries,
             namespace,
+            version,
             cache,
+            index,
             ready,
             overlay,
             stats,
@@ -320,10 +330,22 @@ impl RouteStore for KubeStore {
     }
 
     fn virtual_services_of(&self, route: &str) -> Vec<Arc<VirtualService>> {
-        let belongs = |o: &Arc<VirtualService>| {
+        let belongs = |o: &VirtualService| {
             o.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL)).map(String::as_str) == Some(route)
         };
-        self.current().into_iter().filter(belongs).collect()
+        // The names the cache's index and our pending writes give, each read through the
+        // overlay as `current` reads them all: the cost of one route, whatever the number.
+        let mut names = self.index.names(route);
+        names.extend(self.overlay.pending_names(belongs));
+        names.sort_unstable();
+        names.dedup();
+        let cached =
+            |name: &str| self.cache.get(&ObjectRef::new_with(name, self.version).within(&self.namespace));
+        names
+            .iter()
+            .filter_map(|name| self.overlay.get(name, || cached(name)))
+            .filter(|o| belongs(o))
+            .collect()
     }
 
     async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {

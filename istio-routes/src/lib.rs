@@ -67,6 +67,7 @@ mod caches;
 mod error;
 pub mod explain;
 pub mod heal;
+mod index;
 mod kube_store;
 mod memory;
 pub mod metrics;
@@ -94,6 +95,7 @@ pub use translate::*;
 /// of the API server's answers to [`Error`], and the caches kept between requests.
 pub mod shared {
     pub use crate::caches::{Listing, shrink_when_sparse};
+    pub use crate::index::LabelIndex;
     pub use crate::kube_store::{
         WatchCache, check_kind_served, classify_resource, count_watch_call, server_version, watch_backoff,
         watch_cache,

@@ -277,6 +277,14 @@ impl<K: Resource> Overlay<K> {
         }
     }
 
+    /// The names of written objects the watch has not delivered yet that `select` picks: with
+    /// an index of the cache, what a reader of a few objects must look up by name.
+    pub fn pending_names(&self, select: impl Fn(&K) -> bool) -> Vec<String> {
+        let state = self.state();
+        let written = state.pending.iter().filter(|(_, p)| p.object.as_deref().is_some_and(&select));
+        written.map(|(name, _)| name.clone()).collect()
+    }
+
     /// The cached objects with the writes not yet in them. `cache` is read under the
     /// overlay's lock, so that no event can pass between the two reads.
     pub fn apply(&self, cache: impl FnOnce() -> Vec<Arc<K>>) -> Vec<Arc<K>> {

@@ -1,6 +1,6 @@
 //! Healing against a real API server, with three replicas healing one namespace: each drift
 //! (a spec edited, a VirtualService or ServiceEntry deleted, a stray generation, an orphaned
-//! ServiceEntry) is repaired, by exactly one replica, within seconds; and a route deleted
+//! ServiceEntry, a copy under a name the route does not render) is repaired, by exactly one replica, within seconds; and a route deleted
 //! through any replica stays deleted on all of them.
 
 mod common;
@@ -19,7 +19,7 @@ use testkit::apiserver::ApiServer;
 
 const VS: &str = "virtualservices";
 const SE: &str = "serviceentries";
-const KINDS: [&str; 4] = ["edited", "deleted", "stray_generation", "orphaned"];
+const KINDS: [&str; 5] = ["edited", "deleted", "stray_generation", "orphaned", "stray"];
 
 /// The grace of stray generations and orphans in these tests (5 s by default).
 const GRACE: Duration = Duration::from_secs(2);
@@ -202,6 +202,49 @@ async fn an_orphaned_service_entry_is_deleted_once() {
     tokio::time::sleep(SETTLE).await;
     assert_eq!(all_repairs(&replicas), [format!("{SE}/orphaned: 1")], "repaired once, after {took:?}");
     assert_eq!(objects.routes().await, ["/user/bob -> http://jupyter-bob:8888"]);
+}
+
+#[tokio::test]
+async fn copies_under_names_the_route_does_not_render_are_deleted_once() {
+    let (replicas, objects) = setup("heal-copy").await;
+    add(&replicas, &[("/user/alice", "http://10.0.0.1:8888")]).await;
+    let names = objects.names().await;
+    let entries: Vec<String> =
+        objects.service_entries().await.iter().map(|e| e.metadata.name.clone().unwrap()).collect();
+
+    // Each object copied, labels and all: the VirtualService under an older naming (no depth
+    // in the name), the ServiceEntry under a name of someone's choosing.
+    let mut copy = objects.virtual_services.get(&names[0]).await.unwrap();
+    let id = copy.metadata.labels.as_ref().unwrap()[istio_routes::ROUTE_LABEL].clone();
+    copy.metadata = kube::api::ObjectMeta {
+        name: Some(format!("{}-{id}-0", objects.translation.prefix)),
+        labels: copy.metadata.labels.take(),
+        annotations: copy.metadata.annotations.take(),
+        ..Default::default()
+    };
+    objects.virtual_services.create(&PostParams::default(), &copy).await.unwrap();
+    let mut entry = objects.service_entries.get(&entries[0]).await.unwrap();
+    entry.metadata = kube::api::ObjectMeta {
+        name: Some(format!("{}-copy", entries[0])),
+        labels: entry.metadata.labels.take(),
+        annotations: entry.metadata.annotations.take(),
+        ..Default::default()
+    };
+    objects.service_entries.create(&PostParams::default(), &entry).await.unwrap();
+
+    let took = within("the copies are gone", Duration::from_secs(15), || async {
+        let left: Vec<String> =
+            objects.service_entries().await.iter().map(|e| e.metadata.name.clone().unwrap()).collect();
+        objects.names().await == names && left == entries
+    })
+    .await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        all_repairs(&replicas),
+        [format!("{VS}/stray: 1"), format!("{SE}/stray: 1")],
+        "repaired once each, after {took:?}"
+    );
+    assert_eq!(objects.routes().await, ["/user/alice -> http://10.0.0.1:8888"]);
 }
 
 /// A small deterministic generator, so that a failure replays.

@@ -108,3 +108,30 @@ pub fn target_dir() -> std::path::PathBuf {
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| workspace_root().join("target"))
 }
+
+/// The `main` of a benchmark binary: its arguments parsed (a usage error exits 2), then the run
+/// (a failure exits 1, with `name` and why).
+pub async fn bench_main<A, F>(
+    name: &str,
+    usage: &str,
+    args: Result<A, String>,
+    run: impl FnOnce(A) -> F,
+) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let args = match args {
+        Ok(args) => args,
+        Err(why) => {
+            eprintln!("{why}\n{usage}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("{name}: {why}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

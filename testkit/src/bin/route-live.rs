@@ -197,18 +197,5 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(why) => {
-            eprintln!("{why}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(why) => {
-            eprintln!("route-live: {why}");
-            ExitCode::FAILURE
-        }
-    }
+    testkit::bench_main("route-live", USAGE, parse_args(), run).await
 }
