@@ -8,9 +8,12 @@
 //!
 //! Per routing API: start ours (`--store kubernetes`) in a namespace of its own; add `--small`
 //! routes (pod-IP targets, as KubeSpawner sends) through the API; time `--samples` GETs of one
-//! route and `--samples` POSTs re-adding one route with another target, one at a time; add
-//! routes up to `--routes` with `--clients` concurrent clients; time the same again; list every
-//! route once (as JupyterHub's check does) and read the process's VmRSS.
+//! route and `--samples` POSTs re-adding one route with another target, one at a time, and as
+//! many server-side applies of a small object of the same kind straight to the API server (its
+//! own share of a POST); add routes up to `--routes` with `--clients` concurrent clients; time
+//! the same again; list every route once (as JupyterHub's check does) and read the process's
+//! VmRSS. Then, for where the memory goes, the VmRSS of two fresh processes that read the same
+//! routes, one with healing and one without.
 //!
 //! Output: one tab-separated line per figure on stdout, and a table on stderr.
 
@@ -19,6 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use testkit::apiserver::ApiServer;
 use testkit::client::ApiClient;
 use testkit::process::ProxyProcess;
@@ -121,6 +126,49 @@ async fn median_ms<F: std::future::Future<Output = Result<(), String>>>(
     Ok(taken[taken.len() / 2].as_secs_f64() * 1000.0)
 }
 
+/// The API server's own share of a POST: the median of `samples` server-side applies of a
+/// small object of the kind the routing API writes, not ours (no labels), made by this client,
+/// its host changing each time as a route's target does.
+async fn server_apply(
+    server: &ApiServer,
+    namespace: &str,
+    routing: &str,
+    samples: usize,
+) -> Result<f64, String> {
+    let istio = routing == "istio";
+    let (group, kind, plural) = match istio {
+        true => ("networking.istio.io", "VirtualService", "virtualservices"),
+        false => ("gateway.networking.k8s.io", "HTTPRoute", "httproutes"),
+    };
+    let spec = |host: String| match istio {
+        true => {
+            serde_json::json!({"hosts": [host], "http": [{"route": [{"destination": {"host": "probe"}}]}]})
+        }
+        false => {
+            serde_json::json!({"hostnames": [host], "rules": [{"backendRefs": [{"name": "probe", "port": 80}]}]})
+        }
+    };
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural);
+    let api: Api<DynamicObject> = Api::namespaced_with(server.client(), namespace, &resource);
+    let params = PatchParams::apply("scale-bench").force();
+    median_ms(samples, |i| {
+        let object = serde_json::json!({
+            "apiVersion": format!("{group}/v1"),
+            "kind": kind,
+            "metadata": {"name": "scale-probe"},
+            "spec": spec(format!("h{}.example.org", i % 2)),
+        });
+        let (api, params) = (&api, &params);
+        async move {
+            api.patch("scale-probe", params, &Patch::Apply(&object))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
 /// One route's GET and POST, each the median of `samples`.
 async fn one_route(api: &ApiClient, samples: usize) -> Result<(f64, f64), String> {
     let get = median_ms(samples, |_| async {
@@ -135,6 +183,27 @@ async fn one_route(api: &ApiClient, samples: usize) -> Result<(f64, f64), String
     })
     .await?;
     Ok((get, post))
+}
+
+/// How long the watch, healing's checks and the API server get to settle before a measurement.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// One routing API's figures: (at `--small`, at `--routes`) medians in ms, and VmRSS in MiB.
+struct Row<'a> {
+    routing: &'a str,
+    get: (f64, f64),
+    post: (f64, f64),
+    server: (f64, f64),
+    rss: f64,
+    fresh_healing: f64,
+    fresh_no_healing: f64,
+}
+
+/// Lists every route once, as JupyterHub's check does, and checks their number.
+async fn listed(api: &ApiClient, routes: usize) -> Result<(), String> {
+    let listed = api.get("/api/routes").await;
+    let count = listed.json().as_object().map_or(0, |routes| routes.len());
+    if count == routes { Ok(()) } else { Err(format!("listed {count} routes, not {routes}")) }
 }
 
 fn rss_mib(pid: u32) -> Result<f64, String> {
@@ -165,43 +234,96 @@ async fn run(args: Args) -> Result<(), String> {
         let api = ApiClient::new(proxy.addr(), Some(TOKEN)).with_timeout(Duration::from_secs(60));
 
         add_routes(&api, 0, args.small, args.clients).await?;
+        // The watch, healing's checks and the API server settle before each measurement.
+        tokio::time::sleep(SETTLE).await;
         let (get_small, post_small) = one_route(&api, args.samples).await?;
+        let server_small = server_apply(&api_server, &namespace, routing, args.samples).await?;
         let started = Instant::now();
         add_routes(&api, args.small, args.routes, args.clients).await?;
         eprintln!("{routing}: {} routes added in {:.0} s", args.routes, started.elapsed().as_secs_f64());
+        tokio::time::sleep(SETTLE).await;
         let (get_large, post_large) = one_route(&api, args.samples).await?;
-        let listed = api.get("/api/routes").await;
-        let count = listed.json().as_object().map_or(0, |routes| routes.len());
-        if count != args.routes {
-            return Err(format!("{routing}: listed {count} routes, not {}", args.routes));
-        }
-        // Healing's first pass and the watch settle; then the memory as an operator sees it.
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let server_large = server_apply(&api_server, &namespace, routing, args.samples).await?;
+        listed(&api, args.routes).await.map_err(|e| format!("{routing}: {e}"))?;
+        tokio::time::sleep(SETTLE).await;
         let rss = rss_mib(pid)?;
-        rows.push((*routing, get_small, get_large, post_small, post_large, rss));
+        drop(proxy);
+
+        // Where the memory goes: the same routes read by a fresh process, with healing and
+        // without; what the one above holds beyond the first is what adding them left behind.
+        let mut fresh = Vec::new();
+        for heal in ["--heal=true", "--heal=false"] {
+            let proxy = ProxyProcess::start_kubernetes(
+                &args.ours,
+                api_server.kubeconfig_path(),
+                &namespace,
+                TOKEN,
+                &[flags, &[heal]].concat(),
+            )
+            .await;
+            let api = ApiClient::new(proxy.addr(), Some(TOKEN)).with_timeout(Duration::from_secs(60));
+            listed(&api, args.routes).await.map_err(|e| format!("{routing}, fresh: {e}"))?;
+            tokio::time::sleep(SETTLE).await;
+            fresh.push(rss_mib(proxy.pid().ok_or("the proxy has no pid")?)?);
+        }
+        rows.push(Row {
+            routing,
+            get: (get_small, get_large),
+            post: (post_small, post_large),
+            server: (server_small, server_large),
+            rss,
+            fresh_healing: fresh[0],
+            fresh_no_healing: fresh[1],
+        });
     }
 
+    let (s, l) = (args.small, args.routes);
     eprintln!(
-        "\n| routing | GET at {s} ms | GET at {l} ms | ratio | POST at {s} ms | POST at {l} ms | ratio | VmRSS at {l} MiB |",
-        s = args.small,
-        l = args.routes
+        "\nMedians in ms; ratio = at {l} ÷ at {s}; the API server's apply is its own share of a POST.\n"
     );
-    eprintln!("|---|---|---|---|---|---|---|---|");
-    for (routing, get_small, get_large, post_small, post_large, rss) in rows {
-        for (name, value) in [
-            ("get_small_ms", get_small),
-            ("get_large_ms", get_large),
-            ("post_small_ms", post_small),
-            ("post_large_ms", post_large),
-            ("rss_mib", rss),
-        ] {
-            println!("{routing}\t{name}\t{value:.2}");
-        }
+    eprintln!(
+        "| routing | GET at {s} | GET at {l} | ratio | POST at {s} | POST at {l} | ratio | API server's apply at {s} | at {l} | ratio |"
+    );
+    eprintln!("|---|---|---|---|---|---|---|---|---|---|");
+    for row in &rows {
+        let ratio = |(small, large): (f64, f64)| large / small;
         eprintln!(
-            "| {routing} | {get_small:.2} | {get_large:.2} | {:.2} | {post_small:.2} | {post_large:.2} | {:.2} | {rss:.1} |",
-            get_large / get_small,
-            post_large / post_small
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            row.routing,
+            row.get.0,
+            row.get.1,
+            ratio(row.get),
+            row.post.0,
+            row.post.1,
+            ratio(row.post),
+            row.server.0,
+            row.server.1,
+            ratio(row.server)
         );
+    }
+    eprintln!("\nVmRSS in MiB with {l} routes.\n");
+    eprintln!(
+        "| routing | after adding them (healing on) | a fresh start, healing on | a fresh start, healing off |"
+    );
+    eprintln!("|---|---|---|---|");
+    for row in &rows {
+        eprintln!(
+            "| {} | {:.1} | {:.1} | {:.1} |",
+            row.routing, row.rss, row.fresh_healing, row.fresh_no_healing
+        );
+        for (name, value) in [
+            ("get_small_ms", row.get.0),
+            ("get_large_ms", row.get.1),
+            ("post_small_ms", row.post.0),
+            ("post_large_ms", row.post.1),
+            ("server_apply_small_ms", row.server.0),
+            ("server_apply_large_ms", row.server.1),
+            ("rss_mib", row.rss),
+            ("fresh_healing_rss_mib", row.fresh_healing),
+            ("fresh_no_healing_rss_mib", row.fresh_no_healing),
+        ] {
+            println!("{}\t{name}\t{value:.2}", row.routing);
+        }
     }
     Ok(())
 }
