@@ -12,8 +12,9 @@
 //! many server-side applies of a small object of the same kind straight to the API server (its
 //! own share of a POST); add routes up to `--routes` with `--clients` concurrent clients; time
 //! the same again; list every route once (as JupyterHub's check does) and read the process's
-//! VmRSS. Then, for where the memory goes, the VmRSS of two fresh processes that read the same
-//! routes, one with healing and one without.
+//! VmRSS. Then, for where the memory goes, the VmRSS of fresh processes that read the same
+//! routes: with healing, with healing and the allocator giving freed memory back at once, and
+//! without healing.
 //!
 //! Output: one tab-separated line per figure on stdout, and a table on stderr.
 
@@ -195,9 +196,15 @@ struct Row<'a> {
     post: (f64, f64),
     server: (f64, f64),
     rss: f64,
-    fresh_healing: f64,
-    fresh_no_healing: f64,
+    /// A fresh start's VmRSS in each of [`FRESH`]'s ways.
+    fresh: Vec<f64>,
 }
+
+/// The fresh starts that say where the memory goes: healing on; healing on with the allocator
+/// giving freed memory back at once (mimalloc's purge delay, 10 ms by default, at 0); healing
+/// off.
+const FRESH: [(&str, &[(&str, &str)]); 3] =
+    [("--heal=true", &[]), ("--heal=true", &[("MIMALLOC_PURGE_DELAY", "0")]), ("--heal=false", &[])];
 
 /// Lists every route once, as JupyterHub's check does, and checks their number.
 async fn listed(api: &ApiClient, routes: usize) -> Result<(), String> {
@@ -252,15 +259,16 @@ async fn run(args: Args) -> Result<(), String> {
         // Where the memory goes: the same routes read by a fresh process, with healing and
         // without; what the one above holds beyond the first is what adding them left behind.
         let mut fresh = Vec::new();
-        for heal in ["--heal=true", "--heal=false"] {
-            let proxy = ProxyProcess::start_kubernetes(
-                &args.ours,
-                api_server.kubeconfig_path(),
-                &namespace,
-                TOKEN,
-                &[flags, &[heal]].concat(),
-            )
-            .await;
+        for (heal, env) in FRESH {
+            let mut command = tokio::process::Command::new(&args.ours);
+            command
+                .env_clear()
+                .env("KUBECONFIG", api_server.kubeconfig_path())
+                .env("CONFIGPROXY_AUTH_TOKEN", TOKEN);
+            command.envs(env.iter().copied());
+            command.args(["--store", "kubernetes", "--listen", "127.0.0.1:0", "--k8s-namespace", &namespace]);
+            command.args(flags).arg(heal);
+            let proxy = ProxyProcess::spawn(command).await;
             let api = ApiClient::new(proxy.addr(), Some(TOKEN)).with_timeout(Duration::from_secs(60));
             listed(&api, args.routes).await.map_err(|e| format!("{routing}, fresh: {e}"))?;
             tokio::time::sleep(SETTLE).await;
@@ -272,8 +280,7 @@ async fn run(args: Args) -> Result<(), String> {
             post: (post_small, post_large),
             server: (server_small, server_large),
             rss,
-            fresh_healing: fresh[0],
-            fresh_no_healing: fresh[1],
+            fresh,
         });
     }
 
@@ -303,14 +310,12 @@ async fn run(args: Args) -> Result<(), String> {
     }
     eprintln!("\nVmRSS in MiB with {l} routes.\n");
     eprintln!(
-        "| routing | after adding them (healing on) | a fresh start, healing on | a fresh start, healing off |"
+        "| routing | after adding them (healing on) | a fresh start, healing on | the same, MIMALLOC_PURGE_DELAY=0 | a fresh start, healing off |"
     );
-    eprintln!("|---|---|---|---|");
+    eprintln!("|---|---|---|---|---|");
     for row in &rows {
-        eprintln!(
-            "| {} | {:.1} | {:.1} | {:.1} |",
-            row.routing, row.rss, row.fresh_healing, row.fresh_no_healing
-        );
+        let [on, purged, off] = [row.fresh[0], row.fresh[1], row.fresh[2]];
+        eprintln!("| {} | {:.1} | {on:.1} | {purged:.1} | {off:.1} |", row.routing, row.rss);
         for (name, value) in [
             ("get_small_ms", row.get.0),
             ("get_large_ms", row.get.1),
@@ -319,8 +324,9 @@ async fn run(args: Args) -> Result<(), String> {
             ("server_apply_small_ms", row.server.0),
             ("server_apply_large_ms", row.server.1),
             ("rss_mib", row.rss),
-            ("fresh_healing_rss_mib", row.fresh_healing),
-            ("fresh_no_healing_rss_mib", row.fresh_no_healing),
+            ("fresh_healing_rss_mib", row.fresh[0]),
+            ("fresh_healing_purge0_rss_mib", row.fresh[1]),
+            ("fresh_no_healing_rss_mib", row.fresh[2]),
         ] {
             println!("{}\t{name}\t{value:.2}", row.routing);
         }
