@@ -238,17 +238,22 @@ async fn run(args: Args) -> Result<(), String> {
         )
         .await;
         let pid = proxy.pid().ok_or("the proxy has no pid")?;
-        let api = ApiClient::new(proxy.addr(), Some(TOKEN)).with_timeout(Duration::from_secs(60));
+        // A client of its own after each pause: the proxy closes idle connections, and a pooled
+        // one reused just then fails the request.
+        let client = || ApiClient::new(proxy.addr(), Some(TOKEN)).with_timeout(Duration::from_secs(60));
+        let api = client();
 
         add_routes(&api, 0, args.small, args.clients).await?;
         // The watch, healing's checks and the API server settle before each measurement.
         tokio::time::sleep(SETTLE).await;
+        let api = client();
         let (get_small, post_small) = one_route(&api, args.samples).await?;
         let server_small = server_apply(&api_server, &namespace, routing, args.samples).await?;
         let started = Instant::now();
         add_routes(&api, args.small, args.routes, args.clients).await?;
         eprintln!("{routing}: {} routes added in {:.0} s", args.routes, started.elapsed().as_secs_f64());
         tokio::time::sleep(SETTLE).await;
+        let api = client();
         let (get_large, post_large) = one_route(&api, args.samples).await?;
         let server_large = server_apply(&api_server, &namespace, routing, args.samples).await?;
         listed(&api, args.routes).await.map_err(|e| format!("{routing}: {e}"))?;
