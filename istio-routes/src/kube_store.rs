@@ -335,8 +335,10 @@ impl RouteStore for KubeStore {
         };
         // The names the cache's index and our pending writes give, each read through the
         // overlay as `current` reads them all: the cost of one route, whatever the number.
-        let mut names = self.index.names(route);
-        names.extend(self.overlay.pending_names(belongs));
+        // The overlay first: the watch updates the index before the overlay lets go of a write,
+        // so a write gone from the one read is in the other read after it.
+        let mut names = self.overlay.pending_names(belongs);
+        names.extend(self.index.names(route));
         names.sort_unstable();
         names.dedup();
         let cached =
@@ -456,7 +458,7 @@ where
 /// Starts watching the objects of `api` that `selector` selects (on the current tokio
 /// runtime): list, then watch, retried with [`watch_backoff`], each object trimmed by `slim`
 /// before it is cached, every call counted in `metrics` under `resource`. Each event reaches
-/// the cache, then the overlay, then `also` (healing's feed, for one).
+/// the cache, then `also` (an index of the cache, healing's feed), then the overlay.
 pub fn watch_cache<K>(
     api: Api<K>,
     dynamic: K::DynamicType,
@@ -487,8 +489,11 @@ where
                 // Counted after the reflector applied it: a listing built before the count
                 // changes is rebuilt, never kept stale.
                 watch_stats.events.fetch_add(1, Ordering::AcqRel);
-                watch_overlay.saw(event);
+                // `also` before the overlay lets go of the writes the event shows: an index it
+                // keeps of the cache (the store's by route id) must never be behind the overlay,
+                // or a route just written would be found in neither.
                 also(event);
+                watch_overlay.saw(event);
             }
             match event {
                 Ok(watcher::Event::InitDone) => {
