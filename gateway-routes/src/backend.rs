@@ -148,28 +148,34 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
     /// an existing route's are written again as they were. Best effort: what fails here is
     /// logged, and the write's own error is what JupyterHub hears.
     async fn undo(&self, name: &str, cached: Option<&HttpRoute>) {
-        let previous = cached.and_then(|object| self.decode(object));
-        let result = match previous.map(|route| self.translation.render(&route)) {
-            Some(Ok(rendered)) => {
-                let had_pod_backend = rendered.pod_backend.is_some();
-                let restored = self.write(name, rendered, cached).await.map(drop);
-                // The failed write may have given the route a backend it did not have.
-                let deleted = match had_pod_backend {
-                    false => self.store.delete_pod_backend(name).await.map(drop),
-                    true => Ok(()),
-                };
-                restored.and(deleted)
-            }
-            // Nothing readable was there: nothing of the route may stay.
-            _ => match self.store.delete_http_route(name).await {
-                Ok(_) => self.store.delete_pod_backend(name).await.map(drop),
-                Err(error) => Err(error),
+        let result = match cached {
+            // A new route: nothing of it may stay.
+            None => match self.store.delete_http_route(name).await {
+                Ok(_) => self.store.delete_pod_backend(name).await.map(drop).map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
             },
+            Some(cached) => self.restore(name, cached).await,
         };
         self.forget(name);
         if let Err(error) = result {
             tracing::warn!(http_route = name, %error, "could not undo a refused write");
         }
+    }
+
+    /// Writes an existing route's objects again as `cached` holds it. One this build cannot
+    /// write again (unreadable, or refused by its checks now) is left as it is, never deleted:
+    /// JupyterHub did not ask for that.
+    async fn restore(&self, name: &str, cached: &HttpRoute) -> Result<(), String> {
+        let route = self.decode(cached).ok_or("the route it held cannot be read")?;
+        let rendered = self.translation.render(&route).map_err(|e| e.to_string())?;
+        let had_pod_backend = rendered.pod_backend.is_some();
+        let restored = self.write(name, rendered, Some(cached)).await.map(drop);
+        // The failed write may have given the route a backend it did not have.
+        let deleted = match had_pod_backend {
+            false => self.store.delete_pod_backend(name).await.map(drop),
+            true => Ok(()),
+        };
+        restored.and(deleted).map_err(|e| e.to_string())
     }
 
     fn forget(&self, name: &str) {
@@ -487,5 +493,25 @@ mod tests {
         let kept = backend.get(&spec_of("/user/alice")).await.unwrap().unwrap();
         assert_eq!(kept.target().as_str(), "http://jupyter-alice:8888");
         assert!(addresses().is_empty(), "a Service target gets no pod backend from a refused write");
+    }
+
+    /// An existing route this build would not write (here a loopback target, written by a
+    /// proxy that allowed them) is left as it was by a refused update, never deleted.
+    #[tokio::test]
+    async fn a_refused_update_never_deletes_a_route_it_cannot_write_again() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let store = Arc::new(CountingStore::default());
+        let lenient = GatewayTranslation { allow_loopback_targets: true, ..GatewayTranslation::default() };
+        GatewayBackend::new(Arc::clone(&store), lenient)
+            .add(route("/user/alice", "http://127.0.0.1:8888"))
+            .await
+            .unwrap();
+        let backend = GatewayBackend::new(Arc::clone(&store), GatewayTranslation::default());
+        store.refuse_routes.store(true, Relaxed);
+        let error = backend.add(route("/user/alice", "http://10.0.0.8:8888")).await.unwrap_err();
+        assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
+        store.refuse_routes.store(false, Relaxed);
+        let kept = backend.get(&spec_of("/user/alice")).await.unwrap().unwrap();
+        assert_eq!(kept.target().as_str(), "http://127.0.0.1:8888");
     }
 }
