@@ -58,7 +58,7 @@ use tokio::time::Instant;
 
 use crate::backend::{Found, IstioBackend, name_of};
 use crate::index::LabelIndex;
-use crate::kube_store::{SPEC_DIGEST_ANNOTATION, count_watch_call, watch_backoff};
+use crate::kube_store::{SPEC_DIGEST_ANNOTATION, count_watch_call, slim, watch_backoff};
 use crate::metrics::HealMetrics;
 use crate::read::Origin;
 use crate::resources::{IstioKind, IstioObject, ServiceEntry, ServiceEntrySpec, VirtualService};
@@ -142,7 +142,10 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
     let kube_metrics = backend.store().metrics().clone();
     let entries_synced = Arc::new(AtomicBool::new(false));
     let synced = Arc::clone(&entries_synced);
-    let stream = watcher(api, config).backoff(watch_backoff()).modify(slim_entry).reflect(writer);
+    let stream = watcher(api, config)
+        .backoff(watch_backoff())
+        .modify(|object: &mut ServiceEntry| slim(object, ""))
+        .reflect(writer);
     let entries_by_route = Arc::new(LabelIndex::new(ROUTE_LABEL));
     let watch_index = Arc::clone(&entries_by_route);
     let watch = tokio::spawn(async move {
@@ -291,25 +294,9 @@ fn observed_digest<S: Serialize>(object: &IstioObject<S>) -> String {
     }
 }
 
-/// A cached ServiceEntry as healing needs it: its metadata and its spec's digest, not the spec
-/// (10,000 routes' entries are a cache of their own).
-fn slim_entry(object: &mut ServiceEntry) {
-    object.metadata.managed_fields = None;
-    let digest = spec_digest(&object.spec);
-    object.spec = Default::default();
-    let annotations = object.metadata.annotations.get_or_insert_default();
-    annotations.retain(|key, _| key.starts_with("jupyterhub-istio-proxy/"));
-    annotations.insert(SPEC_DIGEST_ANNOTATION.to_owned(), digest);
-}
-
 /// An etcd revision, to tell which of two writes came last.
 fn revision(object: &VirtualService) -> u64 {
     object.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
-/// The name of the ServiceEntry of the route with id `id`.
-fn entry_name(translation: &crate::Translation, id: &str) -> String {
-    format!("{}-{id}", translation.prefix)
 }
 
 async fn until(due: Option<Instant>) {
@@ -453,7 +440,7 @@ impl Healer {
     fn entry(&self, id: &str) -> Option<Arc<ServiceEntry>> {
         let translation = self.backend.translation();
         self.entries.get(
-            &ObjectRef::new_with(&entry_name(translation, id), translation.version)
+            &ObjectRef::new_with(&translation.service_entry_name_of(id), translation.version)
                 .within(&translation.namespace),
         )
     }
@@ -485,7 +472,7 @@ impl Healer {
             return None;
         }
         let entries_known = self.entries_synced.load(Ordering::Acquire);
-        let own_name = entry_name(translation, id);
+        let own_name = translation.service_entry_name_of(id);
         let (entry, stray_entries): (Vec<_>, Vec<_>) = match entries_known {
             true => {
                 self.entries_of(id).into_iter().partition(|e| e.metadata.name.as_deref() == Some(&own_name))
@@ -497,13 +484,10 @@ impl Healer {
             objects.iter().filter(|(_, stored)| matches!(stored.origin, Origin::Ours { .. })).collect();
         // A copy under another name, beside the object its route renders, is deleted; alone it
         // is what routes the route, and is left to the route's next write.
-        let (named, misnamed): (Vec<&Found>, Vec<&Found>) =
-            ours.iter().partition(|(object, stored)| match stored.origin {
-                Origin::Ours { generation } => {
-                    name_of(object) == translation.virtual_service_name(stored.route.spec(), generation)
-                }
-                Origin::Legacy => true,
-            });
+        let (named, misnamed): (Vec<&Found>, Vec<&Found>) = ours.iter().partition(|(object, stored)| {
+            matches!(stored.origin, Origin::Ours { generation }
+                    if name_of(object) == translation.virtual_service_name(stored.route.spec(), generation))
+        });
         if let (Some(stray), false) = (misnamed.first(), named.is_empty()) {
             return Some(Drift::Misnamed(Misnamed::VirtualService(Arc::clone(&stray.0))));
         }

@@ -519,13 +519,17 @@ where
 /// last-applied configuration) can be as large as the object.
 ///
 /// Healing needs to know whether the spec is still what the route renders, so a digest of it
-/// stays, as an annotation only the cache holds ([`SPEC_DIGEST_ANNOTATION`]).
-fn slim(object: &mut VirtualService, legacy_annotation: &str) {
+/// stays, as an annotation only the cache holds ([`SPEC_DIGEST_ANNOTATION`]). Healing's cache of
+/// ServiceEntries is slimmed the same way (with no legacy annotation to keep).
+pub(crate) fn slim<S: serde::Serialize + Default>(object: &mut IstioObject<S>, legacy_annotation: &str) {
     object.metadata.managed_fields = None;
     let digest = spec_digest(&object.spec);
     object.spec = Default::default();
     let annotations = object.metadata.annotations.get_or_insert_default();
-    annotations.retain(|key, _| key.starts_with("jupyterhub-istio-proxy/") || key == legacy_annotation);
+    annotations.retain(|key, _| {
+        key.starts_with("jupyterhub-istio-proxy/")
+            || (!legacy_annotation.is_empty() && key == legacy_annotation)
+    });
     annotations.insert(SPEC_DIGEST_ANNOTATION.to_owned(), digest);
 }
 

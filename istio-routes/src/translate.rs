@@ -183,7 +183,7 @@ impl Translation {
         format!("{}-{:02}-{id}-{generation}", self.prefix, MAX_DEPTH - depth(spec))
     }
 
-    fn service_entry_name_of(&self, id: &str) -> String {
+    pub(crate) fn service_entry_name_of(&self, id: &str) -> String {
         format!("{}-{id}", self.prefix)
     }
 
