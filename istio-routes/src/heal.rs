@@ -49,7 +49,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::runtime::reflector::{self, ObjectRef, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -57,11 +56,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::backend::{Found, IstioBackend, name_of};
-use crate::index::LabelIndex;
-use crate::kube_store::{SPEC_DIGEST_ANNOTATION, count_watch_call, slim, watch_backoff};
+use crate::kube_store::{SPEC_DIGEST_ANNOTATION, count_watch_call, watch_backoff};
 use crate::metrics::HealMetrics;
 use crate::read::Origin;
 use crate::resources::{IstioKind, IstioObject, ServiceEntry, ServiceEntrySpec, VirtualService};
+use crate::seen::{Seen, SeenObjects};
 use crate::store::RouteStore;
 use crate::translate::{ROUTE_LABEL, Rendered};
 use crate::{Error, KubeStore, Result};
@@ -80,10 +79,15 @@ pub(crate) enum Touch {
     Resync,
 }
 
-/// The hex SHA-256 of a spec as JSON: what healing compares objects by.
-pub(crate) fn spec_digest<T: Serialize>(spec: &T) -> String {
+/// The SHA-256 of a spec as JSON: what healing compares objects by.
+pub(crate) fn spec_sha256<T: Serialize>(spec: &T) -> [u8; 32] {
     let json = serde_json::to_vec(spec).unwrap_or_default();
-    crate::translate::hex(&Sha256::digest(json))
+    Sha256::digest(json).into()
+}
+
+/// [`spec_sha256`] in hex, as a cached VirtualService carries it.
+pub(crate) fn spec_digest<T: Serialize>(spec: &T) -> String {
+    crate::translate::hex(&spec_sha256(spec))
 }
 
 /// How healing paces itself.
@@ -135,26 +139,23 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
         tracing::warn!("healing was started twice on one store; the second sees no VirtualService events");
     }
     let translation = backend.translation();
-    let writer = Writer::new(translation.version);
-    let entries = writer.as_reader();
     let api = backend.store().service_entries_api().clone();
     let config = watcher::Config::default().labels(&translation.label_selector());
     let kube_metrics = backend.store().metrics().clone();
     let entries_synced = Arc::new(AtomicBool::new(false));
     let synced = Arc::clone(&entries_synced);
-    let stream = watcher(api, config)
-        .backoff(watch_backoff())
-        .modify(|object: &mut ServiceEntry| slim(object, ""))
-        .reflect(writer);
-    let entries_by_route = Arc::new(LabelIndex::new(ROUTE_LABEL));
-    let watch_index = Arc::clone(&entries_by_route);
+    let stream = watcher::<ServiceEntry>(api, config).backoff(watch_backoff());
+    // Not a reflector of the objects: healing only judges ServiceEntries, so it keeps what
+    // judging one takes.
+    let entries = Arc::new(SeenObjects::new(ROUTE_LABEL));
+    let seen = Arc::clone(&entries);
     let watch = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut listing_since = None;
         while let Some(event) = stream.next().await {
             count_watch_call(&kube_metrics, ServiceEntrySpec::PLURAL, &event, &mut listing_since);
             if let Ok(event) = &event {
-                watch_index.observe(event);
+                seen.observe(event, |entry| spec_sha256(&entry.spec));
             }
             let touch = match event {
                 Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
@@ -179,7 +180,6 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
     let healer = Healer {
         backend,
         entries,
-        entries_by_route,
         entries_synced,
         options,
         metrics,
@@ -212,9 +212,8 @@ struct Streak {
 
 struct Healer {
     backend: Arc<IstioBackend<KubeStore>>,
-    entries: reflector::Store<ServiceEntry>,
-    /// The cached ServiceEntries by route id.
-    entries_by_route: Arc<LabelIndex>,
+    /// Our ServiceEntries as the watch shows them, by name and by route id.
+    entries: Arc<SeenObjects>,
     /// Whether the ServiceEntry cache has had its first list: until then (a Role without
     /// `watch` on serviceentries, say) ServiceEntries are not judged.
     entries_synced: Arc<AtomicBool>,
@@ -247,7 +246,7 @@ enum Drift {
     EntryMissing(Box<ServiceEntry>, String),
     /// The rendering to apply, carrying the edited entry's resource version.
     EntryEdited(ServiceEntry),
-    Orphaned(Arc<ServiceEntry>),
+    Orphaned(Seen),
     /// An object of ours labelled with the route's id under a name the route does not render.
     Misnamed(Misnamed),
 }
@@ -255,7 +254,7 @@ enum Drift {
 /// An object under a name its route does not render.
 enum Misnamed {
     VirtualService(Arc<VirtualService>),
-    ServiceEntry(Arc<ServiceEntry>),
+    ServiceEntry(Seen),
 }
 
 impl Drift {
@@ -415,9 +414,7 @@ impl Healer {
     fn survey(&mut self) {
         let mut objects = self.by_route();
         let mut ids: Vec<String> = objects.keys().cloned().collect();
-        ids.extend(
-            self.entries.state().iter().filter_map(|o| o.metadata.labels.as_ref()?.get(ROUTE_LABEL).cloned()),
-        );
+        ids.extend(self.entries.routes());
         ids.sort();
         ids.dedup();
         let drifted: Vec<String> = ids
@@ -436,25 +433,9 @@ impl Healer {
         }
     }
 
-    /// The ServiceEntry of a route, from the cache.
-    fn entry(&self, id: &str) -> Option<Arc<ServiceEntry>> {
-        let translation = self.backend.translation();
-        self.entries.get(
-            &ObjectRef::new_with(&translation.service_entry_name_of(id), translation.version)
-                .within(&translation.namespace),
-        )
-    }
-
-    /// Every cached ServiceEntry labelled with a route's id: the route's own, and any other.
-    fn entries_of(&self, id: &str) -> Vec<Arc<ServiceEntry>> {
-        let translation = self.backend.translation();
-        let labelled = |entry: &Arc<ServiceEntry>| {
-            entry.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL)).is_some_and(|label| label == id)
-        };
-        let cached = |name: String| {
-            self.entries.get(&ObjectRef::new_with(&name, translation.version).within(&translation.namespace))
-        };
-        self.entries_by_route.names(id).into_iter().filter_map(cached).filter(labelled).collect()
+    /// The ServiceEntry of a route, as the watch last showed it.
+    fn entry(&self, id: &str) -> Option<Seen> {
+        self.entries.get(&self.backend.translation().service_entry_name_of(id))
     }
 
     /// What is wrong with a route's objects now, if anything.
@@ -474,9 +455,7 @@ impl Healer {
         let entries_known = self.entries_synced.load(Ordering::Acquire);
         let own_name = translation.service_entry_name_of(id);
         let (entry, stray_entries): (Vec<_>, Vec<_>) = match entries_known {
-            true => {
-                self.entries_of(id).into_iter().partition(|e| e.metadata.name.as_deref() == Some(&own_name))
-            }
+            true => self.entries.of_route(id).into_iter().partition(|entry| entry.name == own_name),
             false => Default::default(),
         };
         let entry = entry.into_iter().next();
@@ -527,8 +506,8 @@ impl Healer {
             (Some(wanted), None) => {
                 Some(Drift::EntryMissing(Box::new(wanted), name_of(&current.0).to_owned()))
             }
-            (Some(mut wanted), Some(entry)) if observed_digest(&entry) != spec_digest(&wanted.spec) => {
-                wanted.metadata.resource_version = entry.metadata.resource_version.clone();
+            (Some(mut wanted), Some(entry)) if entry.digest != spec_sha256(&wanted.spec) => {
+                wanted.metadata.resource_version = Some(entry.resource_version);
                 Some(Drift::EntryEdited(wanted))
             }
             (None, Some(entry)) => Some(Drift::Orphaned(entry)),
@@ -563,9 +542,9 @@ impl Healer {
             Drift::Edited(object) => object.metadata.name.clone(),
             Drift::EntryMissing(entry, _) => entry.metadata.name.clone(),
             Drift::EntryEdited(entry) => entry.metadata.name.clone(),
-            Drift::Orphaned(entry) => entry.metadata.name.clone(),
+            Drift::Orphaned(entry) => Some(entry.name.clone()),
             Drift::Misnamed(Misnamed::VirtualService(object)) => object.metadata.name.clone(),
-            Drift::Misnamed(Misnamed::ServiceEntry(entry)) => entry.metadata.name.clone(),
+            Drift::Misnamed(Misnamed::ServiceEntry(entry)) => Some(entry.name.clone()),
         }
         .unwrap_or_default();
         // At most `max_repairs_per_second`: a new build that renders every route differently
@@ -678,9 +657,7 @@ impl Healer {
             }
             Drift::EntryEdited(entry) => store.restore_service_entry(&entry).await,
             Drift::Orphaned(entry) | Drift::Misnamed(Misnamed::ServiceEntry(entry)) => {
-                let name = entry.metadata.name.clone().unwrap_or_default();
-                let version = entry.metadata.resource_version.clone().unwrap_or_default();
-                store.delete_service_entry_at(&name, version).await
+                store.delete_service_entry_at(&entry.name, entry.resource_version).await
             }
             Drift::Misnamed(Misnamed::VirtualService(object)) => {
                 store.delete_virtual_service(name_of(&object), object.metadata.resource_version.clone()).await

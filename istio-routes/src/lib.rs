@@ -76,6 +76,7 @@ mod overlay;
 mod pod_address;
 mod read;
 pub mod resources;
+mod seen;
 mod store;
 mod translate;
 pub mod yaml;
@@ -102,4 +103,5 @@ pub mod shared {
     };
     pub use crate::overlay::{Overlay, Write};
     pub use crate::pod_address::{PodAddressError, check_pod_address};
+    pub use crate::seen::{Seen, SeenObjects};
 }

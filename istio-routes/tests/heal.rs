@@ -159,6 +159,26 @@ async fn a_service_entry_deleted_behind_our_back_comes_back_once() {
 }
 
 #[tokio::test]
+async fn an_edited_service_entry_is_restored_once() {
+    let (replicas, objects) = setup("heal-entry-edit").await;
+    add(&replicas, &[("/user/alice", "http://10.0.0.1:8888")]).await;
+    let entry = objects.service_entries().await.remove(0);
+    let name = entry.metadata.name.clone().unwrap();
+
+    // kubectl edit: the pod's address made another one.
+    let edit = json!({"spec": {"endpoints": [{"address": "10.0.0.99"}]}});
+    let params = PatchParams { field_manager: Some("kubectl-edit".into()), ..PatchParams::default() };
+    objects.service_entries.patch(&name, &params, &Patch::Merge(&edit)).await.unwrap();
+
+    let took = within("the ServiceEntry is restored", Duration::from_secs(10), || async {
+        objects.service_entries.get(&name).await.unwrap().spec == entry.spec
+    })
+    .await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(all_repairs(&replicas), [format!("{SE}/edited: 1")], "repaired once, after {took:?}");
+}
+
+#[tokio::test]
 async fn a_stray_generation_is_removed_once() {
     let (replicas, objects) = setup("heal-stray").await;
     add(&replicas, &[("/user/alice", "http://jupyter-alice:8888")]).await;
