@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use istio_routes::shared::{Listing, shrink_when_sparse};
+use kube_routes::{Listing, shrink_when_sparse};
 use proxy_api::{Backend, Route, RouteSpec};
 
 use crate::resources::HttpRoute;
@@ -14,7 +14,7 @@ use crate::translate::{GatewayTranslation, Rendered};
 
 /// configurable-http-proxy's routes as HTTPRoutes in a store.
 ///
-/// No ordering is kept, unlike [`istio_routes::IstioBackend`]: the Gateway API gives the
+/// No ordering is kept, unlike `istio_routes::IstioBackend`: the Gateway API gives the
 /// longest path prefix precedence whatever the objects' ages, so one object per route, written
 /// in place, routes as configurable-http-proxy does.
 pub struct GatewayBackend<S> {
@@ -70,7 +70,7 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
     }
 
     fn ready(&self) -> proxy_api::Result<()> {
-        if self.store.is_ready() { Ok(()) } else { Err(istio_routes::Error::NotReady.into()) }
+        if self.store.is_ready() { Ok(()) } else { Err(kube_routes::Error::NotReady.into()) }
     }
 
     /// The route an object holds, decoded once per resource version; unreadable objects
@@ -117,7 +117,7 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
         name: &str,
         rendered: Rendered,
         cached: Option<&HttpRoute>,
-    ) -> istio_routes::Result<Arc<HttpRoute>> {
+    ) -> kube_routes::Result<Arc<HttpRoute>> {
         match rendered.pod_backend {
             Some(backend) => {
                 let early = match cached {
@@ -185,7 +185,7 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
     }
 }
 
-impl<S: HttpRouteStore> istio_routes::metrics::StoreState for GatewayBackend<S> {
+impl<S: HttpRouteStore> kube_routes::StoreState for GatewayBackend<S> {
     fn synced(&self) -> bool {
         self.store.is_ready()
     }
@@ -347,8 +347,8 @@ mod tests {
         refuse_pod_backends: std::sync::atomic::AtomicBool,
     }
 
-    fn refused(name: String) -> istio_routes::Error {
-        istio_routes::Error::Invalid { name, message: "spec: Invalid value".to_owned() }
+    fn refused(name: String) -> kube_routes::Error {
+        kube_routes::Error::Invalid { name, message: "spec: Invalid value".to_owned() }
     }
 
     #[async_trait]
@@ -362,7 +362,7 @@ mod tests {
         fn http_route(&self, name: &str) -> Option<Arc<HttpRoute>> {
             self.inner.http_route(name)
         }
-        async fn apply_http_route(&self, object: HttpRoute) -> istio_routes::Result<Arc<HttpRoute>> {
+        async fn apply_http_route(&self, object: HttpRoute) -> kube_routes::Result<Arc<HttpRoute>> {
             let name = object.metadata.name.clone().unwrap_or_default();
             let held =
                 self.inner.pod_backends().get(&name).map(|b| b.endpoint_slice.endpoints[0].addresses.clone());
@@ -372,17 +372,17 @@ mod tests {
             }
             self.inner.apply_http_route(object).await
         }
-        async fn delete_http_route(&self, name: &str) -> istio_routes::Result<bool> {
+        async fn delete_http_route(&self, name: &str) -> kube_routes::Result<bool> {
             self.inner.delete_http_route(name).await
         }
-        async fn apply_pod_backend(&self, backend: crate::PodBackend) -> istio_routes::Result<()> {
+        async fn apply_pod_backend(&self, backend: crate::PodBackend) -> kube_routes::Result<()> {
             self.pod_backend_applies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if self.refuse_pod_backends.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(refused(backend.endpoint_slice.metadata.name.unwrap_or_default()));
             }
             self.inner.apply_pod_backend(backend).await
         }
-        async fn delete_pod_backend(&self, name: &str) -> istio_routes::Result<bool> {
+        async fn delete_pod_backend(&self, name: &str) -> kube_routes::Result<bool> {
             self.pod_backend_deletes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.delete_pod_backend(name).await
         }

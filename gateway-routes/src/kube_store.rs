@@ -1,7 +1,7 @@
 //! The Kubernetes store: HTTPRoutes, Services and EndpointSlices through the API server, read
 //! from a label-selected watch cache of the HTTPRoutes.
 //!
-//! The machinery is the Istio store's ([`istio_routes::shared`]): the read-your-writes overlay,
+//! The machinery is [`kube_routes`]', as the Istio store's is: the read-your-writes overlay,
 //! the watch's retry, the metrics of every call, and the mapping of the API server's answers
 //! to errors. Writes are server-side applies with the same field manager.
 
@@ -9,16 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use istio_routes::metrics::{KubeMetrics, Verb};
-use istio_routes::shared::{
-    Overlay, WatchCache, Write, check_kind_served, classify_resource, server_version, watch_cache,
-};
-use istio_routes::{FIELD_MANAGER, Result, WatchStats};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::{Client, Resource};
+use kube_routes::{
+    FIELD_MANAGER, KubeMetrics, Overlay, Result, Verb, WatchCache, WatchStats, Write, check_kind_served,
+    classify_resource, retry_throttled, server_version, watch_cache,
+};
 
 use crate::resources::{GATEWAY_GROUP, GATEWAY_VERSION, HttpRoute};
 use crate::status::{Acceptance, Refusals, acceptance};
@@ -127,8 +126,7 @@ impl GatewayKubeStore {
     {
         let name = object.meta().name.clone().unwrap_or_default();
         let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(object));
-        self.metrics
-            .time(Verb::Patch, plural, || api.patch(&name, &params, &patch))
+        retry_throttled(|| self.metrics.time(Verb::Patch, plural, api.patch(&name, &params, &patch)))
             .await
             .map_err(|e| classify_resource(e, "patch", &name, &self.namespace, resource))?;
         Ok(())
@@ -146,7 +144,7 @@ impl GatewayKubeStore {
         K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
     {
         let params = DeleteParams::default();
-        match self.metrics.time(Verb::Delete, plural, || api.delete(name, &params)).await {
+        match retry_throttled(|| self.metrics.time(Verb::Delete, plural, api.delete(name, &params))).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
             Err(error) => Err(classify_resource(error, "delete", name, &self.namespace, resource)),
@@ -187,11 +185,11 @@ impl HttpRouteStore for GatewayKubeStore {
     async fn apply_http_route(&self, object: HttpRoute) -> Result<Arc<HttpRoute>> {
         let name = object.metadata.name.clone().unwrap_or_default();
         let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&object));
-        let mut written = self
-            .metrics
-            .time(Verb::Patch, HttpRoute::PLURAL, || self.http_routes.patch(&name, &params, &patch))
-            .await
-            .map_err(|e| classify_resource(e, "patch", &name, &self.namespace, HTTP_ROUTES))?;
+        let mut written = retry_throttled(|| {
+            self.metrics.time(Verb::Patch, HttpRoute::PLURAL, self.http_routes.patch(&name, &params, &patch))
+        })
+        .await
+        .map_err(|e| classify_resource(e, "patch", &name, &self.namespace, HTTP_ROUTES))?;
         slim(&mut written);
         let written = Arc::new(written);
         self.overlay.wrote(&name, Write::Stored(Arc::clone(&written)));

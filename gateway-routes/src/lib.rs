@@ -6,14 +6,14 @@
 //!   selector-less Service with an EndpointSlice; [`GatewayTranslation::read`] turns an
 //!   HTTPRoute back into its route.
 //! - [`HttpRouteStore`]: what the backend needs from the Kubernetes API;
-//!   [`GatewayKubeStore`] keeps them in Kubernetes behind a watch cache (the Istio store's
-//!   machinery, [`istio_routes::shared`]), [`GatewayMemoryStore`] in memory.
+//!   [`GatewayKubeStore`] keeps them in Kubernetes behind a watch cache ([`kube_routes`]'
+//!   machinery, as the Istio store's), [`GatewayMemoryStore`] in memory.
 //! - [`GatewayBackend`]: the routes API's [`proxy_api::Backend`] over a store.
 //! - [`status`]: what the gateways made of each HTTPRoute (`Accepted`, `ResolvedRefs`).
 //!
 //! The object conventions (labels, annotations, route ids) and the errors are
-//! [`istio_routes`]'s, shared rather than copied, so both backends' objects read alike. Unlike
-//! the Istio backend, nothing here orders objects: the Gateway API gives the longest path
+//! [`kube_routes`]', shared with `istio-routes` rather than copied, so both backends' objects
+//! read alike. Unlike the Istio backend, nothing here orders objects: the Gateway API gives the longest path
 //! prefix precedence by specification.
 //!
 //! ```

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use istio_routes::Result;
+use kube_routes::Result;
 
 use crate::resources::HttpRoute;
 use crate::store::HttpRouteStore;

@@ -106,7 +106,7 @@ impl Refusals {
             Event::Delete(object) => (object, true),
         };
         let name = object.metadata.name.clone().unwrap_or_default();
-        let route = object.metadata.annotations.as_ref().and_then(|a| a.get(istio_routes::SPEC_ANNOTATION));
+        let route = object.metadata.annotations.as_ref().and_then(|a| a.get(kube_routes::SPEC_ANNOTATION));
         match (gone, acceptance(object)) {
             (false, Acceptance::Refused(refusal)) => {
                 if self.by_name.get(&name) != Some(&refusal) {

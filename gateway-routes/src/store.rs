@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use istio_routes::Result;
+use kube_routes::Result;
 
 use crate::resources::HttpRoute;
 use crate::status::Acceptance;

@@ -14,15 +14,15 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use istio_routes::shared::{PodAddressError, check_pod_address};
-use istio_routes::{
-    INSTANCE_LABEL, MAX_ROUTE_ANNOTATION_BYTES, PROXY_ID_HEADER, ROUTE_ANNOTATION, ROUTE_LABEL,
-    SPEC_ANNOTATION, encode_path, instance_labels, instance_selector, revision, route_id,
-};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube_routes::{
+    INSTANCE_LABEL, MAX_ROUTE_ANNOTATION_BYTES, PROXY_ID_HEADER, PodAddressError, ROUTE_ANNOTATION,
+    ROUTE_LABEL, SPEC_ANNOTATION, check_pod_address, encode_path, instance_labels, instance_selector,
+    revision, route_id,
+};
 use proxy_api::{Route, RouteSpec, RoutingMode, Scheme, Target, wire};
 use serde_json::{Map, Value};
 

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_routes::{GatewayBackend, GatewayKubeStore, GatewayTranslation, HttpRoute, HttpRouteStore};
-use istio_routes::metrics::KubeMetrics;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube_routes::KubeMetrics;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 use testkit::apiserver::ApiServer;
 

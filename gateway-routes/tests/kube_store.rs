@@ -2,8 +2,8 @@
 //! what to do.
 
 use gateway_routes::{GatewayKubeStore, GatewayTranslation};
-use istio_routes::Error;
-use istio_routes::metrics::KubeMetrics;
+use kube_routes::Error;
+use kube_routes::KubeMetrics;
 use testkit::fake_kube::{Answer, FailureRule, FakeKube};
 
 async fn start(fake: &FakeKube) -> Result<GatewayKubeStore, Error> {

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use gateway_routes::resources::REGULAR_EXPRESSION;
 use gateway_routes::{GatewayBackend, GatewayKubeStore, GatewayTranslation, HttpRoute, path_matches};
-use istio_routes::metrics::KubeMetrics;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube_routes::KubeMetrics;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};

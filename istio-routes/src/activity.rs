@@ -16,8 +16,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::{Error, Result};
-
 /// The metric the gateway counts requests in.
 pub const REQUESTS_METRIC: &str = "istio_requests_total";
 
@@ -127,6 +125,12 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// Prometheus's answer to the activity query could not be used: an error it reports, or an
+/// answer that is not a vector of times.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read Prometheus's answer: {0}")]
+pub struct InvalidAnswer(pub String);
+
 /// Reads Prometheus's answer to [`ActivityQuery::promql`]: destination host to the last time
 /// requests reached it. Fails when Prometheus reports an error or the answer is not a vector.
 ///
@@ -136,8 +140,8 @@ fn escape(value: &str) -> String {
 /// let activity = istio_routes::activity::parse_response(body).unwrap();
 /// assert_eq!(activity["jupyter-alice.hub.svc.cluster.local"].as_second(), 1764504960);
 /// ```
-pub fn parse_response(body: &[u8]) -> Result<HashMap<String, Timestamp>> {
-    let invalid = |reason: String| Error::Prometheus(reason);
+pub fn parse_response(body: &[u8]) -> Result<HashMap<String, Timestamp>, InvalidAnswer> {
+    let invalid = InvalidAnswer;
     let response: Response = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("the answer is not Prometheus's JSON: {e}")))?;
     if response.status != "success" {

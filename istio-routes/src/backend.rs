@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use proxy_api::{Backend, Route, RouteSpec, Target};
 
-use crate::caches::{Listing, shrink_when_sparse};
 use crate::order::{Placement, ancestors, is_catch_all};
 use crate::read::{Origin, StoredRoute};
 use crate::resources::VirtualService;
 use crate::store::RouteStore;
-use crate::translate::{Rendered, Translation, route_id};
+use crate::translate::{Rendered, Translation};
 use crate::{Error, Result};
+use kube_routes::route_id;
+use kube_routes::{Listing, shrink_when_sparse};
 
 /// How often a write retries when another writer changed an object under it.
 const WRITE_ATTEMPTS: u32 = 3;
@@ -290,7 +291,7 @@ impl<S: RouteStore> IstioBackend<S> {
 impl<S: RouteStore> IstioBackend<S> {
     /// Where the gateway sends a request for `url` through the objects as they are now (see
     /// [`crate::explain`]); a bad URL is refused before the store is asked.
-    pub async fn explain(&self, url: &str) -> crate::Result<crate::explain::Explanation> {
+    pub async fn explain(&self, url: &str) -> crate::explain::Result<crate::explain::Explanation> {
         crate::explain::Request::parse(url)?;
         let objects = self.store.live_virtual_services().await?;
         crate::explain::explain(&objects, &self.translation, url)
@@ -416,6 +417,18 @@ impl<S: RouteStore> Backend for IstioBackend<S> {
     }
 }
 
+/// What the store metrics read of the backend at every scrape.
+impl<S: RouteStore> kube_routes::StoreState for IstioBackend<S> {
+    fn synced(&self) -> bool {
+        self.store().is_ready()
+    }
+
+    fn route_count(&self) -> Option<usize> {
+        // The listing is reused until the store changes, so a scrape rarely rebuilds it.
+        self.routes().ok().map(|routes| routes.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -429,7 +442,7 @@ mod tests {
     use crate::memory::{ManualClock, MemoryStore};
     use crate::resources::{IstioVersion, VirtualServiceSpec};
     use crate::store::MockRouteStore;
-    use crate::translate::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROUTE_LABEL};
+    use kube_routes::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROUTE_LABEL};
 
     fn route(spec: &str, target: &str) -> Route {
         let spec = RouteSpec::new(spec, RoutingMode::Path).unwrap();

@@ -24,8 +24,38 @@ use proxy_api::{RouteSpec, RoutingMode};
 use regex::Regex;
 use serde::Serialize;
 
+use crate::Translation;
 use crate::resources::{HttpMatchRequest, HttpRoute, StringMatch, VirtualService};
-use crate::{Error, Result, Translation};
+
+/// Why a request could not be explained.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL is not one a browser could send to the gateway.
+    #[error("invalid url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused, and what to give instead.
+        reason: &'static str,
+    },
+    /// The objects could not be read from the Kubernetes API server.
+    #[error(transparent)]
+    Store(#[from] kube_routes::Error),
+}
+
+/// What explaining answers.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for proxy_api::Error {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidUrl { url, reason } => {
+                proxy_api::Error::InvalidQuery { parameter: "url", reason: format!("{url:?}: {reason}") }
+            }
+            Error::Store(error) => error.into(),
+        }
+    }
+}
 
 /// Where the gateway sent a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -56,14 +56,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::backend::{Found, IstioBackend, name_of};
-use crate::kube_store::{SPEC_DIGEST_ANNOTATION, count_watch_call, watch_backoff};
-use crate::metrics::HealMetrics;
+use crate::kube_store::SPEC_DIGEST_ANNOTATION;
 use crate::read::Origin;
 use crate::resources::{IstioKind, IstioObject, ServiceEntry, ServiceEntrySpec, VirtualService};
-use crate::seen::{Seen, SeenObjects};
 use crate::store::RouteStore;
-use crate::translate::{ROUTE_LABEL, Rendered};
+use crate::translate::Rendered;
 use crate::{Error, KubeStore, Result};
+use kube_routes::HealMetrics;
+use kube_routes::ROUTE_LABEL;
+use kube_routes::{Seen, SeenObjects};
+use kube_routes::{count_watch_call, watch_backoff};
 
 /// The annotation a VirtualService is marked with right before the proxy deletes it because
 /// JupyterHub deleted its route: a delete healing must not undo.
@@ -87,7 +89,7 @@ pub(crate) fn spec_sha256<T: Serialize>(spec: &T) -> [u8; 32] {
 
 /// [`spec_sha256`] in hex, as a cached VirtualService carries it.
 pub(crate) fn spec_digest<T: Serialize>(spec: &T) -> String {
-    crate::translate::hex(&spec_sha256(spec))
+    kube_routes::hex(&spec_sha256(spec))
 }
 
 /// How healing paces itself.

@@ -6,50 +6,33 @@
 //! overlay until the watch delivers them (see `overlay`). Writes are server-side applies with our
 //! field manager, so several replicas writing the same route converge instead of conflicting.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::core::Status;
-use kube::runtime::reflector::{self, ObjectRef, store::Writer};
-use kube::runtime::utils::ResetTimerBackoff;
-use kube::runtime::watcher::ExponentialBackoff;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
+use kube_routes::{
+    FIELD_MANAGER, INSTANCE_LABEL, KubeMetrics, LabelIndex, MANAGED_BY, MANAGED_BY_LABEL, Overlay,
+    ROUTE_LABEL, Verb, WatchCache, WatchStats, Write, check_kind_served, classify_resource, retry_throttled,
+    route_id, server_version, watch_cache,
+};
 
 use crate::heal::{DELETE_INTENT_ANNOTATION, Touch, spec_digest};
-use crate::index::LabelIndex;
-use crate::metrics::{KubeMetrics, Verb};
-use crate::overlay::{Overlay, Write};
 use crate::read::Origin;
 use crate::resources::{
     ISTIO_GROUP, IstioKind, IstioObject, IstioVersion, ServiceEntry, ServiceEntrySpec, VirtualService,
     VirtualServiceSpec,
 };
 use crate::store::RouteStore;
-use crate::translate::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, ROUTE_LABEL, Translation, route_id};
+use crate::translate::Translation;
 use crate::{Error, Result};
-
-/// The field manager of our server-side applies.
-pub const FIELD_MANAGER: &str = "jupyterhub-istio-proxy";
 
 /// The `resource` label of metrics.
 const VS: &str = VirtualServiceSpec::PLURAL;
 const SE: &str = ServiceEntrySpec::PLURAL;
-
-/// Counters of the watch, for logs and metrics.
-#[derive(Debug, Default)]
-pub struct WatchStats {
-    /// Errors of the watch (each followed by a retry with backoff).
-    pub errors: AtomicU64,
-    /// Completed lists (the first one, and every relist after a broken watch).
-    pub lists: AtomicU64,
-    /// Events applied to the cache.
-    pub events: AtomicU64,
-}
 
 /// VirtualServices and ServiceEntries in a Kubernetes namespace.
 pub struct KubeStore {
@@ -160,10 +143,11 @@ impl KubeStore {
     pub(crate) async fn create_service_entry(&self, object: ServiceEntry) -> Result<()> {
         let name = object.metadata.name.clone().unwrap_or_default();
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-        self.metrics
-            .time(Verb::Create, SE, || self.service_entries.create(&params, &object))
-            .await
-            .map_err(|e| classify::<ServiceEntrySpec>(e, "create", &name, &self.namespace()))?;
+        retry_throttled(|| {
+            self.metrics.time(Verb::Create, SE, self.service_entries.create(&params, &object))
+        })
+        .await
+        .map_err(|e| classify::<ServiceEntrySpec>(e, "create", &name, &self.namespace()))?;
         Ok(())
     }
 
@@ -174,7 +158,11 @@ impl KubeStore {
             preconditions: Some(Preconditions { resource_version: Some(resource_version), uid: None }),
             ..DeleteParams::default()
         };
-        match self.metrics.time(Verb::Delete, SE, || self.service_entries.delete(name, &params)).await {
+        match retry_throttled(|| {
+            self.metrics.time(Verb::Delete, SE, self.service_entries.delete(name, &params))
+        })
+        .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
             Err(error) => Err(classify::<ServiceEntrySpec>(error, "delete", name, &self.namespace())),
@@ -250,7 +238,8 @@ impl KubeStore {
     /// the caller finds it in the cache then. A list by name, so that no `get` needs granting.
     async fn read_back(&self, name: &str) {
         let params = ListParams::default().fields(&format!("metadata.name={name}"));
-        match self.metrics.time(Verb::List, VS, || self.virtual_services.list(&params)).await {
+        match retry_throttled(|| self.metrics.time(Verb::List, VS, self.virtual_services.list(&params))).await
+        {
             Ok(list) => {
                 if let Some(found) = list.items.into_iter().next() {
                     self.overlay.wrote(name, Write::Stored(Arc::new(found)));
@@ -266,9 +255,7 @@ impl KubeStore {
     /// granting), for a repair that must not trust a cache whose watch may be down.
     pub(crate) async fn live_virtual_service(&self, name: &str) -> Result<Option<VirtualService>> {
         let params = ListParams::default().fields(&format!("metadata.name={name}"));
-        let list = self
-            .metrics
-            .time(Verb::List, VS, || self.virtual_services.list(&params))
+        let list = retry_throttled(|| self.metrics.time(Verb::List, VS, self.virtual_services.list(&params)))
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "list", name, &self.namespace()))?;
         Ok(list.items.into_iter().next())
@@ -297,8 +284,7 @@ async fn list_whole(
     let mut params = ListParams::default().limit(500);
     let mut objects = Vec::new();
     loop {
-        let page = metrics
-            .time(Verb::List, VS, || api.list(&params))
+        let page = retry_throttled(|| metrics.time(Verb::List, VS, api.list(&params)))
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", namespace))?;
         objects.extend(page.items.into_iter().map(Arc::new));
@@ -353,11 +339,11 @@ impl RouteStore for KubeStore {
     async fn apply_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
         let name = object.metadata.name.clone().unwrap_or_default();
         let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&object));
-        let written = self
-            .metrics
-            .time(Verb::Patch, VS, || self.virtual_services.patch(&name, &params, &patch))
-            .await
-            .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &self.namespace()))?;
+        let written = retry_throttled(|| {
+            self.metrics.time(Verb::Patch, VS, self.virtual_services.patch(&name, &params, &patch))
+        })
+        .await
+        .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &self.namespace()))?;
         let written = Arc::new(written);
         self.overlay.wrote(&name, Write::Stored(Arc::clone(&written)));
         Ok(written)
@@ -366,10 +352,10 @@ impl RouteStore for KubeStore {
     async fn create_virtual_service(&self, object: VirtualService) -> Result<Arc<VirtualService>> {
         let name = object.metadata.name.clone().unwrap_or_default();
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-        let written = match self
-            .metrics
-            .time(Verb::Create, VS, || self.virtual_services.create(&params, &object))
-            .await
+        let written = match retry_throttled(|| {
+            self.metrics.time(Verb::Create, VS, self.virtual_services.create(&params, &object))
+        })
+        .await
         {
             Ok(written) => written,
             Err(error) => {
@@ -390,14 +376,17 @@ impl RouteStore for KubeStore {
             preconditions: resource_version.map(|rv| Preconditions { resource_version: Some(rv), uid: None }),
             ..DeleteParams::default()
         };
-        let existed =
-            match self.metrics.time(Verb::Delete, VS, || self.virtual_services.delete(name, &params)).await {
-                Ok(_) => true,
-                Err(kube::Error::Api(status)) if status.is_not_found() => false,
-                Err(error) => {
-                    return Err(classify::<VirtualServiceSpec>(error, "delete", name, &self.namespace()));
-                }
-            };
+        let existed = match retry_throttled(|| {
+            self.metrics.time(Verb::Delete, VS, self.virtual_services.delete(name, &params))
+        })
+        .await
+        {
+            Ok(_) => true,
+            Err(kube::Error::Api(status)) if status.is_not_found() => false,
+            Err(error) => {
+                return Err(classify::<VirtualServiceSpec>(error, "delete", name, &self.namespace()));
+            }
+        };
         // JupyterHub is told the route is gone (even when another replica deleted it first),
         // so the listing must not show it again from a lagging watch.
         self.forget(name).await;
@@ -410,7 +399,10 @@ impl RouteStore for KubeStore {
         let patch = serde_json::json!({"metadata": {"annotations": {DELETE_INTENT_ANNOTATION: "true"}}});
         let merge = Patch::Merge(&patch);
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
-        match self.metrics.time(Verb::Patch, VS, || self.virtual_services.patch(name, &params, &merge)).await
+        match retry_throttled(|| {
+            self.metrics.time(Verb::Patch, VS, self.virtual_services.patch(name, &params, &merge))
+        })
+        .await
         {
             Ok(marked) => Ok(marked.metadata.resource_version),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
@@ -421,96 +413,26 @@ impl RouteStore for KubeStore {
     async fn apply_service_entry(&self, object: ServiceEntry) -> Result<()> {
         let name = object.metadata.name.clone().unwrap_or_default();
         let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&object));
-        self.metrics
-            .time(Verb::Patch, SE, || self.service_entries.patch(&name, &params, &patch))
-            .await
-            .map_err(|e| classify::<ServiceEntrySpec>(e, "patch", &name, &self.namespace()))?;
+        retry_throttled(|| {
+            self.metrics.time(Verb::Patch, SE, self.service_entries.patch(&name, &params, &patch))
+        })
+        .await
+        .map_err(|e| classify::<ServiceEntrySpec>(e, "patch", &name, &self.namespace()))?;
         Ok(())
     }
 
     async fn delete_service_entry(&self, name: &str) -> Result<bool> {
         let params = DeleteParams::default();
-        match self.metrics.time(Verb::Delete, SE, || self.service_entries.delete(name, &params)).await {
+        match retry_throttled(|| {
+            self.metrics.time(Verb::Delete, SE, self.service_entries.delete(name, &params))
+        })
+        .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
             Err(error) => Err(classify::<ServiceEntrySpec>(error, "delete", name, &self.namespace())),
         }
     }
-}
-
-/// A label-selected watch cache with read-your-writes: what [`watch_cache`] starts.
-#[allow(missing_debug_implementations)] // reflector::Store is Debug only for some K.
-pub struct WatchCache<K>
-where
-    K: Resource + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    /// The objects the watch has delivered.
-    pub cache: reflector::Store<K>,
-    /// `true` once the first list has arrived.
-    pub ready: tokio::sync::watch::Receiver<bool>,
-    /// Our writes the watch has not delivered yet; read through [`Overlay::apply`].
-    pub overlay: Arc<Overlay<K>>,
-    /// The watch's counters.
-    pub stats: Arc<WatchStats>,
-}
-
-/// Starts watching the objects of `api` that `selector` selects (on the current tokio
-/// runtime): list, then watch, retried with [`watch_backoff`], each object trimmed by `slim`
-/// before it is cached, every call counted in `metrics` under `resource`. Each event reaches
-/// the cache, then `also` (an index of the cache, healing's feed), then the overlay.
-pub fn watch_cache<K>(
-    api: Api<K>,
-    dynamic: K::DynamicType,
-    selector: &str,
-    slim: impl FnMut(&mut K) + Send + 'static,
-    metrics: KubeMetrics,
-    resource: &'static str,
-    mut also: impl FnMut(&watcher::Event<K>) + Send + 'static,
-) -> WatchCache<K>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Clone + Default + Eq + std::hash::Hash + Send + Sync,
-{
-    let writer = Writer::new(dynamic);
-    let cache = writer.as_reader();
-    let (ready_tx, ready) = tokio::sync::watch::channel(false);
-    let stats = Arc::new(WatchStats::default());
-    let overlay = Arc::new(Overlay::default());
-    let (watch_stats, watch_overlay) = (Arc::clone(&stats), Arc::clone(&overlay));
-    let config = watcher::Config::default().labels(selector);
-    let stream = watcher(api, config).backoff(watch_backoff()).modify(slim).reflect(writer);
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        let mut listing_since = None;
-        while let Some(event) = stream.next().await {
-            count_watch_call(&metrics, resource, &event, &mut listing_since);
-            if let Ok(event) = &event {
-                // Counted after the reflector applied it: a listing built before the count
-                // changes is rebuilt, never kept stale.
-                watch_stats.events.fetch_add(1, Ordering::AcqRel);
-                // `also` before the overlay lets go of the writes the event shows: an index it
-                // keeps of the cache (the store's by route id) must never be behind the overlay,
-                // or a route just written would be found in neither.
-                also(event);
-                watch_overlay.saw(event);
-            }
-            match event {
-                Ok(watcher::Event::InitDone) => {
-                    ready_tx.send_replace(true);
-                    watch_stats.lists.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(resource, "route cache synced with the Kubernetes API server");
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    watch_overlay.watch_failed();
-                    watch_stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, resource, "watching our objects failed; retrying");
-                }
-            }
-        }
-    });
-    WatchCache { cache, ready, overlay, stats }
 }
 
 /// Drops from a cached object what reading routes never needs: routes are rebuilt from the
@@ -601,7 +523,7 @@ where
 {
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     let merge = Patch::Merge(patch);
-    match metrics.time(Verb::Patch, S::PLURAL, || api.patch(name, &params, &merge)).await {
+    match retry_throttled(|| metrics.time(Verb::Patch, S::PLURAL, api.patch(name, &params, &merge))).await {
         Ok(written) => Ok(Some(written)),
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
         Err(error) => Err(classify::<S>(error, "patch", name, namespace)),
@@ -616,76 +538,6 @@ fn resource_name<S: IstioKind>() -> &'static str {
     }
 }
 
-/// The class of a failed call: the metrics' outcome, and which [`Error`] it becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failure {
-    NotFound,
-    Forbidden,
-    AlreadyExists,
-    Conflict,
-    Invalid,
-    /// 410: a watch asked for history the API server no longer keeps; routine, it relists.
-    Expired,
-    /// A 404 that is not about an object: the resource type itself is not served.
-    NotInstalled,
-    /// No answer or a 5xx: the server may be back soon.
-    Unavailable,
-    /// 429: the API server's priority and fairness turned the request away unprocessed; it
-    /// is tried again after the wait the server asks for.
-    Throttled,
-    Other,
-}
-
-impl Failure {
-    pub(crate) fn of(error: &kube::Error) -> Failure {
-        match error {
-            kube::Error::Api(status) => Failure::of_status(status),
-            // The connection failed, timed out, or the client's stack did.
-            _ => Failure::Unavailable,
-        }
-    }
-
-    pub(crate) fn of_status(status: &Status) -> Failure {
-        let code = status.code;
-        if status.is_forbidden() {
-            Failure::Forbidden
-        } else if status.is_already_exists() {
-            Failure::AlreadyExists
-        } else if status.is_conflict() {
-            Failure::Conflict
-        } else if status.is_invalid() {
-            Failure::Invalid
-        } else if status.reason == "NotFound" {
-            Failure::NotFound
-        } else if code == 404 {
-            Failure::NotInstalled
-        } else if code == 410 {
-            Failure::Expired
-        } else if code == 429 {
-            Failure::Throttled
-        } else if code >= 500 {
-            Failure::Unavailable
-        } else {
-            Failure::Other
-        }
-    }
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Failure::NotFound => "not_found",
-            Failure::Forbidden => "forbidden",
-            Failure::AlreadyExists => "already_exists",
-            Failure::Conflict => "conflict",
-            Failure::Invalid => "invalid",
-            Failure::Expired => "expired",
-            Failure::NotInstalled => "not_installed",
-            Failure::Unavailable => "unavailable",
-            Failure::Throttled => "throttled",
-            Failure::Other => "error",
-        }
-    }
-}
-
 /// Our error for what the API server (or the way to it) answered.
 pub(crate) fn classify<S: IstioKind>(
     error: kube::Error,
@@ -694,106 +546,6 @@ pub(crate) fn classify<S: IstioKind>(
     namespace: &str,
 ) -> Error {
     classify_resource(error, verb, name, namespace, resource_name::<S>())
-}
-
-/// Our error for what the API server answered about `resource` (`plural.group`, as RBAC names
-/// it): a permission it lacks, a name taken, a conflict, an invalid object, a type not served,
-/// an outage. Writes never look for a missing object, so any 404 means the type is not served.
-pub fn classify_resource(
-    error: kube::Error,
-    verb: &'static str,
-    name: &str,
-    namespace: &str,
-    resource: &'static str,
-) -> Error {
-    let failure = Failure::of(&error);
-    let status = match error {
-        kube::Error::Api(status) => status,
-        other => return Error::Unavailable(Box::new(other)),
-    };
-    let name = name.to_owned();
-    // NamespaceLifecycle admission: before the verb or the kind, the namespace itself.
-    if let Some(details) = status.details.as_ref().filter(|_| !namespace.is_empty()) {
-        if failure == Failure::NotFound && details.kind == "namespaces" && details.name == namespace {
-            return Error::NamespaceNotFound { namespace: namespace.to_owned() };
-        }
-        if failure == Failure::Forbidden && details.causes.iter().any(|c| c.reason == "NamespaceTerminating")
-        {
-            return Error::NamespaceTerminating { namespace: namespace.to_owned() };
-        }
-    }
-    match failure {
-        Failure::Forbidden => Error::Forbidden {
-            verb: denied_verb(&status.message).unwrap_or(verb),
-            resource,
-            namespace: namespace.to_owned(),
-            source: status,
-        },
-        Failure::AlreadyExists => Error::AlreadyExists { name },
-        Failure::Conflict => Error::Conflict { name },
-        Failure::Invalid => Error::Invalid { name, message: status.message.clone() },
-        // Writes never look for a missing object: any 404 means the type is not served.
-        Failure::NotFound | Failure::NotInstalled => Error::NotInstalled { resource, install: String::new() },
-        Failure::Unavailable | Failure::Throttled => Error::Unavailable(status),
-        Failure::Expired | Failure::Other => {
-            Error::Api { code: status.code, name, message: status.message.clone() }
-        }
-    }
-}
-
-/// The verb RBAC denied, from its message (`User "u" cannot create resource "..."`), which can
-/// be another than the call's: a server-side apply is a patch, and also needs `create` when
-/// the object does not exist yet.
-fn denied_verb(message: &str) -> Option<&'static str> {
-    const VERBS: [&str; 8] =
-        ["get", "list", "watch", "create", "patch", "update", "delete", "deletecollection"];
-    let denied = message.split(" cannot ").nth(1)?.split(' ').next()?;
-    VERBS.into_iter().find(|verb| *verb == denied)
-}
-
-/// Counts what the watch stream shows of the API calls behind it: a list from its start to its
-/// last page (or its failure), and failed watches.
-pub fn count_watch_call<K>(
-    metrics: &KubeMetrics,
-    resource: &'static str,
-    event: &std::result::Result<watcher::Event<K>, watcher::Error>,
-    listing_since: &mut Option<Instant>,
-) {
-    let mut list_done = |outcome| {
-        if let Some(started) = listing_since.take() {
-            metrics.record(Verb::List, resource, outcome, started.elapsed());
-        }
-    };
-    match event {
-        Ok(watcher::Event::Init) => *listing_since = Some(Instant::now()),
-        Ok(watcher::Event::InitDone) => list_done("ok"),
-        Ok(_) => {}
-        Err(watcher::Error::InitialListFailed(error)) => list_done(Failure::of(error).label()),
-        Err(watcher::Error::WatchStartFailed(error) | watcher::Error::WatchFailed(error)) => {
-            metrics.count(Verb::Watch, resource, Failure::of(error).label());
-        }
-        Err(watcher::Error::WatchError(status)) => {
-            metrics.count(Verb::Watch, resource, Failure::of_status(status).label());
-        }
-        Err(watcher::Error::NoResourceVersion) => {
-            metrics.count(Verb::Watch, resource, Failure::Other.label())
-        }
-    }
-}
-
-/// How the watch retries: kube-runtime's default (client-go's) waits up to 30 s between
-/// attempts, and after an API-server outage of a few seconds a replica would keep listing
-/// stale routes for that long. A restarted API server also answers the first watch 410 Gone,
-/// which costs a second wait before the relist. One watch per replica is no load worth
-/// protecting the server from, so the wait is capped at 2 s (4 s with jitter).
-pub fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
-    let exponential = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(2))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times();
-    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(120))
 }
 
 /// Fails start-up, with what to do, when the API does not serve a kind to us.
@@ -811,44 +563,6 @@ where
     check_kind_served(api, S::PLURAL, resource_name::<S>(), namespace, &install, metrics).await
 }
 
-/// Fails start-up, with what to do, when the API does not serve `resource` (`plural.group`) to
-/// us in `namespace`: a 404 says to install `install`, a 403 names the verb. One list of at
-/// most one object's metadata.
-pub async fn check_kind_served<K>(
-    api: &Api<K>,
-    plural: &'static str,
-    resource: &'static str,
-    namespace: &str,
-    install: &str,
-    metrics: &KubeMetrics,
-) -> Result<()>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
-{
-    let params = ListParams::default().limit(1);
-    match metrics.time(Verb::List, plural, || api.list_metadata(&params)).await {
-        Ok(_) => Ok(()),
-        Err(error) => Err(match classify_resource(error, "list", "", namespace, resource) {
-            Error::NotInstalled { resource, .. } => {
-                Error::NotInstalled { resource, install: install.to_owned() }
-            }
-            other => other,
-        }),
-    }
-}
-
-/// The API server's current resource version, from a list of at most one object of `api`:
-/// what a delete that the server answers without one (a custom resource's) is known to be no
-/// older than, for the overlay's tombstone.
-pub async fn server_version<K>(api: &Api<K>, plural: &'static str, metrics: &KubeMetrics) -> Option<String>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
-{
-    let params = ListParams::default().limit(1);
-    let list = metrics.time(Verb::List, plural, || api.list_metadata(&params)).await;
-    list.ok()?.metadata.resource_version
-}
-
 /// Labels the VirtualServices the Go jupyterhub-istio-proxy wrote, which carry no labels, so
 /// that our label-selected cache sees them, and exports them as ours. They are listed as routes from then on and replaced
 /// by ours when JupyterHub next writes the route.
@@ -861,8 +575,7 @@ async fn adopt_legacy(
     let mut params = ListParams::default().limit(500);
     let (mut adopted, mut reexported) = (0, 0);
     loop {
-        let page = metrics
-            .time(Verb::List, VS, || api.list(&params))
+        let page = retry_throttled(|| metrics.time(Verb::List, VS, api.list(&params)))
             .await
             .map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", &namespace))?;
         for object in &page.items {
@@ -890,8 +603,7 @@ async fn adopt_legacy(
                 patch["spec"] = serde_json::json!({"exportTo": translation.export_to});
             }
             let (merge, labelling) = (Patch::Merge(&patch), PatchParams::default());
-            metrics
-                .time(Verb::Patch, VS, || api.patch(&name, &labelling, &merge))
+            retry_throttled(|| metrics.time(Verb::Patch, VS, api.patch(&name, &labelling, &merge)))
                 .await
                 .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &namespace))?;
             adopted += 1;
@@ -931,83 +643,8 @@ async fn reexport(
     let export_to = (!translation.export_to.is_empty()).then_some(&translation.export_to);
     let patch = serde_json::json!({"spec": {"exportTo": export_to}});
     let (merge, params) = (Patch::Merge(&patch), PatchParams::default());
-    metrics
-        .time(Verb::Patch, VS, || api.patch(&name, &params, &merge))
+    retry_throttled(|| metrics.time(Verb::Patch, VS, api.patch(&name, &params, &merge)))
         .await
         .map_err(|e| classify::<VirtualServiceSpec>(e, "patch", &name, &translation.namespace))?;
     Ok(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::resources::VirtualServiceSpec;
-
-    fn api_error(status: serde_json::Value) -> kube::Error {
-        kube::Error::Api(Box::new(serde_json::from_value(status).expect("a Status")))
-    }
-
-    /// What NamespaceLifecycle admission answers (k8s.io/apiserver's
-    /// plugin/namespace/lifecycle): the namespace's own NotFound, and a Forbidden with the
-    /// NamespaceTerminating cause.
-    #[test]
-    fn the_namespaces_own_answers_name_the_namespace_not_a_verb_or_a_crd() {
-        let missing = api_error(serde_json::json!({
-            "status": "Failure", "code": 404, "reason": "NotFound",
-            "message": "namespaces \"hub\" not found",
-            "details": {"name": "hub", "kind": "namespaces"},
-        }));
-        let error = classify::<VirtualServiceSpec>(missing, "patch", "vs", "hub");
-        assert!(matches!(&error, Error::NamespaceNotFound { namespace } if namespace == "hub"), "{error:?}");
-        let answered = proxy_api::Error::from(error);
-        assert_eq!(answered.status(), 500, "the operator's configuration, not JupyterHub's input");
-        assert!(answered.to_string().contains("set K8S_NAMESPACE"), "{answered}");
-
-        let terminating = api_error(serde_json::json!({
-            "status": "Failure", "code": 403, "reason": "Forbidden",
-            "message": "virtualservices.networking.istio.io \"vs\" is forbidden: unable to create new content in namespace hub because it is being terminated",
-            "details": {"name": "vs", "group": "networking.istio.io", "kind": "virtualservices", "causes": [
-                {"reason": "NamespaceTerminating", "message": "namespace hub is being terminated", "field": "metadata.namespace"},
-            ]},
-        }));
-        let error = classify::<VirtualServiceSpec>(terminating, "patch", "vs", "hub");
-        assert!(
-            matches!(&error, Error::NamespaceTerminating { namespace } if namespace == "hub"),
-            "{error:?}"
-        );
-        assert_eq!(proxy_api::Error::from(error).status(), 500);
-
-        // Any other 404 on a write still means the kind is not served, and any other 403 a
-        // missing grant.
-        let crd = api_error(serde_json::json!({
-            "status": "Failure", "code": 404, "reason": "NotFound", "message": "the server could not find the requested resource",
-            "details": {"group": "networking.istio.io", "kind": "virtualservices"},
-        }));
-        assert!(matches!(
-            classify::<VirtualServiceSpec>(crd, "patch", "vs", "hub"),
-            Error::NotInstalled { .. }
-        ));
-        let denied = api_error(serde_json::json!({
-            "status": "Failure", "code": 403, "reason": "Forbidden", "message": "forbidden",
-            "details": {"name": "vs", "group": "networking.istio.io", "kind": "virtualservices"},
-        }));
-        assert!(matches!(
-            classify::<VirtualServiceSpec>(denied, "patch", "vs", "hub"),
-            Error::Forbidden { verb: "patch", .. }
-        ));
-    }
-
-    /// A server-side apply of an object that does not exist yet needs `create` as well as
-    /// `patch`: the error names the verb RBAC denied, not the call's.
-    #[test]
-    fn a_denied_apply_names_the_verb_rbac_denied() {
-        let denied = api_error(serde_json::json!({
-            "status": "Failure", "code": 403, "reason": "Forbidden",
-            "message": "serviceentries.networking.istio.io \"se\" is forbidden: User \"system:serviceaccount:hub:proxy\" cannot create resource \"serviceentries\" in API group \"networking.istio.io\" in the namespace \"hub\"",
-            "details": {"name": "se", "group": "networking.istio.io", "kind": "serviceentries"},
-        }));
-        let error = classify::<VirtualServiceSpec>(denied, "patch", "se", "hub");
-        assert!(matches!(error, Error::Forbidden { verb: "create", .. }), "{error:?}");
-        assert_eq!(denied_verb("User \"u\" cannot frobnicate resource"), None);
-    }
 }

@@ -1,5 +1,8 @@
 //! JupyterHub's routes as Istio routing objects.
 //!
+//! What every routing API needs of Kubernetes (the watch cache, the overlay, errors, metrics,
+//! labels and route ids) is `kube_routes`'; this crate is what is Istio's.
+//!
 //! - [`Translation`]: a route becomes a VirtualService (and a ServiceEntry for a pod-IP
 //!   target), labelled for this proxy instance, with the route kept in its annotations;
 //!   [`Translation::read`] turns objects, ours or the Go proxy's, back into routes.
@@ -13,7 +16,6 @@
 //!   is where configurable-http-proxy would send it.
 //! - [`heal`]: repairs our objects when they drift from what their routes render (edited,
 //!   deleted behind our back, stray generations, orphaned ServiceEntries), driven by the watch.
-//! - [`metrics`]: Prometheus metrics of the stores, for a registry the application owns.
 //! - [`activity`]: when requests last reached each route's destination, from the gateway's
 //!   standard Istio metrics in Prometheus.
 //!
@@ -63,27 +65,19 @@
 
 pub mod activity;
 mod backend;
-mod caches;
-mod error;
 pub mod explain;
 pub mod heal;
-mod index;
 mod kube_store;
 mod memory;
-pub mod metrics;
 pub mod order;
-mod overlay;
-mod pod_address;
 mod read;
 pub mod resources;
-mod seen;
 mod store;
 mod translate;
 pub mod yaml;
 
 pub use backend::IstioBackend;
-pub use error::{Error, Result};
-pub use kube_store::{FIELD_MANAGER, KubeStore, WatchStats};
+pub use kube_store::KubeStore;
 pub use memory::{Clock, ManualClock, MemoryStore};
 pub use read::{Origin, StoredRoute};
 #[cfg(any(test, feature = "mock"))]
@@ -91,17 +85,5 @@ pub use store::MockRouteStore;
 pub use store::RouteStore;
 pub use translate::*;
 
-/// The machinery every routing API's backend and store shares (the Gateway API's too): the
-/// read-your-writes overlay over a watch cache, the watch's retry and its metrics, the mapping
-/// of the API server's answers to [`Error`], and the caches kept between requests.
-pub mod shared {
-    pub use crate::caches::{Listing, shrink_when_sparse};
-    pub use crate::index::LabelIndex;
-    pub use crate::kube_store::{
-        WatchCache, check_kind_served, classify_resource, count_watch_call, server_version, watch_backoff,
-        watch_cache,
-    };
-    pub use crate::overlay::{Overlay, Write};
-    pub use crate::pod_address::{PodAddressError, check_pod_address};
-    pub use crate::seen::{Seen, SeenObjects};
-}
+// A store's failures are the API server's answers, as every routing API's are.
+use kube_routes::{Error, Result};

@@ -23,12 +23,13 @@ use k8s_openapi::jiff::Timestamp;
 
 use proxy_api::{RouteSpec, Target};
 
-use crate::caches::shrink_when_sparse;
 use crate::read::{Origin, StoredRoute};
 use crate::resources::{ServiceEntry, VirtualService};
 use crate::store::RouteStore;
-use crate::translate::{ROUTE_LABEL, SPEC_ANNOTATION, Translation, route_id};
+use crate::translate::Translation;
 use crate::{Error, Result};
+use kube_routes::shrink_when_sparse;
+use kube_routes::{ROUTE_LABEL, SPEC_ANNOTATION, route_id};
 
 /// Where creation times come from.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::resources::VirtualService;
-use crate::translate::{INSTANCE_LABEL, ROUTE_ANNOTATION, SPEC_ANNOTATION, Translation};
+use crate::translate::Translation;
+use kube_routes::{INSTANCE_LABEL, ROUTE_ANNOTATION, SPEC_ANNOTATION};
 
 /// Who wrote a route's VirtualService.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -9,39 +9,25 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube_routes::{
+    MAX_ROUTE_ANNOTATION_BYTES, PROXY_ID_HEADER, ROUTE_ANNOTATION, ROUTE_LABEL, SPEC_ANNOTATION, encode_path,
+    instance_labels, instance_selector, revision, route_id,
+};
 use proxy_api::{Route, RouteSpec, RoutingMode, Scheme, Target};
-use sha2::{Digest, Sha256};
 
 use crate::order::depth;
-use crate::pod_address::{PodAddressError, check_pod_address};
 use crate::resources::{
     Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRewrite, HttpRoute, HttpRouteDestination,
     IstioVersion, PortSelector, RegexRewrite, ServiceEntry, ServiceEntrySpec, ServicePort, StringMatch,
     VirtualService, VirtualServiceSpec, WorkloadEntry,
 };
+use kube_routes::{PodAddressError, check_pod_address};
 
 /// Why a loopback target is refused, and what to do on one machine.
 const LOOPBACK: &str = "is not an address Istio's gateway can reach the server at; \
     with JupyterHub and the proxy on one machine (no gateway), start the proxy with \
     --allow-loopback-targets (ALLOW_LOOPBACK_TARGETS=true)";
 
-/// `app.kubernetes.io/managed-by`: who wrote the object.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Our value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY: &str = "jupyterhub-istio-proxy";
-/// The proxy instance (its `VIRTUAL_SERVICE_PREFIX`), so two hubs in one namespace never
-/// touch each other's objects.
-pub const INSTANCE_LABEL: &str = "jupyterhub-istio-proxy/instance";
-/// The route an object belongs to: [`route_id`] of its spec.
-pub const ROUTE_LABEL: &str = "jupyterhub-istio-proxy/route";
-/// The route spec, decoded, as JupyterHub lists it.
-pub const SPEC_ANNOTATION: &str = "jupyterhub-istio-proxy/route-spec";
-/// The route in configurable-http-proxy's wire format: `{"target": ..., <data>...}`.
-pub const ROUTE_ANNOTATION: &str = "jupyterhub-istio-proxy/route";
-/// The response header whose value changes whenever a route changes; warm-up waits for it.
-pub const PROXY_ID_HEADER: &str = "jupyter-proxy-id";
-/// Kubernetes allows 256 KiB of annotations per object; leave room for others' annotations.
-pub const MAX_ROUTE_ANNOTATION_BYTES: usize = 200 * 1024;
 /// The deepest route, in path segments; the depth is part of object names.
 pub const MAX_DEPTH: usize = 99;
 
@@ -56,7 +42,7 @@ pub struct Translation {
     pub gateways: Vec<String>,
     /// The VirtualServices' hosts (`SUB_DOMAIN_HOST`; `*` when unset).
     pub hosts: Vec<String>,
-    /// Prefix of object names and value of [`INSTANCE_LABEL`] (`VIRTUAL_SERVICE_PREFIX`).
+    /// Prefix of object names and value of [`INSTANCE_LABEL`](kube_routes::INSTANCE_LABEL) (`VIRTUAL_SERVICE_PREFIX`).
     pub prefix: String,
     /// The cluster's DNS domain (`CLUSTER_DOMAIN`).
     pub cluster_domain: String,
@@ -128,26 +114,6 @@ pub struct Rendered {
     pub virtual_service: VirtualService,
     /// The ServiceEntry that makes a pod-IP target routable.
     pub service_entry: Option<ServiceEntry>,
-}
-
-/// A short, stable id of a spec: 16 hex digits of its SHA-256.
-pub fn route_id(spec: &RouteSpec) -> String {
-    let digest = Sha256::digest(spec.as_str().as_bytes());
-    hex(&digest[..8])
-}
-
-/// The labels every object of the proxy instance `prefix` carries, whichever routing API it
-/// writes.
-pub fn instance_labels(prefix: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-        (INSTANCE_LABEL.to_owned(), prefix.to_owned()),
-    ])
-}
-
-/// The label selector for the objects of the proxy instance `prefix`.
-pub fn instance_selector(prefix: &str) -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY},{INSTANCE_LABEL}={prefix}")
 }
 
 impl Translation {
@@ -407,42 +373,6 @@ impl Translation {
     }
 }
 
-/// The value of [`PROXY_ID_HEADER`]: changes whenever the route's spec or target changes,
-/// and is the same on every replica.
-pub fn revision(route: &Route) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(route.spec().as_str().as_bytes());
-    hasher.update([0]);
-    hasher.update(route.target().as_str().as_bytes());
-    hex(&hasher.finalize()[..8])
-}
-
-/// `bytes` as lower-case hex digits. Route ids are made several times per write; a `format!`
-/// per byte showed in the write path's profile.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    text
-}
-
-/// A decoded path as browsers and JupyterHub send it: percent-encoded except unreserved
-/// characters, `/`, `@` and `~` (JupyterHub's `quote(path, safe='@/~')`), hex in upper case.
-pub fn encode_path(path: &str) -> String {
-    let mut encoded = String::with_capacity(path.len());
-    for byte in path.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/' | b'@') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
-
 fn needs_regex(encoded: &str) -> bool {
     encoded.contains('%') || encoded.contains('@')
 }
@@ -487,15 +417,10 @@ fn regex_escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use kube_routes::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
     use proxy_api::wire::route_from_body;
 
     use super::*;
-
-    #[test]
-    fn hex_is_lower_case_two_digits_a_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
-        assert_eq!(hex(&[]), "");
-    }
 
     fn route(spec: &str, target: &str) -> Route {
         route_in(RoutingMode::Path, spec, target)

@@ -8,8 +8,9 @@ mod common;
 
 use common::{Namespace, listed, route, spec};
 use istio_routes::resources::VirtualService;
-use istio_routes::{Error, IstioBackend, KubeStore, RouteStore};
+use istio_routes::{IstioBackend, KubeStore, RouteStore};
 use kube::api::DeleteParams;
+use kube_routes::Error;
 use proxy_api::Backend;
 use testkit::apiserver::ApiServer;
 use testkit::eventually;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{Namespace, route, spec};
 use istio_routes::heal::{HealOptions, Healing, heal};
-use istio_routes::metrics::HealMetrics;
 use istio_routes::{IstioBackend, KubeStore};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube_routes::HealMetrics;
 use proxy_api::Backend;
 use serde_json::json;
 use testkit::apiserver::ApiServer;
@@ -235,7 +235,7 @@ async fn copies_under_names_the_route_does_not_render_are_deleted_once() {
     // Each object copied, labels and all: the VirtualService under an older naming (no depth
     // in the name), the ServiceEntry under a name of someone's choosing.
     let mut copy = objects.virtual_services.get(&names[0]).await.unwrap();
-    let id = copy.metadata.labels.as_ref().unwrap()[istio_routes::ROUTE_LABEL].clone();
+    let id = copy.metadata.labels.as_ref().unwrap()[kube_routes::ROUTE_LABEL].clone();
     copy.metadata = kube::api::ObjectMeta {
         name: Some(format!("{}-{id}-0", objects.translation.prefix)),
         labels: copy.metadata.labels.take(),
@@ -399,7 +399,7 @@ async fn a_route_re_added_before_its_repair_wins() {
 /// deleted object leaves it deleted (a server-side apply would create it).
 #[tokio::test]
 async fn a_restore_is_refused_when_the_object_changed_and_creates_nothing() {
-    use istio_routes::Error;
+    use kube_routes::Error;
     let (replicas, objects) = setup("heal-precondition").await;
     add(&replicas, &[("/user/alice", "http://jupyter-alice:8888")]).await;
     let stale = objects.virtual_services().await.remove(0);

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{GATEWAY, listed, route, spec};
 use http::Method;
-use istio_routes::{Error, IstioBackend, KubeStore, RouteStore, Translation};
+use istio_routes::{IstioBackend, KubeStore, RouteStore, Translation};
+use kube_routes::Error;
 use proxy_api::Backend;
 use serde_json::json;
 use testkit::eventually;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use istio_routes::metrics::{KubeMetrics, StoreMetrics};
 use istio_routes::{IstioBackend, KubeStore, Translation};
+use kube_routes::{KubeMetrics, StoreMetrics};
 use prometheus_client::registry::Registry;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 use testkit::fake_kube::{Answer, FailureRule, FakeKube};

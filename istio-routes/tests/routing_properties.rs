@@ -15,7 +15,8 @@
 use std::sync::Arc;
 
 use istio_routes::resources::VirtualService;
-use istio_routes::{IstioBackend, ManualClock, MemoryStore, RouteStore, Translation, encode_path, explain};
+use istio_routes::{IstioBackend, ManualClock, MemoryStore, RouteStore, Translation, explain};
+use kube_routes::encode_path;
 use proptest::prelude::*;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 use testkit::chp::{ChpTable, lower_hex, paths_around};

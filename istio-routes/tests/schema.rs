@@ -5,9 +5,10 @@
 //! them all, and routes every route's path, and a path below it, to the route's VirtualService.
 
 use istio_routes::resources::{IstioVersion, ServiceEntry, VirtualService};
-use istio_routes::{Rendered, Translation, default_export_to, encode_path};
+use istio_routes::{Rendered, Translation, default_export_to};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube_routes::encode_path;
 use proxy_api::{Route, RouteSpec, RoutingMode, Target};
 use testkit::apiserver::ApiServer;
 use testkit::oracle::{Request, Scenario};

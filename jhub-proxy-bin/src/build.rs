@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use gateway_routes::{GatewayBackend, GatewayKubeStore, GatewayMemoryStore};
 use istio_routes::heal::{self, HealOptions, Healing};
-use istio_routes::metrics::{HealMetrics, StoreMetrics};
 use istio_routes::{IstioBackend, KubeStore, MemoryStore, Translation};
+use kube_routes::{HealMetrics, StoreMetrics};
 use proxy_api::{ApiConfig, Backend};
 
 use crate::config::{Config, Routing, StoreKind};

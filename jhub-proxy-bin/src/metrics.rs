@@ -7,7 +7,7 @@
 //!   path names a user, and each would be a series of its own.
 //! - `kubernetes_requests_total{verb, resource, outcome}`,
 //!   `kubernetes_request_duration_seconds{verb, resource}`, `routes`, `route_cache_synced`,
-//!   `watch_restarts_total`, `watch_lists_total`: the store's (`istio_routes::metrics`).
+//!   `watch_restarts_total`, `watch_lists_total`: the store's (`kube_routes::StoreMetrics`).
 //! - `warmup_duration_seconds` (every wait, served or timed out) and `warmup_timeouts_total`.
 //! - `auth_refusals_total{reason}`: requests refused for their token, `no_token` (no or a
 //!   malformed `Authorization` header) or `wrong_token` (a token, not the one in force).
@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
-use istio_routes::metrics::KubeMetrics;
+use kube_routes::KubeMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;

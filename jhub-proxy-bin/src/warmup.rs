@@ -16,7 +16,7 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use istio_routes::{PROXY_ID_HEADER, encode_path, revision};
+use kube_routes::{PROXY_ID_HEADER, encode_path, revision};
 use proxy_api::{Backend, Route, RouteSpec};
 
 use crate::metrics::WarmupMetrics;

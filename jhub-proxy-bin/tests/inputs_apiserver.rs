@@ -62,7 +62,7 @@ async fn clear(server: &ApiServer, namespace: &str) {
 }
 
 fn ours() -> ListParams {
-    ListParams::default().labels(&format!("{}={}", istio_routes::MANAGED_BY_LABEL, istio_routes::MANAGED_BY))
+    ListParams::default().labels(&format!("{}={}", kube_routes::MANAGED_BY_LABEL, kube_routes::MANAGED_BY))
 }
 
 /// A name's pieces: ASCII, non-ASCII, the characters JupyterHub escapes, and long runs.

@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use istio_routes::Translation;
 use istio_routes::resources::{IstioVersion, ServiceEntry, VirtualService};
-use istio_routes::{MANAGED_BY, Translation};
 use kube::Api;
+use kube_routes::MANAGED_BY;
 use testkit::apiserver::ApiServer;
 use testkit::chp::ChpTable;
 use testkit::client::ApiClient;

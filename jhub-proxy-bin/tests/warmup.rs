@@ -124,7 +124,7 @@ async fn served_id(gateway: &str, path: &str) -> Option<String> {
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
     let response = client.request(request).await.unwrap();
-    response.headers().get(istio_routes::PROXY_ID_HEADER).map(|v| v.to_str().unwrap().to_owned())
+    response.headers().get(kube_routes::PROXY_ID_HEADER).map(|v| v.to_str().unwrap().to_owned())
 }
 
 /// A proxy with warm-up over a memory store, whose gateway sees the store's objects every
@@ -172,7 +172,7 @@ async fn a_post_is_answered_once_the_gateway_serves_the_route() {
         let route =
             proxy_api::Route::new(spec, proxy_api::Target::parse(target).unwrap(), Default::default())
                 .unwrap();
-        assert_eq!(served_id(&gateway, "/user/alice/lab").await, Some(istio_routes::revision(&route)));
+        assert_eq!(served_id(&gateway, "/user/alice/lab").await, Some(kube_routes::revision(&route)));
     }
     assert_eq!(warmup.timeouts(), 0);
     // Two waits, none of them as long as the 5 s time-out.

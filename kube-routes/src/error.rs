@@ -1,4 +1,4 @@
-//! What can go wrong keeping routes in Kubernetes.
+//! What can go wrong keeping routes in Kubernetes: the API server's answers, as errors.
 
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ pub enum Error {
     Forbidden {
         /// The verb: get, list, watch, create, patch, delete.
         verb: &'static str,
-        /// `virtualservices.networking.istio.io` or `serviceentries.networking.istio.io`.
+        /// The resource as RBAC names it: `virtualservices.networking.istio.io`,
+        /// `httproutes.gateway.networking.k8s.io`, `endpointslices.discovery.k8s.io`...
         resource: &'static str,
         /// The namespace.
         namespace: String,
@@ -80,19 +81,6 @@ pub enum Error {
         message: String,
     },
 
-    /// A URL to explain is not one a browser could send to the gateway.
-    #[error("invalid url {url:?}: {reason}")]
-    InvalidUrl {
-        /// The URL as given.
-        url: String,
-        /// Why it was refused, and what to give instead.
-        reason: &'static str,
-    },
-
-    /// Prometheus's answer to the activity query could not be used.
-    #[error("cannot read Prometheus's answer: {0}")]
-    Prometheus(String),
-
     /// Any other answer of the API server.
     #[error("the Kubernetes API server answered {code} for {name}: {message}")]
     Api {
@@ -132,16 +120,12 @@ impl From<Error> for proxy_api::Error {
             // The input was at fault (the API server answered 422): JupyterHub's retry would
             // be refused again, and the reason is the server's.
             Error::Invalid { .. } => proxy_api::Error::Refused { message, source: Some(Box::new(error)) },
-            Error::InvalidUrl { url, reason } => {
-                proxy_api::Error::InvalidQuery { parameter: "url", reason: format!("{url:?}: {reason}") }
-            }
             // The operator's configuration, which JupyterHub's retries will not fix, and which
             // its log shows with this message.
             Error::NamespaceNotFound { .. }
             | Error::NamespaceTerminating { .. }
             | Error::NotInstalled { .. }
-            | Error::Api { .. }
-            | Error::Prometheus(_) => proxy_api::Error::Internal { message, source: Some(Box::new(error)) },
+            | Error::Api { .. } => proxy_api::Error::Internal { message, source: Some(Box::new(error)) },
         }
     }
 }

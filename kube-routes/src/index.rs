@@ -18,7 +18,7 @@ use crate::caches::shrink_when_sparse;
 /// they find, so such a name only costs a lookup.
 ///
 /// ```
-/// use istio_routes::shared::LabelIndex;
+/// use kube_routes::LabelIndex;
 /// use k8s_openapi::api::core::v1::ConfigMap;
 /// use kube::runtime::watcher::Event;
 ///

@@ -1,18 +1,18 @@
-//! Prometheus metrics of the stores, registered into a registry the application owns: this
-//! crate stays usable without them ([`KubeStore::start`](crate::KubeStore::start) records into
+//! Prometheus metrics of the stores, registered into a registry the application owns: the
+//! routing crates stay usable without them (a store started without metrics records into
 //! metrics nobody reads).
 //!
-//! - [`KubeMetrics`]: every Kubernetes API call the [`KubeStore`](crate::KubeStore) makes, by
-//!   `verb` (`list`, `watch`, `create`, `patch`, `delete`), `resource` (`virtualservices`,
-//!   `serviceentries`) and `outcome` (`ok`, or the class of failure: `not_found`, `forbidden`,
-//!   `already_exists`, `conflict`, `invalid`, `expired`, `not_installed`, `unavailable`,
-//!   `throttled`, `error`), with latency by verb and resource. A call the API server throttles
-//!   (429) is tried again, up to 4 times, after the wait it asks for: each 429 counts as a
-//!   `throttled` call, so a rising count says the API server's priority and fairness limits
-//!   are what holds the writes back. The watch's lists are timed from start to
+//! - [`KubeMetrics`]: every Kubernetes API call a store makes, by `verb` (`list`, `watch`,
+//!   `create`, `patch`, `delete`), `resource` (`virtualservices`, `httproutes`,
+//!   `endpointslices`...) and `outcome` (`ok`, or the class of failure: `not_found`,
+//!   `forbidden`, `already_exists`, `conflict`, `invalid`, `expired`, `not_installed`,
+//!   `unavailable`, `throttled`, `error`), with latency by verb and resource. A call the API
+//!   server throttles (429) is tried again ([`retry_throttled`](crate::retry_throttled)): each
+//!   429 counts as a `throttled` call, so a rising count says the API server's priority and
+//!   fairness limits are what holds the writes back. The watch's lists are timed from start to
 //!   the last page; a watch is a long-lived stream, so it is counted only when it fails.
 //! - [`HealMetrics`]: drifts healing found and repaired, by `resource` and `kind` (`edited`,
-//!   `deleted`, `stray_generation`, `orphaned`), see [`heal`](crate::heal).
+//!   `deleted`, `stray_generation`, `orphaned`, `stray`).
 //! - [`StoreMetrics`]: read when scraped, not kept up to date on every write: the routes
 //!   stored, whether the route cache is synced, and the watch's counters ([`WatchStats`]).
 
@@ -29,15 +29,13 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::backend::IstioBackend;
-use crate::kube_store::{Failure, WatchStats};
-use crate::store::RouteStore;
+use crate::answers::Failure;
+use crate::watch::WatchStats;
 
 /// Latency buckets of Kubernetes API calls, in seconds: a few milliseconds normally, up to
 /// kube-rs's own timeouts when the API server struggles.
 const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// A Kubernetes API verb the store uses.
 /// The verb of a Kubernetes API call, as the metrics label it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
@@ -124,40 +122,19 @@ impl KubeMetrics {
         self.calls.get_or_create(&CallLabels { verb: verb.as_str(), resource, outcome }).inc();
     }
 
-    /// Makes `call`, counting it with its outcome and latency; a throttled call (429) is made
-    /// again after the wait the API server asks for, a few times.
-    pub async fn time<T, F>(
+    /// Awaits `call`, one API call, and counts it with its outcome and latency. A throttled
+    /// call is made again by [`retry_throttled`](crate::retry_throttled), around this.
+    pub async fn time<T>(
         &self,
         verb: Verb,
         resource: &'static str,
-        mut call: impl FnMut() -> F,
-    ) -> Result<T, kube::Error>
-    where
-        F: Future<Output = Result<T, kube::Error>>,
-    {
-        let mut throttled = 0;
-        loop {
-            let started = Instant::now();
-            let result = call().await;
-            let failure = result.as_ref().err().map(Failure::of);
-            self.record(verb, resource, failure.map_or("ok", Failure::label), started.elapsed());
-            match (failure, &result) {
-                (Some(Failure::Throttled), Err(kube::Error::Api(status)))
-                    if throttled < THROTTLED_RETRIES =>
-                {
-                    throttled += 1;
-                    let wait = throttled_wait(status, throttled);
-                    tracing::debug!(
-                        verb = verb.as_str(),
-                        resource,
-                        ?wait,
-                        "the API server throttled a call; waiting"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                _ => return result,
-            }
-        }
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, kube::Error> {
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = result.as_ref().err().map_or("ok", |error| Failure::of(error).label());
+        self.record(verb, resource, outcome, started.elapsed());
+        result
     }
 }
 
@@ -190,11 +167,13 @@ impl HealMetrics {
         );
     }
 
-    pub(crate) fn count_found(&self, resource: &'static str, kind: &'static str) {
+    /// Counts a drift found.
+    pub fn count_found(&self, resource: &'static str, kind: &'static str) {
         self.found.get_or_create(&DriftLabels { resource, kind }).inc();
     }
 
-    pub(crate) fn count_repaired(&self, resource: &'static str, kind: &'static str) {
+    /// Counts a drift this replica repaired.
+    pub fn count_repaired(&self, resource: &'static str, kind: &'static str) {
         self.repaired.get_or_create(&DriftLabels { resource, kind }).inc();
     }
 
@@ -206,20 +185,6 @@ impl HealMetrics {
     /// How many drifts of `kind` on `resource` this replica repaired.
     pub fn repaired(&self, resource: &'static str, kind: &'static str) -> u64 {
         self.repaired.get(&DriftLabels { resource, kind }).map_or(0, |c| c.get())
-    }
-}
-
-/// How often a call the API server answered 429 is tried again before its caller sees a 503.
-const THROTTLED_RETRIES: u32 = 4;
-
-/// How long to wait before trying a throttled call again: what the server asks for
-/// (`retryAfterSeconds`, at most 2 s, since JupyterHub is waiting), else 100 ms doubling.
-fn throttled_wait(status: &kube::core::Status, attempt: u32) -> Duration {
-    let asked = status.details.as_ref().map_or(0, |details| details.retry_after_seconds);
-    if asked > 0 {
-        Duration::from_secs(u64::from(asked)).min(Duration::from_secs(2))
-    } else {
-        Duration::from_millis(100 << attempt.saturating_sub(1).min(4))
     }
 }
 
@@ -242,17 +207,6 @@ pub trait StoreState: Send + Sync + 'static {
     /// status (the Gateway API's); `None` where nothing says.
     fn refused_routes(&self) -> Option<usize> {
         None
-    }
-}
-
-impl<S: RouteStore> StoreState for IstioBackend<S> {
-    fn synced(&self) -> bool {
-        self.store().is_ready()
-    }
-
-    fn route_count(&self) -> Option<usize> {
-        // The listing is reused until the store changes, so a scrape rarely rebuilds it.
-        self.routes().ok().map(|routes| routes.len())
     }
 }
 

@@ -333,12 +333,12 @@ impl<K: Resource> Overlay<K> {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
-    use crate::resources::{IstioVersion, VirtualService, VirtualServiceSpec};
 
-    type Vs = VirtualService;
+    type Vs = ConfigMap;
 
     fn object(name: &str, version: &str) -> Arc<Vs> {
         let metadata = ObjectMeta {
@@ -346,7 +346,7 @@ mod tests {
             resource_version: Some(version.into()),
             ..ObjectMeta::default()
         };
-        Arc::new(VirtualService::new(IstioVersion::V1, metadata, VirtualServiceSpec::default()))
+        Arc::new(ConfigMap { metadata, ..ConfigMap::default() })
     }
 
     fn listed(overlay: &Overlay<Vs>, cache: &[Arc<Vs>]) -> Vec<String> {

@@ -48,7 +48,7 @@ impl std::error::Error for PodAddressError {}
 /// no gateway, the memory store).
 ///
 /// ```
-/// use istio_routes::shared::{PodAddressError, check_pod_address};
+/// use kube_routes::{PodAddressError, check_pod_address};
 /// assert_eq!(check_pod_address("10.0.0.7".parse().unwrap(), false), Ok(()));
 /// assert_eq!(check_pod_address("169.254.1.1".parse().unwrap(), false), Err(PodAddressError::LinkLocal));
 /// assert_eq!(

@@ -31,7 +31,7 @@ pub struct Seen {
 /// objects deleted while the watch was down leave nothing behind.
 ///
 /// ```
-/// use istio_routes::shared::SeenObjects;
+/// use kube_routes::SeenObjects;
 /// use k8s_openapi::api::core::v1::ConfigMap;
 /// use kube::runtime::watcher::Event;
 ///

@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use istio_routes::{
-    IstioBackend, ManualClock, MemoryStore, RouteStore, Translation, default_export_to, route_id,
-};
+use istio_routes::{IstioBackend, ManualClock, MemoryStore, RouteStore, Translation, default_export_to};
+use kube_routes::route_id;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 use serde_json::{Value, json};
 

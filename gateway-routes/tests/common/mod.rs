@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use istio_routes::encode_path;
+use kube_routes::encode_path;
 use proptest::prelude::*;
 use proxy_api::RouteSpec;
 use testkit::chp::{lower_hex, paths_around};

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use istio_routes::resources::{IstioVersion, ServiceEntry, VirtualService};
-use istio_routes::{Error, IstioBackend, KubeStore, Translation};
+use istio_routes::{IstioBackend, KubeStore, Translation};
 use kube::api::ListParams;
+use kube_routes::Error;
 use proxy_api::{Backend, Route, RouteSpec, RoutingMode, Target};
 
 pub(crate) const GATEWAY: &str = "istio-system/jupyterhub-gateway";

@@ -27,9 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use istio_routes::Translation;
 use istio_routes::resources::{ServiceEntry, VirtualService};
-use istio_routes::{FIELD_MANAGER, Translation};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube_routes::FIELD_MANAGER;
 use proxy_api::{RouteSpec, RoutingMode, wire};
 use testkit::apiserver::ApiServer;
 use testkit::client::ApiClient;
@@ -242,7 +243,7 @@ async fn ours(server: &ApiServer, bin: &str, routes: usize, clients: usize) -> R
     let labels: BTreeSet<String> = services
         .items
         .iter()
-        .filter_map(|o| o.metadata.labels.as_ref()?.get(istio_routes::ROUTE_LABEL).cloned())
+        .filter_map(|o| o.metadata.labels.as_ref()?.get(kube_routes::ROUTE_LABEL).cloned())
         .collect();
     if services.items.len() != routes + 1 || labels.len() != routes + 1 {
         return Err(format!(
