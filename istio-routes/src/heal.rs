@@ -1,10 +1,11 @@
-//! Healing: when one of our objects no longer is what its route renders, the proxy repairs it.
+//! Healing of Istio routing's objects: what drifts, and how it is repaired. When to look and
+//! when to write (the jitter, the grace, one replica acting through preconditions, back-off)
+//! is the engine's, [`kube_routes::heal`], which the Gateway API's healing shares.
 //!
-//! Nothing polls the API server. The VirtualService watch the store already runs tells healing
-//! which route an event touched (and, for a delete, the object's last state); a second,
-//! label-selected watch does the same for our ServiceEntries. Each touched route is checked
-//! after a random delay (the jitter, 0.5–2.5 s by default), against the caches, and only what
-//! drifted is written:
+//! The VirtualService watch the store already runs tells healing which route an event touched
+//! (and, for a delete, the object's last state); a second, label-selected watch does the same
+//! for our ServiceEntries, of which healing keeps only what judging one takes
+//! ([`kube_routes::SeenObjects`]). Each touched route is checked against the caches:
 //!
 //! | drift | what is found | repair |
 //! |---|---|---|
@@ -16,14 +17,8 @@
 //!
 //! Stray generations, strays and orphaned ServiceEntries are also what an add or an ancestor's
 //! re-creation leaves for a moment (the ServiceEntry is applied before the VirtualService; a
-//! new generation is created before the old one is deleted), so they are repaired only once
-//! they have been seen for a grace period (5 s by default), checked again then.
-//!
-//! **One replica acts, without a lease.** Every replica sees the drift, but every repair is
-//! conditional on the API server: a create fails with AlreadyExists, and an apply or delete
-//! with a `resourceVersion` precondition fails with Conflict, when another replica got there
-//! first or the object changed; the route is then checked again after a new delay, by which
-//! time the watch shows what the other replica wrote.
+//! new generation is created before the old one is deleted), so they wait for the engine's
+//! grace period before they are repaired.
 //!
 //! **A delete JupyterHub asked for is never undone.** A route delete marks each of the route's
 //! VirtualServices with [`DELETE_INTENT_ANNOTATION`]
@@ -36,24 +31,18 @@
 //! delivers the two in that order, so those deletes need no mark). Right before re-creating, the
 //! route's objects are looked up again in the cache and the overlay: a route re-added meanwhile
 //! wins.
-//!
-//! **Back-off.** A route that keeps drifting (something else fights over it) or whose repair
-//! fails waits longer each time before its next check: 1 s, 2 s, 4 s... up to a minute, on top
-//! of the jitter, until it has been quiet for two minutes. A replica writes at most 20 repairs
-//! a second (a build that renders every route differently re-applies them all, as a trickle).
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
+use kube_routes::heal::{self, HealOptions, Healing, Repairs};
+use kube_routes::{HealMetrics, ROUTE_LABEL, Seen, SeenObjects, count_watch_call, watch_backoff};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::backend::{Found, IstioBackend, name_of};
 use crate::kube_store::SPEC_DIGEST_ANNOTATION;
@@ -62,24 +51,13 @@ use crate::resources::{IstioKind, IstioObject, ServiceEntry, ServiceEntrySpec, V
 use crate::store::RouteStore;
 use crate::translate::Rendered;
 use crate::{Error, KubeStore, Result};
-use kube_routes::HealMetrics;
-use kube_routes::ROUTE_LABEL;
-use kube_routes::{Seen, SeenObjects};
-use kube_routes::{count_watch_call, watch_backoff};
 
 /// The annotation a VirtualService is marked with right before the proxy deletes it because
 /// JupyterHub deleted its route: a delete healing must not undo.
 pub const DELETE_INTENT_ANNOTATION: &str = "jupyterhub-istio-proxy/deleting";
 
-/// What the watches tell healing.
-#[derive(Debug)]
-pub(crate) enum Touch {
-    /// An object of the route with this id changed; `gone` is the last state of a deleted
-    /// VirtualService.
-    Route { id: String, gone: Option<Arc<VirtualService>> },
-    /// A watch listed everything again: every route is checked.
-    Resync,
-}
+/// What the watches tell healing: the last state of a deleted VirtualService.
+pub(crate) type Touch = heal::Touch<Arc<VirtualService>>;
 
 /// The SHA-256 of a spec as JSON: what healing compares objects by.
 pub(crate) fn spec_sha256<T: Serialize>(spec: &T) -> [u8; 32] {
@@ -92,49 +70,9 @@ pub(crate) fn spec_digest<T: Serialize>(spec: &T) -> String {
     kube_routes::hex(&spec_sha256(spec))
 }
 
-/// How healing paces itself.
-#[derive(Debug, Clone)]
-pub struct HealOptions {
-    /// The shortest and longest wait between a watch event and the check of its route (a
-    /// random time in between), so that replicas seldom check at the same moment and the
-    /// watch has shown each one the others' repairs.
-    pub jitter: (Duration, Duration),
-    /// How long a stray generation or an orphaned ServiceEntry must have been seen before it
-    /// is deleted: the moments an add or a re-creation in progress looks like that.
-    pub grace: Duration,
-    /// The longest back-off of a route that keeps drifting or failing.
-    pub max_backoff: Duration,
-    /// How many repairs a replica writes per second at most.
-    pub max_repairs_per_second: u32,
-}
-
-impl Default for HealOptions {
-    fn default() -> Self {
-        HealOptions {
-            jitter: (Duration::from_millis(500), Duration::from_millis(2500)),
-            grace: Duration::from_secs(5),
-            max_backoff: Duration::from_secs(60),
-            max_repairs_per_second: 20,
-        }
-    }
-}
-
-/// Healing at work; it stops when this is dropped.
-#[derive(Debug)]
-pub struct Healing {
-    tasks: [tokio::task::JoinHandle<()>; 2],
-}
-
-impl Drop for Healing {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
 /// Starts healing the objects of `backend`'s store (on the current tokio runtime): a watch of
-/// our ServiceEntries, and the checks and repairs, which begin once both caches are synced.
+/// our ServiceEntries, and the checks and repairs, which begin once the VirtualService cache is
+/// synced.
 pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics: HealMetrics) -> Healing {
     let (feed, touches) = mpsc::unbounded_channel();
     if !backend.store().feed_healing(feed.clone()) {
@@ -179,59 +117,18 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
             }
         }
     });
-    let healer = Healer {
-        backend,
-        entries,
-        entries_synced,
-        options,
-        metrics,
-        queue: BTreeMap::new(),
-        pending: HashMap::new(),
-        drifting: HashMap::new(),
-        streaks: HashMap::new(),
-        random: std::collections::hash_map::RandomState::new(),
-        seq: 0,
-        last_repair: Instant::now(),
-    };
-    let checks = tokio::spawn(async move {
-        healer.backend.store().wait_until_ready().await;
-        healer.run(touches).await;
-    });
-    Healing { tasks: [watch, checks] }
+    let repairs = IstioRepairs { backend, entries, entries_synced };
+    heal::start(Arc::new(repairs), touches, options, metrics, vec![watch])
 }
 
-/// A route waiting for its check.
-struct Pending {
-    key: (Instant, u64),
-    gone: Option<Arc<VirtualService>>,
-}
-
-/// A route's recent repairs and failures, for its back-off.
-struct Streak {
-    count: u32,
-    last: Instant,
-}
-
-struct Healer {
+/// What drifts in Istio routing's objects, and how each is repaired.
+struct IstioRepairs {
     backend: Arc<IstioBackend<KubeStore>>,
     /// Our ServiceEntries as the watch shows them, by name and by route id.
     entries: Arc<SeenObjects>,
-    /// Whether the ServiceEntry cache has had its first list: until then (a Role without
+    /// Whether the ServiceEntry watch has had its first list: until then (a Role without
     /// `watch` on serviceentries, say) ServiceEntries are not judged.
     entries_synced: Arc<AtomicBool>,
-    options: HealOptions,
-    metrics: HealMetrics,
-    /// Checks by due time (and a sequence number, to keep keys unique), to route ids.
-    queue: BTreeMap<(Instant, u64), String>,
-    pending: HashMap<String, Pending>,
-    /// Routes found drifting, with the kind and since when: found counts once per drift, and
-    /// the grace of stray generations and orphans runs from then.
-    drifting: HashMap<String, (&'static str, Instant)>,
-    streaks: HashMap<String, Streak>,
-    random: std::collections::hash_map::RandomState,
-    seq: u64,
-    /// When the last repair was written, for the rate limit.
-    last_repair: Instant,
 }
 
 /// What is wrong with a route's objects, and what repairs it.
@@ -275,8 +172,31 @@ impl Drift {
             Drift::Misnamed(Misnamed::ServiceEntry(_)) => (SE, "stray"),
         }
     }
+}
 
-    /// Whether an operation in progress leaves the same picture for a moment.
+impl heal::Drift for Drift {
+    fn resource(&self) -> &'static str {
+        self.labels().0
+    }
+
+    fn kind(&self) -> &'static str {
+        self.labels().1
+    }
+
+    fn object(&self) -> String {
+        match self {
+            Drift::Deleted(rendered) => rendered.virtual_service.metadata.name.clone(),
+            Drift::Stray { stray, .. } => stray.0.metadata.name.clone(),
+            Drift::Edited(object) => object.metadata.name.clone(),
+            Drift::EntryMissing(entry, _) => entry.metadata.name.clone(),
+            Drift::EntryEdited(entry) => entry.metadata.name.clone(),
+            Drift::Orphaned(entry) => Some(entry.name.clone()),
+            Drift::Misnamed(Misnamed::VirtualService(object)) => object.metadata.name.clone(),
+            Drift::Misnamed(Misnamed::ServiceEntry(entry)) => Some(entry.name.clone()),
+        }
+        .unwrap_or_default()
+    }
+
     fn needs_grace(&self) -> bool {
         matches!(self, Drift::Stray { .. } | Drift::Orphaned(_) | Drift::Misnamed(_))
     }
@@ -300,148 +220,19 @@ fn revision(object: &VirtualService) -> u64 {
     object.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-async fn until(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
-    }
-}
-
-impl Healer {
-    async fn run(mut self, mut touches: mpsc::UnboundedReceiver<Touch>) {
-        loop {
-            let next = self.queue.keys().next().map(|(due, _)| *due);
-            tokio::select! {
-                touch = touches.recv() => match touch {
-                    Some(Touch::Route { id, gone }) => {
-                        let delay = self.delay(&id);
-                        self.schedule(id, delay, gone);
-                    }
-                    Some(Touch::Resync) => self.survey(),
-                    None => return,
-                },
-                () = until(next) => {
-                    let now = Instant::now();
-                    let mut due = Vec::new();
-                    while let Some(entry) = self.queue.first_entry() {
-                        if entry.key().0 > now {
-                            break;
-                        }
-                        let id = entry.remove();
-                        let gone = self.pending.remove(&id).and_then(|p| p.gone);
-                        due.push((id, gone));
-                    }
-                    for (id, gone) in due {
-                        // From the store's index: a check costs one route, whatever the number.
-                        let found = self.backend.objects_labelled(&id);
-                        self.check(id, found, gone).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// A random time within the jitter.
-    fn jitter(&mut self) -> Duration {
-        self.seq += 1;
-        let (shortest, longest) = self.options.jitter;
-        let fraction = self.random.hash_one(self.seq) as f64 / u64::MAX as f64;
-        shortest + longest.saturating_sub(shortest).mul_f64(fraction)
-    }
-
-    /// The wait before a route's next check: the jitter, plus its back-off.
-    fn delay(&mut self, id: &str) -> Duration {
-        let quiet = 2 * self.options.max_backoff;
-        let backoff = match self.streaks.get(id) {
-            Some(streak) if streak.last.elapsed() < quiet => Duration::from_secs(1)
-                .saturating_mul(1 << streak.count.saturating_sub(1).min(16))
-                .min(self.options.max_backoff),
-            Some(_) => {
-                self.streaks.remove(id);
-                Duration::ZERO
-            }
-            None => Duration::ZERO,
-        };
-        self.jitter() + backoff
-    }
-
-    /// Lengthens a route's back-off.
-    fn strike(&mut self, id: &str) {
-        let streak = self.streaks.entry(id.to_owned()).or_insert(Streak { count: 0, last: Instant::now() });
-        streak.count += 1;
-        streak.last = Instant::now();
-    }
-
-    /// Has `id` checked after `delay`, or sooner if it already waits for an earlier check;
-    /// keeps the last state of its most recent generation deleted.
-    fn schedule(&mut self, id: String, delay: Duration, gone: Option<Arc<VirtualService>>) {
-        self.seq += 1;
-        let key = (Instant::now() + delay, self.seq);
-        let translation = self.backend.translation();
-        let generation =
-            |object: &Arc<VirtualService>| translation.read(object).and_then(|r| r.ok()).map(|r| r.origin);
-        match self.pending.get_mut(&id) {
-            Some(pending) => {
-                if let Some(gone) = gone
-                    && pending.gone.as_ref().is_none_or(|kept| generation(kept) <= generation(&gone))
-                {
-                    pending.gone = Some(gone);
-                }
-                if key < pending.key {
-                    self.queue.remove(&pending.key);
-                    pending.key = key;
-                    self.queue.insert(key, id);
-                }
-            }
-            None => {
-                self.queue.insert(key, id.clone());
-                self.pending.insert(id, Pending { key, gone });
-            }
-        }
-    }
-
-    /// Every VirtualService in the cache (with the overlay), by route id.
-    fn by_route(&self) -> HashMap<String, Vec<Arc<VirtualService>>> {
-        let mut objects: HashMap<String, Vec<Arc<VirtualService>>> = HashMap::new();
-        for object in self.backend.store().virtual_services() {
-            if let Some(id) = object.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL)) {
-                objects.entry(id.clone()).or_default().push(object);
-            }
-        }
-        objects
-    }
-
-    /// Checks every route now in the caches, without a call to the API server, and schedules
-    /// those that drifted.
-    fn survey(&mut self) {
-        let mut objects = self.by_route();
-        let mut ids: Vec<String> = objects.keys().cloned().collect();
-        ids.extend(self.entries.routes());
-        ids.sort();
-        ids.dedup();
-        let drifted: Vec<String> = ids
-            .into_iter()
-            .filter(|id| {
-                let found = self.backend.found(objects.remove(id).unwrap_or_default());
-                self.assess(id, found, None).is_some()
-            })
-            .collect();
-        if !drifted.is_empty() {
-            tracing::info!(routes = drifted.len(), "routes whose objects drifted, to repair");
-        }
-        for id in drifted {
-            let delay = self.delay(&id);
-            self.schedule(id, delay, None);
-        }
-    }
-
+impl IstioRepairs {
     /// The ServiceEntry of a route, as the watch last showed it.
     fn entry(&self, id: &str) -> Option<Seen> {
         self.entries.get(&self.backend.translation().service_entry_name_of(id))
     }
 
     /// What is wrong with a route's objects now, if anything.
-    fn assess(&self, id: &str, objects: Vec<Found>, gone: Option<&Arc<VirtualService>>) -> Option<Drift> {
+    fn assess_objects(
+        &self,
+        id: &str,
+        objects: Vec<Found>,
+        gone: Option<&Arc<VirtualService>>,
+    ) -> Option<Drift> {
         let translation = self.backend.translation();
         let render = |route: &proxy_api::Route, generation| match translation.render(route, generation) {
             Ok(rendered) => Some(rendered),
@@ -517,81 +308,8 @@ impl Healer {
         }
     }
 
-    /// Checks a route, and repairs what drifted.
-    async fn check(&mut self, id: String, objects: Vec<Found>, gone: Option<Arc<VirtualService>>) {
-        let Some(drift) = self.assess(&id, objects, gone.as_ref()) else {
-            self.drifting.remove(&id);
-            return;
-        };
-        let (resource, kind) = drift.labels();
-        let now = Instant::now();
-        let since = match self.drifting.get(&id) {
-            Some((seen, since)) if *seen == kind => *since,
-            _ => {
-                self.metrics.count_found(resource, kind);
-                self.drifting.insert(id.clone(), (kind, now));
-                now
-            }
-        };
-        if drift.needs_grace() && now < since + self.options.grace {
-            let wait = since + self.options.grace - now + self.jitter();
-            self.schedule(id, wait, gone);
-            return;
-        }
-        let object = match &drift {
-            Drift::Deleted(rendered) => rendered.virtual_service.metadata.name.clone(),
-            Drift::Stray { stray, .. } => stray.0.metadata.name.clone(),
-            Drift::Edited(object) => object.metadata.name.clone(),
-            Drift::EntryMissing(entry, _) => entry.metadata.name.clone(),
-            Drift::EntryEdited(entry) => entry.metadata.name.clone(),
-            Drift::Orphaned(entry) => Some(entry.name.clone()),
-            Drift::Misnamed(Misnamed::VirtualService(object)) => object.metadata.name.clone(),
-            Drift::Misnamed(Misnamed::ServiceEntry(entry)) => Some(entry.name.clone()),
-        }
-        .unwrap_or_default();
-        // At most `max_repairs_per_second`: a new build that renders every route differently
-        // re-applies them all, but as a trickle.
-        let spacing = Duration::from_secs(1) / self.options.max_repairs_per_second.max(1);
-        tokio::time::sleep_until(self.last_repair + spacing).await;
-        self.last_repair = Instant::now();
-        match self.repair(&id, drift).await {
-            Ok(true) => {
-                self.metrics.count_repaired(resource, kind);
-                tracing::info!(object, resource, kind, route = id, "repaired an object that drifted");
-                self.drifting.remove(&id);
-                self.strike(&id);
-                // Another drift of the same route may be next.
-                let delay = self.delay(&id);
-                self.schedule(id, delay, None);
-            }
-            // Another replica repaired it, or a write made it right.
-            Ok(false) => {
-                self.drifting.remove(&id);
-            }
-            // Someone else got there first or the object changed: look again once the watch
-            // has shown what.
-            Err(Error::Conflict { .. } | Error::AlreadyExists { .. }) => {
-                tracing::debug!(
-                    object,
-                    resource,
-                    kind,
-                    route = id,
-                    "another writer changed the object first"
-                );
-                let delay = self.jitter();
-                self.schedule(id, delay, gone);
-            }
-            Err(error) => {
-                tracing::warn!(object, resource, kind, route = id, %error, "repairing an object failed; will retry");
-                self.strike(&id);
-                let delay = self.delay(&id);
-                self.schedule(id, delay, gone);
-            }
-        }
-    }
-
     /// Repairs a drift; answers whether this replica's write did.
-    async fn repair(&self, id: &str, drift: Drift) -> Result<bool> {
+    async fn repair_drift(&self, id: &str, drift: Drift) -> Result<bool> {
         let store = self.backend.store();
         match drift {
             Drift::Deleted(rendered) => {
@@ -665,6 +383,38 @@ impl Healer {
                 store.delete_virtual_service(name_of(&object), object.metadata.resource_version.clone()).await
             }
         }
+    }
+}
+
+#[async_trait]
+impl Repairs for IstioRepairs {
+    type Drift = Drift;
+    type Gone = Arc<VirtualService>;
+
+    async fn ready(&self) {
+        self.backend.store().wait_until_ready().await;
+    }
+
+    fn route_ids(&self) -> Vec<String> {
+        let mut ids = self.backend.store().route_ids();
+        ids.extend(self.entries.routes());
+        ids
+    }
+
+    fn assess(&self, id: &str, gone: Option<&Arc<VirtualService>>) -> Option<Drift> {
+        // From the store's index: a check costs one route, whatever the number.
+        self.assess_objects(id, self.backend.objects_labelled(id), gone)
+    }
+
+    async fn repair(&self, id: &str, drift: Drift) -> Result<bool> {
+        self.repair_drift(id, drift).await
+    }
+
+    fn supersedes(&self, kept: &Arc<VirtualService>, new: &Arc<VirtualService>) -> bool {
+        let translation = self.backend.translation();
+        let generation =
+            |object: &Arc<VirtualService>| translation.read(object).and_then(|r| r.ok()).map(|r| r.origin);
+        generation(kept) <= generation(new)
     }
 }
 

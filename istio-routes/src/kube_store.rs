@@ -129,6 +129,12 @@ impl KubeStore {
         self.heal_feed.set(feed).is_ok()
     }
 
+    /// Every route id some cached VirtualService is labelled with, from the index: what
+    /// healing checks at a relist.
+    pub(crate) fn route_ids(&self) -> Vec<String> {
+        self.index.values()
+    }
+
     /// The ServiceEntries' API, for healing's watch of them.
     pub(crate) fn service_entries_api(&self) -> &Api<ServiceEntry> {
         &self.service_entries
@@ -441,8 +447,7 @@ impl RouteStore for KubeStore {
 /// last-applied configuration) can be as large as the object.
 ///
 /// Healing needs to know whether the spec is still what the route renders, so a digest of it
-/// stays, as an annotation only the cache holds ([`SPEC_DIGEST_ANNOTATION`]). Healing's cache of
-/// ServiceEntries is slimmed the same way (with no legacy annotation to keep).
+/// stays, as an annotation only the cache holds ([`SPEC_DIGEST_ANNOTATION`]).
 pub(crate) fn slim<S: serde::Serialize + Default>(object: &mut IstioObject<S>, legacy_annotation: &str) {
     object.metadata.managed_fields = None;
     let digest = spec_digest(&object.spec);

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Namespace, route, spec};
-use istio_routes::heal::{HealOptions, Healing, heal};
+use istio_routes::heal::heal;
 use istio_routes::{IstioBackend, KubeStore};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube_routes::HealMetrics;
+use kube_routes::heal::{HealOptions, Healing};
 use proxy_api::Backend;
 use serde_json::json;
 use testkit::apiserver::ApiServer;

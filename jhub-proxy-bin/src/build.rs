@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_routes::{GatewayBackend, GatewayKubeStore, GatewayMemoryStore};
-use istio_routes::heal::{self, HealOptions, Healing};
+use istio_routes::heal;
 use istio_routes::{IstioBackend, KubeStore, MemoryStore, Translation};
+use kube_routes::heal::{HealOptions, Healing};
 use kube_routes::{HealMetrics, StoreMetrics};
 use proxy_api::{ApiConfig, Backend};
 

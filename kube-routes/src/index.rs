@@ -92,6 +92,11 @@ impl LabelIndex {
         }
     }
 
+    /// Every value some object's label holds.
+    pub fn values(&self) -> Vec<String> {
+        self.state().live.keys().map(|value| value.to_string()).collect()
+    }
+
     /// The names of the objects whose label holds `value`.
     pub fn names(&self, value: &str) -> Vec<String> {
         let state = self.state();

@@ -6,8 +6,9 @@
 //! - [`watch_cache`]: a label-selected watch of our objects, retried with [`watch_backoff`],
 //!   with the [`Overlay`] that shows our writes until the watch delivers them
 //!   (read-your-writes), and an index by route id ([`LabelIndex`]) kept from its events.
-//! - [`SeenObjects`]: what healing keeps of objects it only judges (name, route, resource
-//!   version, spec digest), not the objects.
+//! - [`heal`]: healing's engine (when to check a route and when to repair it) over what a
+//!   routing API says drifted ([`heal::Repairs`]); [`SeenObjects`]: what healing keeps of
+//!   objects it only judges (name, route, resource version, spec digest), not the objects.
 //! - [`Error`]: the API server's answers ([`classify_resource`]), each mapped to the status
 //!   JupyterHub sees; [`check_kind_served`] and [`server_version`] at start-up.
 //! - [`KubeMetrics`], [`HealMetrics`], [`StoreMetrics`]: Prometheus metrics of the API calls,
@@ -51,6 +52,7 @@ mod answers;
 mod caches;
 pub mod conventions;
 mod error;
+pub mod heal;
 mod index;
 mod metrics;
 mod overlay;
