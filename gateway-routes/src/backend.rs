@@ -149,11 +149,17 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
     /// logged, and the write's own error is what JupyterHub hears.
     async fn undo(&self, name: &str, cached: Option<&HttpRoute>) {
         let result = match cached {
-            // A new route: nothing of it may stay.
-            None => match self.store.delete_http_route(name).await {
-                Ok(_) => self.store.delete_pod_backend(name).await.map(drop).map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
-            },
+            // A new route: nothing of it may stay, and healing must not bring it back.
+            None => {
+                let deleted = match self.store.mark_deleting(name).await {
+                    Ok(marked) => self.store.delete_http_route(name, marked).await,
+                    Err(error) => Err(error),
+                };
+                match deleted {
+                    Ok(_) => self.store.delete_pod_backend(name).await.map(drop).map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                }
+            }
             Some(cached) => self.restore(name, cached).await,
         };
         self.forget(name);
@@ -248,7 +254,10 @@ impl<S: HttpRouteStore> Backend for GatewayBackend<S> {
         // A route the cache shows with a Service target has no pod backend to delete; one it
         // does not show (gone already, a delete cut short, a lagging watch) may.
         let pod_backend = self.cached_pod_target(&name) != Some(false);
-        let existed = self.store.delete_http_route(&name).await?;
+        // Marked first, at the version the delete then requires: every replica's watch sees
+        // the mark in the Deleted event, and healing does not undo what JupyterHub asked for.
+        let marked = self.store.mark_deleting(&name).await?;
+        let existed = self.store.delete_http_route(&name, marked).await?;
         self.forget(&name);
         if pod_backend {
             self.store.delete_pod_backend(&name).await?;
@@ -372,8 +381,11 @@ mod tests {
             }
             self.inner.apply_http_route(object).await
         }
-        async fn delete_http_route(&self, name: &str) -> kube_routes::Result<bool> {
-            self.inner.delete_http_route(name).await
+        async fn mark_deleting(&self, name: &str) -> kube_routes::Result<Option<String>> {
+            self.inner.mark_deleting(name).await
+        }
+        async fn delete_http_route(&self, name: &str, version: Option<String>) -> kube_routes::Result<bool> {
+            self.inner.delete_http_route(name, version).await
         }
         async fn apply_pod_backend(&self, backend: crate::PodBackend) -> kube_routes::Result<()> {
             self.pod_backend_applies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -10,6 +10,9 @@
 //!   machinery, as the Istio store's), [`GatewayMemoryStore`] in memory.
 //! - [`GatewayBackend`]: the routes API's [`proxy_api::Backend`] over a store.
 //! - [`status`]: what the gateways made of each HTTPRoute (`Accepted`, `ResolvedRefs`).
+//! - [`heal`]: repairs our objects when they drift from what their routes render (edited,
+//!   deleted behind our back, orphaned or stray Services and EndpointSlices), driven by the
+//!   watches, on [`kube_routes::heal`]'s engine.
 //!
 //! The object conventions (labels, annotations, route ids) and the errors are
 //! [`kube_routes`]', shared with `istio-routes` rather than copied, so both backends' objects
@@ -42,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod heal;
 mod kube_store;
 mod memory;
 pub mod resources;

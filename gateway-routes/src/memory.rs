@@ -73,7 +73,11 @@ impl HttpRouteStore for GatewayMemoryStore {
         Ok(object)
     }
 
-    async fn delete_http_route(&self, name: &str) -> Result<bool> {
+    async fn mark_deleting(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.lock().routes.get(name).and_then(|object| object.metadata.resource_version.clone()))
+    }
+
+    async fn delete_http_route(&self, name: &str, _: Option<String>) -> Result<bool> {
         let mut inner = self.lock();
         inner.version += 1;
         Ok(inner.routes.remove(name).is_some())

@@ -37,8 +37,15 @@ pub trait HttpRouteStore: Send + Sync + 'static {
     /// the uid the objects it owns refer to.
     async fn apply_http_route(&self, object: HttpRoute) -> Result<Arc<HttpRoute>>;
 
-    /// Deletes an HTTPRoute; answers whether it existed.
-    async fn delete_http_route(&self, name: &str) -> Result<bool>;
+    /// Marks the HTTPRoute `name` as being deleted because JupyterHub asked
+    /// ([`DELETE_INTENT_ANNOTATION`](kube_routes::heal::DELETE_INTENT_ANNOTATION)), so that no
+    /// replica's healing restores it; answers its marked resource version, `None` when it is
+    /// gone.
+    async fn mark_deleting(&self, name: &str) -> Result<Option<String>>;
+
+    /// Deletes an HTTPRoute, only at `resource_version` when one is given (else `Conflict`);
+    /// answers whether it existed.
+    async fn delete_http_route(&self, name: &str, resource_version: Option<String>) -> Result<bool>;
 
     /// Creates or updates the Service and EndpointSlice of a pod-IP route.
     async fn apply_pod_backend(&self, backend: PodBackend) -> Result<()>;

@@ -171,7 +171,12 @@ impl GatewayTranslation {
 
     /// The name of a route's HTTPRoute, and of its Service and EndpointSlice.
     pub fn object_name(&self, spec: &RouteSpec) -> String {
-        format!("{}-{}", self.prefix, route_id(spec))
+        self.object_name_of(&route_id(spec))
+    }
+
+    /// The name of the objects of the route whose id is `id`.
+    pub fn object_name_of(&self, id: &str) -> String {
+        format!("{}-{id}", self.prefix)
     }
 
     /// The objects for `route`.

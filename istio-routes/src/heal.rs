@@ -21,7 +21,7 @@
 //! grace period before they are repaired.
 //!
 //! **A delete JupyterHub asked for is never undone.** A route delete marks each of the route's
-//! VirtualServices with [`DELETE_INTENT_ANNOTATION`]
+//! VirtualServices with [`DELETE_INTENT_ANNOTATION`](kube_routes::heal::DELETE_INTENT_ANNOTATION)
 //! ([`RouteStore::mark_deleting`]) before deleting its
 //! ServiceEntry (a marked route is not healed) and then the VirtualServices, each with the
 //! marked `resourceVersion` as precondition, so the Deleted event every replica's watch
@@ -36,39 +36,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube_routes::heal::{self, HealOptions, Healing, Repairs};
-use kube_routes::{HealMetrics, ROUTE_LABEL, Seen, SeenObjects, count_watch_call, watch_backoff};
+use kube_routes::heal::{self, HealOptions, Healing, Repairs, spec_digest, spec_sha256};
+use kube_routes::{HealMetrics, ROUTE_LABEL, Seen, SeenObjects};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::backend::{Found, IstioBackend, name_of};
-use crate::kube_store::SPEC_DIGEST_ANNOTATION;
 use crate::read::Origin;
 use crate::resources::{IstioKind, IstioObject, ServiceEntry, ServiceEntrySpec, VirtualService};
 use crate::store::RouteStore;
 use crate::translate::Rendered;
 use crate::{Error, KubeStore, Result};
 
-/// The annotation a VirtualService is marked with right before the proxy deletes it because
-/// JupyterHub deleted its route: a delete healing must not undo.
-pub const DELETE_INTENT_ANNOTATION: &str = "jupyterhub-istio-proxy/deleting";
-
 /// What the watches tell healing: the last state of a deleted VirtualService.
 pub(crate) type Touch = heal::Touch<Arc<VirtualService>>;
-
-/// The SHA-256 of a spec as JSON: what healing compares objects by.
-pub(crate) fn spec_sha256<T: Serialize>(spec: &T) -> [u8; 32] {
-    let json = serde_json::to_vec(spec).unwrap_or_default();
-    Sha256::digest(json).into()
-}
-
-/// [`spec_sha256`] in hex, as a cached VirtualService carries it.
-pub(crate) fn spec_digest<T: Serialize>(spec: &T) -> String {
-    kube_routes::hex(&spec_sha256(spec))
-}
 
 /// Starts healing the objects of `backend`'s store (on the current tokio runtime): a watch of
 /// our ServiceEntries, and the checks and repairs, which begin once the VirtualService cache is
@@ -80,43 +61,19 @@ pub fn heal(backend: Arc<IstioBackend<KubeStore>>, options: HealOptions, metrics
     }
     let translation = backend.translation();
     let api = backend.store().service_entries_api().clone();
-    let config = watcher::Config::default().labels(&translation.label_selector());
-    let kube_metrics = backend.store().metrics().clone();
-    let entries_synced = Arc::new(AtomicBool::new(false));
-    let synced = Arc::clone(&entries_synced);
-    let stream = watcher::<ServiceEntry>(api, config).backoff(watch_backoff());
     // Not a reflector of the objects: healing only judges ServiceEntries, so it keeps what
     // judging one takes.
     let entries = Arc::new(SeenObjects::new(ROUTE_LABEL));
-    let seen = Arc::clone(&entries);
-    let watch = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        let mut listing_since = None;
-        while let Some(event) = stream.next().await {
-            count_watch_call(&kube_metrics, ServiceEntrySpec::PLURAL, &event, &mut listing_since);
-            if let Ok(event) = &event {
-                seen.observe(event, |entry| spec_sha256(&entry.spec));
-            }
-            let touch = match event {
-                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                    let id = object.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL));
-                    id.map(|id| Touch::Route { id: id.clone(), gone: None })
-                }
-                Ok(watcher::Event::InitDone) => {
-                    synced.store(true, Ordering::Release);
-                    Some(Touch::Resync)
-                }
-                Ok(_) => None,
-                Err(error) => {
-                    tracing::warn!(%error, "watching ServiceEntries failed; retrying");
-                    None
-                }
-            };
-            if let Some(touch) = touch {
-                let _ = feed.send(touch);
-            }
-        }
-    });
+    let entries_synced = Arc::new(AtomicBool::new(false));
+    let watch = heal::watch_seen(
+        api,
+        &translation.label_selector(),
+        ServiceEntrySpec::PLURAL,
+        (Arc::clone(&entries), Arc::clone(&entries_synced)),
+        |entry: &ServiceEntry| spec_sha256(&entry.spec),
+        feed,
+        backend.store().metrics().clone(),
+    );
     let repairs = IstioRepairs { backend, entries, entries_synced };
     heal::start(Arc::new(repairs), touches, options, metrics, vec![watch])
 }
@@ -203,16 +160,13 @@ impl heal::Drift for Drift {
 }
 
 fn is_marked(object: &VirtualService) -> bool {
-    object.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(DELETE_INTENT_ANNOTATION))
+    heal::is_marked(&object.metadata)
 }
 
 /// The digest of an object's spec: from the cache's annotation, or the spec itself for an
 /// object the overlay holds whole.
 fn observed_digest<S: Serialize>(object: &IstioObject<S>) -> String {
-    match object.metadata.annotations.as_ref().and_then(|a| a.get(SPEC_DIGEST_ANNOTATION)) {
-        Some(digest) => digest.clone(),
-        None => spec_digest(&object.spec),
-    }
+    heal::observed_digest(&object.metadata, &object.spec)
 }
 
 /// An etcd revision, to tell which of two writes came last.

@@ -12,7 +12,6 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::watcher;
 use kube::{Client, Resource};
 use kube_routes::{
     FIELD_MANAGER, INSTANCE_LABEL, KubeMetrics, LabelIndex, MANAGED_BY, MANAGED_BY_LABEL, Overlay,
@@ -20,7 +19,9 @@ use kube_routes::{
     route_id, server_version, watch_cache,
 };
 
-use crate::heal::{DELETE_INTENT_ANNOTATION, Touch, spec_digest};
+use kube_routes::heal::{DELETE_INTENT_ANNOTATION, SPEC_DIGEST_ANNOTATION, spec_digest};
+
+use crate::heal::Touch;
 use crate::read::Origin;
 use crate::resources::{
     ISTIO_GROUP, IstioKind, IstioObject, IstioVersion, ServiceEntry, ServiceEntrySpec, VirtualService,
@@ -104,7 +105,7 @@ impl KubeStore {
             move |event| {
                 watch_index.observe(event);
                 if let Some(feed) = watch_feed.get() {
-                    tell_healing(feed, event);
+                    kube_routes::heal::tell(feed, event);
                 }
             },
         );
@@ -458,31 +459,6 @@ pub(crate) fn slim<S: serde::Serialize + Default>(object: &mut IstioObject<S>, l
             || (!legacy_annotation.is_empty() && key == legacy_annotation)
     });
     annotations.insert(SPEC_DIGEST_ANNOTATION.to_owned(), digest);
-}
-
-/// The annotation a cached VirtualService carries its spec's digest in, in place of the spec
-/// (see [`slim`]); never written to the API server.
-pub(crate) const SPEC_DIGEST_ANNOTATION: &str = "jupyterhub-istio-proxy/cached-spec-sha256";
-
-/// Tells healing which route a watch event changed, with the last state of a deleted object.
-/// A relist delivers no deletes, and the cache's last state of an object deleted during the gap
-/// may predate its delete mark: healing checks every route then, but restores none of those.
-fn tell_healing(feed: &tokio::sync::mpsc::UnboundedSender<Touch>, event: &watcher::Event<VirtualService>) {
-    let touch = |object: &VirtualService, gone: bool| {
-        let route = object.metadata.labels.as_ref().and_then(|l| l.get(ROUTE_LABEL));
-        if let Some(route) = route {
-            let gone = gone.then(|| Arc::new(object.clone()));
-            let _ = feed.send(Touch::Route { id: route.clone(), gone });
-        }
-    };
-    match event {
-        watcher::Event::Apply(object) => touch(object, false),
-        watcher::Event::Delete(object) => touch(object, true),
-        watcher::Event::Init | watcher::Event::InitApply(_) => {}
-        watcher::Event::InitDone => {
-            let _ = feed.send(Touch::Resync);
-        }
-    }
 }
 
 /// The top-level spec fields of a VirtualService we write; a restore removes those we leave

@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Namespace, route, spec};
 use istio_routes::heal::heal;
@@ -17,6 +17,7 @@ use kube_routes::heal::{HealOptions, Healing};
 use proxy_api::Backend;
 use serde_json::json;
 use testkit::apiserver::ApiServer;
+use testkit::within;
 
 const VS: &str = "virtualservices";
 const SE: &str = "serviceentries";
@@ -71,20 +72,6 @@ fn all_repairs(replicas: &[Replica]) -> Vec<String> {
         }
     }
     repairs
-}
-
-/// Polls `condition` for up to `within`; answers how long it took.
-async fn within<F: Future<Output = bool>>(
-    what: &str,
-    within: Duration,
-    mut condition: impl FnMut() -> F,
-) -> Duration {
-    let started = Instant::now();
-    while !condition().await {
-        assert!(started.elapsed() < within, "not {what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    started.elapsed()
 }
 
 /// Adds routes through the first replica and waits until every replica has them.

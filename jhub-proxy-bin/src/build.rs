@@ -90,9 +90,6 @@ async fn gateway_api(
     tokens: token::Tokens,
     mut metrics: Metrics,
 ) -> Result<(app::HttpService, &'static str, Option<Healing>), Error> {
-    if config.heal && kind == StoreKind::Kubernetes {
-        tracing::info!("--heal repairs Istio objects only: HTTPRoutes are not healed yet");
-    }
     match kind {
         StoreKind::Memory => {
             let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
@@ -121,8 +118,14 @@ async fn gateway_api(
             }
             let backend = Arc::new(backend);
             StoreMetrics::new(Arc::clone(&backend), watch).register(metrics.registry_mut());
+            let healing = config.heal.then(|| {
+                let drift = HealMetrics::default();
+                drift.register(metrics.registry_mut());
+                tracing::info!("healing objects that drift from their routes (--heal)");
+                gateway_routes::heal::heal(Arc::clone(&backend), HealOptions::default(), drift)
+            });
             let service = http_service(backend, config, None, tokens, ready, metrics, None).await?;
-            Ok((service, "kubernetes", None))
+            Ok((service, "kubernetes", healing))
         }
     }
 }

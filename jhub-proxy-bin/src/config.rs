@@ -179,8 +179,8 @@ pub struct Config {
     pub ip_target_mtls: bool,
 
     /// Repair our objects when they drift from what their routes render (edited, deleted
-    /// behind our back, stray generations, orphaned ServiceEntries); Istio routing on the
-    /// Kubernetes store only.
+    /// behind our back, stray or orphaned), with either routing API; the Kubernetes store
+    /// only.
     #[arg(long, env = "PROXY_HEAL", value_parser = BoolishValueParser::new(), default_value_t = true,
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub heal: bool,

@@ -486,6 +486,24 @@ async fn the_gateway_api_role_is_enough_for_the_service_account_on_a_real_api_se
     let left = slices.list(&Default::default()).await.unwrap().items;
     assert!(left.is_empty(), "alice's deleted, bob's replaced by a Service target: {left:#?}");
 
+    // Healing: carol's HTTPRoute and EndpointSlice deleted behind the proxy's back come back.
+    post("/user/carol/", "http://10.0.0.10:8888").await;
+    let spec = proxy_api::RouteSpec::new("/user/carol", proxy_api::RoutingMode::Path).unwrap();
+    let carol = format!("jupyter-{}", kube_routes::route_id(&spec));
+    let http_routes: kube::Api<gateway_routes::HttpRoute> =
+        kube::Api::namespaced(server.client(), &namespace);
+    http_routes.delete(&carol, &Default::default()).await.unwrap();
+    slices.delete(&carol, &Default::default()).await.unwrap();
+    let back = async || {
+        http_routes.get_opt(&carol).await.unwrap().is_some()
+            && slices.get_opt(&carol).await.unwrap().is_some()
+    };
+    let started = std::time::Instant::now();
+    while !back().await {
+        assert!(started.elapsed() < Duration::from_secs(20), "carol's objects not back\n{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let metrics = String::from_utf8(api.get("/metrics").await.body.to_vec()).unwrap();
     let denied: Vec<&str> = metrics.lines().filter(|l| l.contains(r#"outcome="forbidden""#)).collect();
     assert!(denied.is_empty(), "calls RBAC denied: {denied:#?}\n{}", proxy.log());

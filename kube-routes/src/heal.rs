@@ -26,13 +26,57 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::{Error, HealMetrics, Result};
+use crate::{
+    Error, HealMetrics, KubeMetrics, ROUTE_LABEL, Result, SeenObjects, count_watch_call, watch_backoff,
+};
+
+/// The annotation a route's main object (VirtualService, HTTPRoute) is marked with right
+/// before the proxy deletes it because JupyterHub deleted its route: a delete healing must not
+/// undo. The Deleted event every replica's watch delivers carries it in the object's last state.
+pub const DELETE_INTENT_ANNOTATION: &str = "jupyterhub-istio-proxy/deleting";
+
+/// The annotation a cached object carries its spec's digest in, in place of the spec (which
+/// the cache drops to save memory); never written to the API server.
+pub const SPEC_DIGEST_ANNOTATION: &str = "jupyterhub-istio-proxy/cached-spec-sha256";
+
+/// The SHA-256 of a spec as JSON: what healing compares objects by.
+pub fn spec_sha256<T: Serialize>(spec: &T) -> [u8; 32] {
+    let json = serde_json::to_vec(spec).unwrap_or_default();
+    Sha256::digest(json).into()
+}
+
+/// [`spec_sha256`] in hex, as a cached object carries it in [`SPEC_DIGEST_ANNOTATION`].
+pub fn spec_digest<T: Serialize>(spec: &T) -> String {
+    crate::hex(&spec_sha256(spec))
+}
+
+/// The digest of an object's spec: the cache's annotation, or `spec`'s for an object held whole
+/// (our write, in the overlay).
+pub fn observed_digest<T: Serialize>(metadata: &ObjectMeta, spec: &T) -> String {
+    match metadata.annotations.as_ref().and_then(|a| a.get(SPEC_DIGEST_ANNOTATION)) {
+        Some(digest) => digest.clone(),
+        None => spec_digest(spec),
+    }
+}
+
+/// Whether an object carries [`DELETE_INTENT_ANNOTATION`].
+pub fn is_marked(metadata: &ObjectMeta) -> bool {
+    metadata.annotations.as_ref().is_some_and(|a| a.contains_key(DELETE_INTENT_ANNOTATION))
+}
 
 /// What the watches tell healing.
 #[derive(Debug)]
@@ -159,6 +203,80 @@ pub fn start<R: Repairs>(
     let mut tasks = watches;
     tasks.push(checks);
     Healing { tasks }
+}
+
+/// Tells `feed` what a watch event of a route's main object (a VirtualService, an HTTPRoute)
+/// means for healing: the route it touched, with the object's last state when deleted; at the
+/// end of a relist, that every route is to be checked. A relist delivers no deletes, and the
+/// cache's last state of an object deleted during the gap may predate its delete mark: every
+/// route is checked then, but none of those is restored.
+pub fn tell<K: Resource + Clone>(feed: &mpsc::UnboundedSender<Touch<Arc<K>>>, event: &watcher::Event<K>) {
+    let touch = |object: &K, gone: bool| {
+        if let Some(id) = object.meta().labels.as_ref().and_then(|l| l.get(ROUTE_LABEL)) {
+            let gone = gone.then(|| Arc::new(object.clone()));
+            let _ = feed.send(Touch::Route { id: id.clone(), gone });
+        }
+    };
+    match event {
+        watcher::Event::Apply(object) => touch(object, false),
+        watcher::Event::Delete(object) => touch(object, true),
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        watcher::Event::InitDone => {
+            let _ = feed.send(Touch::Resync);
+        }
+    }
+}
+
+/// Watches the objects of `api` that `selector` selects, which healing judges but nothing reads
+/// routes from (a ServiceEntry, a Service, an EndpointSlice), into `seen` (each object's
+/// `digest`), and tells `feed` which route each event touched; `synced` is set at the end of
+/// the first list, and until then the routing API does not judge these objects (a Role without
+/// `watch` on them, say). Every call is counted in `metrics` under `plural`.
+pub fn watch_seen<K, G>(
+    api: Api<K>,
+    selector: &str,
+    plural: &'static str,
+    watched: (Arc<SeenObjects>, Arc<AtomicBool>),
+    digest: fn(&K) -> [u8; 32],
+    feed: mpsc::UnboundedSender<Touch<G>>,
+    metrics: KubeMetrics,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default,
+    G: Send + 'static,
+{
+    let (seen, synced) = watched;
+    let config = watcher::Config::default().labels(selector);
+    let stream = watcher(api, config).backoff(watch_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut listing_since = None;
+        while let Some(event) = stream.next().await {
+            count_watch_call(&metrics, plural, &event, &mut listing_since);
+            if let Ok(event) = &event {
+                seen.observe(event, digest);
+            }
+            let touch = match event {
+                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                    let id = object.meta().labels.as_ref().and_then(|l| l.get(ROUTE_LABEL)).cloned();
+                    id.map(|id| Touch::Route { id, gone: None })
+                }
+                Ok(watcher::Event::InitDone) => {
+                    synced.store(true, Ordering::Release);
+                    Some(Touch::Resync)
+                }
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::warn!(%error, resource = plural, "watching our objects failed; retrying");
+                    None
+                }
+            };
+            if let Some(touch) = touch {
+                let _ = feed.send(touch);
+            }
+        }
+    })
 }
 
 /// A route waiting for its check.

@@ -50,6 +50,7 @@
 
 mod answers;
 mod caches;
+mod calls;
 pub mod conventions;
 mod error;
 pub mod heal;
@@ -63,6 +64,7 @@ mod watch;
 
 pub use answers::{check_kind_served, classify_resource, server_version};
 pub use caches::{Listing, shrink_when_sparse};
+pub use calls::Calls;
 pub use conventions::*;
 pub use error::{Error, Result};
 pub use index::LabelIndex;

@@ -2,8 +2,8 @@
 //! routing crates stay usable without them (a store started without metrics records into
 //! metrics nobody reads).
 //!
-//! - [`KubeMetrics`]: every Kubernetes API call a store makes, by `verb` (`list`, `watch`,
-//!   `create`, `patch`, `delete`), `resource` (`virtualservices`, `httproutes`,
+//! - [`KubeMetrics`]: every Kubernetes API call a store makes, by `verb` (`get`, `list`,
+//!   `watch`, `create`, `patch`, `delete`), `resource` (`virtualservices`, `httproutes`,
 //!   `endpointslices`...) and `outcome` (`ok`, or the class of failure: `not_found`,
 //!   `forbidden`, `already_exists`, `conflict`, `invalid`, `expired`, `not_installed`,
 //!   `unavailable`, `throttled`, `error`), with latency by verb and resource. A call the API
@@ -39,6 +39,8 @@ const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 /// The verb of a Kubernetes API call, as the metrics label it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
+    /// A get of one object.
+    Get,
     /// A list (a watch's lists too).
     List,
     /// A watch stream.
@@ -54,6 +56,7 @@ pub enum Verb {
 impl Verb {
     fn as_str(self) -> &'static str {
         match self {
+            Verb::Get => "get",
             Verb::List => "list",
             Verb::Watch => "watch",
             Verb::Create => "create",

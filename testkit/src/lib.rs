@@ -91,6 +91,21 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: imp
     }
 }
 
+/// Polls `condition` every 50 ms until it holds, for up to `limit`; answers how long it took,
+/// or panics naming `what`. For a test that reports how soon something happened (a repair).
+pub async fn within<F: Future<Output = bool>>(
+    what: &str,
+    limit: std::time::Duration,
+    mut condition: impl FnMut() -> F,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while !condition().await {
+        assert!(started.elapsed() < limit, "not {what} within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
 /// A loopback port that was free a moment ago, for a program that must be told its port up
 /// front (JupyterHub's hub, Traefik's entry point). In a pod network of the test's own every
 /// port is free.
