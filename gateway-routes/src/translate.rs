@@ -268,6 +268,17 @@ impl GatewayTranslation {
         Ok((BackendRef { name, namespace, port }, None))
     }
 
+    /// The cluster-local host of the Service a route's requests go to: its own Service for a
+    /// pod IP, else the one its target names. What a gateway's metrics name the destination by
+    /// (Istio's `destination_service`), for activity.
+    pub fn destination_host(&self, route: &Route) -> proxy_api::Result<String> {
+        let (name, namespace) = match route.target().ip() {
+            Some(_) => (self.object_name(route.spec()), self.namespace.clone()),
+            None => self.service_of(route.target())?,
+        };
+        Ok(format!("{name}.{namespace}.svc.{}", self.cluster_domain))
+    }
+
     /// The Service (name, namespace) a target names: `svc`, `svc.ns`, `svc.ns.svc` or
     /// `svc.ns.svc.<cluster domain>`. Other names are not Services, which is all the Gateway
     /// API's core support routes to.

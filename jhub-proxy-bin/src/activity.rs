@@ -18,7 +18,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use istio_routes::Translation;
 use istio_routes::activity::{self, ActivityQuery};
 use jiff::Timestamp;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -30,6 +29,28 @@ use crate::{Error, Result};
 
 /// The route data key JupyterHub reads.
 const LAST_ACTIVITY: &str = "last_activity";
+
+/// How a routing API names a route's destination the way the gateway's request metrics do
+/// (Istio's `destination_service`): the seam activity reads either API's routes through.
+pub trait Destinations: Send + Sync + 'static {
+    /// The destination host of `route`; `None` for one the routing API cannot route.
+    fn destination_host(&self, route: &Route) -> Option<String>;
+}
+
+/// Istio routing: a pod IP's ServiceEntry host, or the target Service's cluster host.
+impl Destinations for istio_routes::Translation {
+    fn destination_host(&self, route: &Route) -> Option<String> {
+        istio_routes::Translation::destination_host(self, route).ok()
+    }
+}
+
+/// The Gateway API: the route's own Service for a pod IP, or the target Service's cluster
+/// host, as Istio's implementation of the Gateway API reports them.
+impl Destinations for gateway_routes::GatewayTranslation {
+    fn destination_host(&self, route: &Route) -> Option<String> {
+        gateway_routes::GatewayTranslation::destination_host(self, route).ok()
+    }
+}
 
 /// Where Prometheus is, what to ask it, and how often.
 #[derive(Debug, Clone)]
@@ -228,7 +249,7 @@ impl Refresher {
 /// it on its routes (whose destinations `translation` names).
 pub fn start<B: Backend>(
     backend: Arc<B>,
-    translation: Translation,
+    translation: Arc<dyn Destinations>,
     options: ActivityOptions,
     metrics: ActivityMetrics,
 ) -> Arc<Activity<B>> {
@@ -245,7 +266,7 @@ pub fn start<B: Backend>(
 /// A backend whose routes carry the `last_activity` of their destination.
 pub struct Activity<B> {
     inner: Arc<B>,
-    translation: Translation,
+    translation: Arc<dyn Destinations>,
     map: ActivityMap,
     /// Each route of the last listing as answered, so that the next listing rebuilds only the
     /// routes whose time or route changed: rebuilding one costs a JSON parse and write, and
@@ -270,7 +291,7 @@ impl<B> std::fmt::Debug for Activity<B> {
 
 impl<B: Backend> Activity<B> {
     /// Activity from `map` on the routes of `inner`, whose destinations `translation` names.
-    pub fn new(inner: Arc<B>, translation: Translation, map: ActivityMap) -> Self {
+    pub fn new(inner: Arc<B>, translation: Arc<dyn Destinations>, map: ActivityMap) -> Self {
         Activity { inner, translation, map, answered: Mutex::default() }
     }
 
@@ -289,7 +310,7 @@ impl<B: Backend> Activity<B> {
             previous.filter(|p| Arc::ptr_eq(&p.given, &route) || p.given.wire_json() == route.wire_json());
         let host = match previous {
             Some(previous) => previous.host.clone(),
-            None => self.translation.destination_host(&route).ok().map(Arc::from),
+            None => self.translation.destination_host(&route).map(Arc::from),
         };
         let seen = host.as_deref().and_then(|host| times.get(host)).copied();
         let answer = match (previous, seen) {
@@ -362,7 +383,7 @@ impl<B: Backend> Backend for Activity<B> {
 
 #[cfg(test)]
 mod tests {
-    use istio_routes::{IstioBackend, MemoryStore};
+    use istio_routes::{IstioBackend, MemoryStore, Translation};
     use proxy_api::{RoutingMode, Target};
 
     use super::*;
@@ -449,7 +470,7 @@ mod tests {
         map.merge(HashMap::new(), stamp("2026-11-30T00:00:00Z"));
         assert_eq!(map.snapshot().len(), 3);
         assert!(!map.snapshot().contains_key("old.hub.svc.cluster.local"));
-        let activity = Activity::new(backend, translation, map);
+        let activity = Activity::new(backend, Arc::new(translation), map);
 
         let listed: HashMap<String, serde_json::Value> = activity
             .list()
@@ -487,7 +508,7 @@ mod tests {
             ]),
             Timestamp::MIN,
         );
-        let activity = Activity::new(Arc::clone(&backend), translation, map.clone());
+        let activity = Activity::new(Arc::clone(&backend), Arc::new(translation), map.clone());
         let by_spec = |routes: Vec<Arc<Route>>| -> HashMap<String, Arc<Route>> {
             routes.into_iter().map(|r| (r.spec().to_string(), r)).collect()
         };

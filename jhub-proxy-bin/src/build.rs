@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gateway_routes::{GatewayBackend, GatewayKubeStore, GatewayMemoryStore};
 use istio_routes::heal;
-use istio_routes::{IstioBackend, KubeStore, MemoryStore, Translation};
+use istio_routes::{IstioBackend, KubeStore, MemoryStore};
 use kube_routes::heal::{HealOptions, Healing};
 use kube_routes::{HealMetrics, StoreMetrics};
 use proxy_api::{ApiConfig, Backend};
@@ -45,7 +45,7 @@ pub async fn build(config: &Config, tokens: token::Tokens, mut metrics: Metrics)
             let explainer = explain::explainer(Arc::clone(&backend));
             let ready = Readiness::ready();
             (
-                http_service(backend, config, Some(&translation), tokens, ready, metrics, Some(explainer))
+                http_service(backend, config, Arc::new(translation), tokens, ready, metrics, Some(explainer))
                     .await?,
                 "memory",
                 None,
@@ -73,7 +73,7 @@ pub async fn build(config: &Config, tokens: token::Tokens, mut metrics: Metrics)
             });
             let explainer = explain::explainer(Arc::clone(&backend));
             (
-                http_service(backend, config, Some(&translation), tokens, ready, metrics, Some(explainer))
+                http_service(backend, config, Arc::new(translation), tokens, ready, metrics, Some(explainer))
                     .await?,
                 "kubernetes",
                 healing,
@@ -94,10 +94,13 @@ async fn gateway_api(
         StoreKind::Memory => {
             let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
             let store = Arc::new(GatewayMemoryStore::new());
-            let backend = Arc::new(GatewayBackend::new(store, config.gateway_translation(&namespace)));
+            let translation = config.gateway_translation(&namespace);
+            let backend = Arc::new(GatewayBackend::new(store, translation.clone()));
             StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
+            let destinations = Arc::new(translation);
             let service =
-                http_service(backend, config, None, tokens, Readiness::ready(), metrics, None).await?;
+                http_service(backend, config, destinations, tokens, Readiness::ready(), metrics, None)
+                    .await?;
             Ok((service, "memory", None))
         }
         StoreKind::Kubernetes => {
@@ -111,7 +114,7 @@ async fn gateway_api(
             tracing::info!(namespace, selector = translation.label_selector(), "watching HTTPRoutes");
             let ready = Readiness::from_signal(store.readiness());
             let watch = Some(Arc::clone(store.watch_stats()));
-            let mut backend = GatewayBackend::new(Arc::new(store), translation);
+            let mut backend = GatewayBackend::new(Arc::new(store), translation.clone());
             if let Some(warmup) = config.warmup() {
                 // Poll a gateway that has the route: first wait until one accepts it.
                 backend = backend.with_acceptance_wait(warmup.timeout);
@@ -124,7 +127,8 @@ async fn gateway_api(
                 tracing::info!("healing objects that drift from their routes (--heal)");
                 gateway_routes::heal::heal(Arc::clone(&backend), HealOptions::default(), drift)
             });
-            let service = http_service(backend, config, None, tokens, ready, metrics, None).await?;
+            let destinations = Arc::new(translation);
+            let service = http_service(backend, config, destinations, tokens, ready, metrics, None).await?;
             Ok((service, "kubernetes", healing))
         }
     }
@@ -155,7 +159,7 @@ pub async fn bind(
 async fn http_service<B: Backend>(
     backend: Arc<B>,
     config: &Config,
-    istio: Option<&Translation>,
+    destinations: Arc<dyn activity::Destinations>,
     tokens: token::Tokens,
     ready: Readiness,
     metrics: Metrics,
@@ -203,13 +207,12 @@ async fn http_service<B: Backend>(
         metrics: Arc::clone(&metrics),
         explain: explainer,
     };
-    // Activity names Istio's destinations; the configuration refuses it with the Gateway API.
-    Ok(match (config.activity().cloned(), istio) {
-        (Some(reading), Some(translation)) => {
-            let backend = activity::start(backend, translation.clone(), reading, metrics.activity().clone());
+    Ok(match config.activity().cloned() {
+        Some(reading) => {
+            let backend = activity::start(backend, destinations, reading, metrics.activity().clone());
             with_warmup(backend, config, &metrics, options)
         }
-        _ => with_warmup(backend, config, &metrics, options),
+        None => with_warmup(backend, config, &metrics, options),
     })
 }
 

@@ -487,10 +487,6 @@ impl Config {
             ),
             (self.istio_export_to.is_some(), "--istio-export-to (env ISTIO_EXPORT_TO)"),
             (
-                self.activity_prometheus_url.is_some(),
-                "--activity-prometheus-url (env ACTIVITY_PROMETHEUS_URL), not yet",
-            ),
-            (
                 matches!(self.command, Some(Command::Explain(_))),
                 "the explain command, which follows Istio's rules, not yet",
             ),
@@ -776,7 +772,6 @@ mod tests {
         for (extra, says) in [
             (&["--istio-gateway", "gw"][..], "--istio-gateway"),
             (&["--istio-export-to", "."][..], "--istio-export-to"),
-            (&["--activity-prometheus-url", "http://p:9090"][..], "--activity-prometheus-url"),
         ] {
             let args =
                 [&["--auth-token", "t", "--routing", "gateway-api", "--parent-ref", "gw"], extra].concat();

@@ -187,3 +187,28 @@ async fn a_prometheus_that_never_answers_times_out_without_holding_the_api() {
     .await;
     drop(silent);
 }
+
+/// With `--routing gateway-api`, on Istio's implementation of the Gateway API: its gateways
+/// report a request's `destination_service` as the Service the HTTPRoute's backendRef names,
+/// the route's own Service for a pod IP (KubeSpawner's), the target's for a Service target.
+#[tokio::test]
+async fn gateway_api_routes_take_the_activity_of_the_services_they_route_to() {
+    let exporter = IstioExporter::start().await;
+    let prometheus = Prometheus::start(&[exporter.addr()]).await;
+    let gateway = ["--routing", "gateway-api", "--parent-ref", "istio-system/jupyterhub"];
+    let (_proxy, api) = proxy(&prometheus.url(), &gateway).await;
+    add_routes(&api).await;
+    let alice = gateway_routes::GatewayTranslation { namespace: NAMESPACE.to_owned(), ..Default::default() }
+        .object_name(&RouteSpec::new("/user/alice", RoutingMode::Path).unwrap());
+    let alice_service = format!("{alice}.{NAMESPACE}.svc.cluster.local");
+    assert_ne!(alice_service, alice_host(), "not the ServiceEntry host Istio routing writes");
+
+    let sent = Timestamp::now();
+    exporter.requests(&alice_service, 3);
+    exporter.requests(BOB_HOST, 2);
+    for spec in ["/user/alice", "/user/bob"] {
+        let seen = wait_for_activity(&api, spec, None).await;
+        let lag = parse(&seen).duration_since(sent).as_secs_f64();
+        assert!((-1.0..=(2 * STEP + 2) as f64).contains(&lag), "{spec}: {seen} is {lag} s after {sent}");
+    }
+}
