@@ -191,6 +191,16 @@ impl<S: HttpRouteStore> GatewayBackend<S> {
     }
 }
 
+impl<S: HttpRouteStore> GatewayBackend<S> {
+    /// Where a gateway sends a request for `url` through the HTTPRoutes as they are now (see
+    /// [`crate::explain`]); a bad URL is refused before the store is asked.
+    pub async fn explain(&self, url: &str) -> crate::explain::Result<crate::explain::Explanation> {
+        crate::explain::Request::parse(url)?;
+        let objects = self.store.live_http_routes().await?;
+        crate::explain::explain(&objects, &self.translation, url)
+    }
+}
+
 impl<S: HttpRouteStore> kube_routes::StoreState for GatewayBackend<S> {
     fn synced(&self) -> bool {
         self.store.is_ready()
@@ -380,6 +390,9 @@ mod tests {
                 return Err(refused(name));
             }
             self.inner.apply_http_route(object).await
+        }
+        async fn live_http_routes(&self) -> kube_routes::Result<Vec<Arc<HttpRoute>>> {
+            self.inner.live_http_routes().await
         }
         async fn mark_deleting(&self, name: &str) -> kube_routes::Result<Option<String>> {
             self.inner.mark_deleting(name).await

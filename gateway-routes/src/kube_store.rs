@@ -118,6 +118,15 @@ impl GatewayKubeStore {
         })
     }
 
+    /// Every HTTPRoute in the translation's namespace, specs and all, without starting a watch:
+    /// for `explain` against a live cluster.
+    pub async fn list_live(client: Client, translation: &GatewayTranslation) -> Result<Vec<Arc<HttpRoute>>> {
+        let api = Api::namespaced(client, &translation.namespace);
+        let calls =
+            Calls::new(api, HttpRoute::PLURAL, HTTP_ROUTES, &translation.namespace, KubeMetrics::default());
+        Ok(calls.list_all().await?.into_iter().map(Arc::new).collect())
+    }
+
     /// Has the watch tell `feed` about every change from now on (see `heal`); the first
     /// caller wins.
     pub(crate) fn feed_healing(&self, feed: tokio::sync::mpsc::UnboundedSender<Touch>) -> bool {
@@ -226,6 +235,10 @@ impl HttpRouteStore for GatewayKubeStore {
 
     fn http_route(&self, name: &str) -> Option<Arc<HttpRoute>> {
         self.overlay.get(name, || self.cache.get(&ObjectRef::new(name).within(&self.namespace)))
+    }
+
+    async fn live_http_routes(&self) -> Result<Vec<Arc<HttpRoute>>> {
+        Ok(self.http_routes.list_all().await?.into_iter().map(Arc::new).collect())
     }
 
     async fn apply_http_route(&self, object: HttpRoute) -> Result<Arc<HttpRoute>> {

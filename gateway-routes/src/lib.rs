@@ -10,6 +10,8 @@
 //!   machinery, as the Istio store's), [`GatewayMemoryStore`] in memory.
 //! - [`GatewayBackend`]: the routes API's [`proxy_api::Backend`] over a store.
 //! - [`status`]: what the gateways made of each HTTPRoute (`Accepted`, `ResolvedRefs`).
+//! - [`explain`]: where a conforming gateway sends a request through the HTTPRoutes, by the
+//!   specification's precedence, and whether that is where configurable-http-proxy would.
 //! - [`heal`]: repairs our objects when they drift from what their routes render (edited,
 //!   deleted behind our back, orphaned or stray Services and EndpointSlices), driven by the
 //!   watches, on [`kube_routes::heal`]'s engine.
@@ -45,6 +47,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod explain;
 pub mod heal;
 mod kube_store;
 mod memory;

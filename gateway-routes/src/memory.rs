@@ -60,6 +60,10 @@ impl HttpRouteStore for GatewayMemoryStore {
         self.lock().routes.get(name).cloned()
     }
 
+    async fn live_http_routes(&self) -> Result<Vec<Arc<HttpRoute>>> {
+        Ok(self.http_routes())
+    }
+
     async fn apply_http_route(&self, mut object: HttpRoute) -> Result<Arc<HttpRoute>> {
         let mut inner = self.lock();
         inner.version += 1;

@@ -33,6 +33,10 @@ pub trait HttpRouteStore: Send + Sync + 'static {
     /// One HTTPRoute by name, from the cache.
     fn http_route(&self, name: &str) -> Option<Arc<HttpRoute>>;
 
+    /// Every HTTPRoute in the namespace as the API server holds it now, specs and all (the cache
+    /// keeps none), ours or not: what a gateway routes through, for `explain`.
+    async fn live_http_routes(&self) -> Result<Vec<Arc<HttpRoute>>>;
+
     /// Creates or updates an HTTPRoute (server-side apply). Answers the object as stored, with
     /// the uid the objects it owns refer to.
     async fn apply_http_route(&self, object: HttpRoute) -> Result<Arc<HttpRoute>>;

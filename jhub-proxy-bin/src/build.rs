@@ -98,9 +98,10 @@ async fn gateway_api(
             let backend = Arc::new(GatewayBackend::new(store, translation.clone()));
             StoreMetrics::new(Arc::clone(&backend), None).register(metrics.registry_mut());
             let destinations = Arc::new(translation);
+            let explainer = Some(explain::gateway_explainer(Arc::clone(&backend)));
+            let ready = Readiness::ready();
             let service =
-                http_service(backend, config, destinations, tokens, Readiness::ready(), metrics, None)
-                    .await?;
+                http_service(backend, config, destinations, tokens, ready, metrics, explainer).await?;
             Ok((service, "memory", None))
         }
         StoreKind::Kubernetes => {
@@ -128,7 +129,9 @@ async fn gateway_api(
                 gateway_routes::heal::heal(Arc::clone(&backend), HealOptions::default(), drift)
             });
             let destinations = Arc::new(translation);
-            let service = http_service(backend, config, destinations, tokens, ready, metrics, None).await?;
+            let explainer = Some(explain::gateway_explainer(Arc::clone(&backend)));
+            let service =
+                http_service(backend, config, destinations, tokens, ready, metrics, explainer).await?;
             Ok((service, "kubernetes", healing))
         }
     }

@@ -253,11 +253,12 @@ pub enum Command {
     /// and EndpointSlices, from the translation options (namespace, gateway, hosts, prefix, host
     /// routing...) given before `render`.
     Render(RenderArgs),
-    /// Explain where Istio's gateway sends a request for a URL (Istio routing only).
+    /// Explain where the gateway sends a request for a URL, by the routing API's rules.
     ///
-    /// The objects that match it in the order the gateway tries them, the winner, its route and
-    /// destination, and whether configurable-http-proxy would pick the same route. Reads the
-    /// live objects through the Kubernetes API, or routes from `--routes-file` offline.
+    /// The objects that match it in the order the gateway tries them (Istio's, or the Gateway
+    /// API's precedence), the winner, its route and destination, and whether
+    /// configurable-http-proxy would pick the same route. Reads the live objects through the
+    /// Kubernetes API, or routes from `--routes-file` offline.
     Explain(ExplainArgs),
 }
 
@@ -486,10 +487,6 @@ impl Config {
                 "--istio-gateway (env ISTIO_GATEWAY); name the Gateway with --parent-ref",
             ),
             (self.istio_export_to.is_some(), "--istio-export-to (env ISTIO_EXPORT_TO)"),
-            (
-                matches!(self.command, Some(Command::Explain(_))),
-                "the explain command, which follows Istio's rules, not yet",
-            ),
         ];
         if let Some((_, option)) = istio_only.iter().find(|(given, _)| *given) {
             return Err(Error::Config(format!(

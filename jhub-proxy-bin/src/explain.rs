@@ -1,5 +1,6 @@
-//! `jupyterhub-istio-proxy explain URL` and `GET /api/explain?url=`: where Istio's gateway
-//! sends a request, from [`istio_routes::explain`], as text for people or as JSON.
+//! `jupyterhub-istio-proxy explain URL` and `GET /api/explain?url=`: where the gateway sends a
+//! request, by the routing API's rules ([`istio_routes::explain`] for VirtualServices,
+//! [`gateway_routes::explain`] for HTTPRoutes), as text for people or as JSON.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use gateway_routes::{GatewayBackend, GatewayKubeStore, HttpRouteStore};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use istio_routes::explain::{Candidate, Explanation};
@@ -15,55 +17,180 @@ use istio_routes::{IstioBackend, KubeStore, RouteStore};
 use proxy_api::ResponseFuture;
 use tower::{Layer, Service};
 
-use crate::config::{Config, ExplainArgs};
-use crate::render::memory_backend;
+use crate::config::{Config, ExplainArgs, Routing};
+use crate::render::{gateway_memory_backend, memory_backend};
 use crate::{Error, Result};
 
 /// The API's path.
 pub const PATH: &str = "/api/explain";
 
+/// An explanation by the rules of the routing API in use; its JSON is the routing API's.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Explained {
+    /// Istio's gateway, through VirtualServices.
+    Istio(Explanation),
+    /// A Gateway API implementation, through HTTPRoutes.
+    GatewayApi(gateway_routes::explain::Explanation),
+}
+
+impl Explained {
+    /// The explanation for people.
+    pub fn text(&self) -> String {
+        match self {
+            Explained::Istio(explained) => text(explained),
+            Explained::GatewayApi(explained) => gateway_text(explained),
+        }
+    }
+}
+
 /// Explains a URL for the API: the live objects of the serving store.
 pub type Explainer =
-    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = proxy_api::Result<Explanation>> + Send>> + Send + Sync>;
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = proxy_api::Result<Explained>> + Send>> + Send + Sync>;
 
-/// The [`Explainer`] of a backend.
+/// The [`Explainer`] of an Istio routing backend.
 pub fn explainer<S: RouteStore>(backend: Arc<IstioBackend<S>>) -> Explainer {
     Arc::new(move |url: String| {
         let backend = Arc::clone(&backend);
-        Box::pin(async move { backend.explain(&url).await.map_err(proxy_api::Error::from) })
+        Box::pin(
+            async move { backend.explain(&url).await.map(Explained::Istio).map_err(proxy_api::Error::from) },
+        )
+    })
+}
+
+/// The [`Explainer`] of a Gateway API backend.
+pub fn gateway_explainer<S: HttpRouteStore>(backend: Arc<GatewayBackend<S>>) -> Explainer {
+    Arc::new(move |url: String| {
+        let backend = Arc::clone(&backend);
+        Box::pin(async move {
+            backend.explain(&url).await.map(Explained::GatewayApi).map_err(proxy_api::Error::from)
+        })
     })
 }
 
 /// The `explain` command: the explanation, as text or JSON.
 pub async fn command(config: &Config, args: &ExplainArgs) -> Result<String> {
-    istio_routes::explain::Request::parse(&args.url).map_err(|e| Error::Explain(e.to_string()))?;
-    let explained = match &args.routes_file {
-        Some(path) => {
-            let as_explain = |error| match error {
-                Error::Render(message) => Error::Explain(message),
-                other => other,
-            };
-            let routes = crate::render::routes_file(path, config.routing_mode()).map_err(as_explain)?;
-            let backend = memory_backend(config, routes).await.map_err(as_explain)?;
-            backend.explain(&args.url).await
+    kube_routes::explain::Request::parse(&args.url).map_err(|e| Error::Explain(e.to_string()))?;
+    let explained = match config.routing {
+        Routing::Istio => istio_command(config, args).await?.map(Explained::Istio),
+        Routing::GatewayApi => gateway_command(config, args).await?.map(Explained::GatewayApi),
+    };
+    let explained = explained.map_err(|e| Error::Explain(e.to_string()))?;
+    Ok(if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&explained).expect("an explanation serialises"))
+    } else {
+        explained.text()
+    })
+}
+
+/// Where the objects to explain come from: routes rendered offline, or the live namespace.
+enum Source {
+    Routes(Vec<proxy_api::Route>),
+    Live(kube::Client, String),
+}
+
+impl Source {
+    async fn of(config: &Config, args: &ExplainArgs) -> Result<Source> {
+        Ok(match &args.routes_file {
+            Some(path) => {
+                let routes = crate::render::routes_file(path, config.routing_mode()).map_err(as_explain)?;
+                Source::Routes(routes)
+            }
+            None => {
+                let client = crate::kube_client().await?;
+                let namespace =
+                    config.k8s_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+                Source::Live(client, namespace)
+            }
+        })
+    }
+}
+
+/// A routes file's or a rendering's failure, said as explain's.
+fn as_explain(error: Error) -> Error {
+    match error {
+        Error::Render(message) => Error::Explain(message),
+        other => other,
+    }
+}
+
+/// Istio's gateway through the routes file's VirtualServices, or the namespace's.
+async fn istio_command(
+    config: &Config,
+    args: &ExplainArgs,
+) -> Result<istio_routes::explain::Result<Explanation>> {
+    Ok(match Source::of(config, args).await? {
+        Source::Routes(routes) => {
+            memory_backend(config, routes).await.map_err(as_explain)?.explain(&args.url).await
         }
-        None => {
-            let client = crate::kube_client().await?;
-            let namespace =
-                config.k8s_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+        Source::Live(client, namespace) => {
             let translation = config.translation(&namespace);
             let objects = KubeStore::list_live(client, &translation)
                 .await
                 .map_err(|e| Error::Kubernetes(Box::new(e)))?;
             istio_routes::explain::explain(&objects, &translation, &args.url)
         }
-    };
-    let explained = explained.map_err(|e| Error::Explain(e.to_string()))?;
-    Ok(if args.json {
-        format!("{}\n", serde_json::to_string_pretty(&explained).expect("an explanation serialises"))
-    } else {
-        text(&explained)
     })
+}
+
+/// A Gateway API implementation through the routes file's HTTPRoutes, or the namespace's.
+async fn gateway_command(
+    config: &Config,
+    args: &ExplainArgs,
+) -> Result<gateway_routes::explain::Result<gateway_routes::explain::Explanation>> {
+    Ok(match Source::of(config, args).await? {
+        Source::Routes(routes) => {
+            gateway_memory_backend(config, routes).await.map_err(as_explain)?.explain(&args.url).await
+        }
+        Source::Live(client, namespace) => {
+            let translation = config.gateway_translation(&namespace);
+            let objects = GatewayKubeStore::list_live(client, &translation)
+                .await
+                .map_err(|e| Error::Kubernetes(Box::new(e)))?;
+            gateway_routes::explain::explain(&objects, &translation, &args.url)
+        }
+    })
+}
+
+/// The explanation of a Gateway API implementation's choice, for people.
+pub fn gateway_text(explained: &gateway_routes::explain::Explanation) -> String {
+    let mut out = String::new();
+    let request = &explained.request;
+    out.push_str(&format!("request: Host {}, path {}\n", request.authority, request.path));
+    out.push_str(&format!(
+        "{} HTTPRoutes; {} rule matches, in the Gateway API's precedence (hostname, then path, then age):\n",
+        explained.http_routes,
+        explained.candidates.len()
+    ));
+    for (n, candidate) in explained.candidates.iter().enumerate() {
+        let role = if n == 0 { "WINS" } else { "loses" };
+        let matcher = serde_json::to_string(&candidate.matcher).expect("a match serialises");
+        let route = candidate.route.as_deref().map_or_else(String::new, |spec| format!(" (route {spec})"));
+        out.push_str(&format!(
+            "  {}. {role:8} {} rule {}{route} match {matcher}\n",
+            n + 1,
+            candidate.http_route,
+            candidate.rule
+        ));
+    }
+    match &explained.winner {
+        Some(winner) => {
+            let route = winner.route.as_deref().unwrap_or("(not a route of this proxy)");
+            out.push_str(&format!(
+                "winner: {} in namespace {}, route {route}\n",
+                winner.http_route, winner.namespace
+            ));
+            let backend = winner.backend.as_deref().unwrap_or("(no backend)");
+            out.push_str(&format!("backend: {backend}, path forwarded {}\n", winner.path));
+        }
+        None => out.push_str("no rule matches: the gateway answers 404\n"),
+    }
+    let chp = explained.chp_route.as_deref().unwrap_or("no route (404)");
+    out.push_str(&format!("configurable-http-proxy would pick: {chp}\n"));
+    if let Some(warning) = &explained.warning {
+        out.push_str(&format!("\n!!! NOT WHAT CONFIGURABLE-HTTP-PROXY DOES: {warning} !!!\n"));
+    }
+    out
 }
 
 /// The explanation for people: the request, the matching routes in the gateway's order, the
@@ -177,11 +304,7 @@ where
     }
 }
 
-async fn answer(
-    explainer: &Explainer,
-    method: &Method,
-    query: Option<&str>,
-) -> proxy_api::Result<Explanation> {
+async fn answer(explainer: &Explainer, method: &Method, query: Option<&str>) -> proxy_api::Result<Explained> {
     if method != Method::GET {
         return Err(proxy_api::Error::MethodNotAllowed);
     }

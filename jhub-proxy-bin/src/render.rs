@@ -53,13 +53,8 @@ async fn istio_documents(config: &Config, routes: Vec<Route>) -> Result<Vec<Valu
 /// The HTTPRoutes, then each pod IP's Service and EndpointSlice (which name their HTTPRoute as
 /// owner once the API server has given it a uid).
 async fn gateway_documents(config: &Config, routes: Vec<Route>) -> Result<Vec<Value>> {
-    let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
-    let store = Arc::new(GatewayMemoryStore::new());
-    let backend = GatewayBackend::new(Arc::clone(&store), config.gateway_translation(&namespace));
-    for route in routes {
-        let spec = route.spec().clone();
-        backend.add(route).await.map_err(|e| Error::Render(format!("route {spec}: {e}")))?;
-    }
+    let backend = gateway_memory_backend(config, routes).await?;
+    let store = backend.store();
     let mut documents = Vec::new();
     for route in store.http_routes() {
         documents.push(serde_json::to_value(&*route).expect("objects serialise"));
@@ -91,6 +86,22 @@ pub(crate) async fn memory_backend(
     let translation = config.translation(&namespace);
     let store = Arc::new(MemoryStore::new(translation.clone()));
     let backend = IstioBackend::new(store, translation);
+    for route in routes {
+        let spec = route.spec().clone();
+        backend.add(route).await.map_err(|e| Error::Render(format!("route {spec}: {e}")))?;
+    }
+    Ok(backend)
+}
+
+/// `routes` in a Gateway API memory store, through the backend and translation the proxy serves
+/// with.
+pub(crate) async fn gateway_memory_backend(
+    config: &Config,
+    routes: Vec<Route>,
+) -> Result<GatewayBackend<GatewayMemoryStore>> {
+    let namespace = config.k8s_namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let store = Arc::new(GatewayMemoryStore::new());
+    let backend = GatewayBackend::new(store, config.gateway_translation(&namespace));
     for route in routes {
         let spec = route.spec().clone();
         backend.add(route).await.map_err(|e| Error::Render(format!("route {spec}: {e}")))?;

@@ -3,7 +3,7 @@
 //! writes.
 
 use kube::Resource;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -100,6 +100,23 @@ where
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
             Err(error) => Err(classify_resource(error, "delete", name, &self.namespace, self.resource)),
+        }
+    }
+
+    /// Every object of the kind in the namespace, page by page, whole (not only ours: another
+    /// writer's object routes requests too).
+    pub async fn list_all(&self) -> Result<Vec<K>> {
+        let mut params = ListParams::default().limit(500);
+        let mut objects = Vec::new();
+        loop {
+            let page = retry_throttled(|| self.metrics.time(Verb::List, self.plural, self.api.list(&params)))
+                .await
+                .map_err(|e| classify_resource(e, "list", "", &self.namespace, self.resource))?;
+            objects.extend(page.items);
+            match page.metadata.continue_.filter(|token| !token.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(objects),
+            }
         }
     }
 

@@ -17,6 +17,8 @@
 //!   memory back when routes go.
 //! - [`check_pod_address`]: the addresses Kubernetes takes as a pod's, for either routing API's
 //!   pod-IP targets.
+//! - [`explain`]: a request as a gateway sees it and configurable-http-proxy's choice, which
+//!   each routing API's `explain` compares its gateways' choice with.
 //!
 //! Reading one route's objects through the overlay and the index, as both stores do:
 //!
@@ -53,6 +55,7 @@ mod caches;
 mod calls;
 pub mod conventions;
 mod error;
+pub mod explain;
 pub mod heal;
 mod index;
 mod metrics;
