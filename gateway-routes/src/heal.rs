@@ -167,6 +167,13 @@ impl heal::Drift for Drift {
     }
 }
 
+/// The backend objects of a route that has no HTTPRoute or needs no backend: orphans, the
+/// Service first.
+fn orphaned(service: Option<Seen>, slice: Option<Seen>) -> Option<Drift> {
+    let orphan = service.map(|s| (SERVICES, s)).or(slice.map(|s| (ENDPOINT_SLICES_PLURAL, s)));
+    orphan.map(|(resource, seen)| Drift::Orphaned(resource, seen))
+}
+
 /// A resource version as the integer it is (an etcd revision), to tell which state is later.
 fn revision(object: &HttpRoute) -> u64 {
     object.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
@@ -230,7 +237,9 @@ impl Repairs for GatewayRepairs {
         if current.as_ref().is_some_and(|object| is_marked(&object.metadata)) {
             return None;
         }
-        let (services, slices) = self.backend_objects(id).unwrap_or_default();
+        let known = self.backend_objects(id);
+        let synced = known.is_some();
+        let (services, slices) = known.unwrap_or_default();
         let named = |seen: &Seen| seen.name == name;
         let (service, stray_services): (Vec<Seen>, Vec<Seen>) = services.into_iter().partition(named);
         let (slice, stray_slices): (Vec<Seen>, Vec<Seen>) = slices.into_iter().partition(named);
@@ -241,8 +250,7 @@ impl Repairs for GatewayRepairs {
             {
                 return self.render(&route).map(|rendered| Drift::Deleted(Box::new(rendered)));
             }
-            let orphan = service.map(|s| (SERVICES, s)).or(slice.map(|s| (ENDPOINT_SLICES_PLURAL, s)));
-            return orphan.map(|(resource, seen)| Drift::Orphaned(resource, seen));
+            return orphaned(service, slice);
         };
         // Another instance's, or unreadable: not ours to render.
         let Some(Ok(route)) = translation.read(&current) else {
@@ -254,7 +262,9 @@ impl Repairs for GatewayRepairs {
             wanted.metadata.resource_version = current.metadata.resource_version.clone();
             return Some(Drift::Edited(Box::new(wanted)));
         }
-        self.backend_objects(id)?;
+        if !synced {
+            return None;
+        }
         if let Some(stray) = stray_services.into_iter().next() {
             return Some(Drift::Stray(SERVICES, stray));
         }
@@ -262,8 +272,7 @@ impl Repairs for GatewayRepairs {
             return Some(Drift::Stray(ENDPOINT_SLICES_PLURAL, stray));
         }
         let Some(backend) = rendered.pod_backend else {
-            let orphan = service.map(|s| (SERVICES, s)).or(slice.map(|s| (ENDPOINT_SLICES_PLURAL, s)));
-            return orphan.map(|(resource, seen)| Drift::Orphaned(resource, seen));
+            return orphaned(service, slice);
         };
         let backend = backend.owned_by(&current);
         match (service, slice) {
