@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::{Client, Resource};
 use kube_routes::{
-    FIELD_MANAGER, INSTANCE_LABEL, KubeMetrics, LabelIndex, MANAGED_BY, MANAGED_BY_LABEL, Overlay,
+    Calls, FIELD_MANAGER, INSTANCE_LABEL, KubeMetrics, LabelIndex, MANAGED_BY, MANAGED_BY_LABEL, Overlay,
     ROUTE_LABEL, Verb, WatchCache, WatchStats, Write, check_kind_served, classify_resource, retry_throttled,
     route_id, server_version, watch_cache,
 };
@@ -281,25 +281,16 @@ impl KubeStore {
     }
 }
 
-/// Every VirtualService in the namespace, page by page, specs and all (not only ours: another
-/// writer's object bound to the gateway routes requests too).
+/// Every VirtualService in the namespace, specs and all (not only ours: another writer's object
+/// bound to the gateway routes requests too).
 async fn list_whole(
     api: &Api<VirtualService>,
     namespace: &str,
     metrics: &KubeMetrics,
 ) -> Result<Vec<Arc<VirtualService>>> {
-    let mut params = ListParams::default().limit(500);
-    let mut objects = Vec::new();
-    loop {
-        let page = retry_throttled(|| metrics.time(Verb::List, VS, api.list(&params)))
-            .await
-            .map_err(|e| classify::<VirtualServiceSpec>(e, "list", "", namespace))?;
-        objects.extend(page.items.into_iter().map(Arc::new));
-        match page.metadata.continue_.filter(|token| !token.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(objects),
-        }
-    }
+    let calls =
+        Calls::new(api.clone(), VS, resource_name::<VirtualServiceSpec>(), namespace, metrics.clone());
+    Ok(calls.list_all().await?.into_iter().map(Arc::new).collect())
 }
 
 #[async_trait]
